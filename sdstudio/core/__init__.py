@@ -1,0 +1,1 @@
+"""Pure-Python core of SD Studio: requests, events, metadata, settings. No Qt, no torch."""

@@ -1,0 +1,82 @@
+"""Typed messages the engine sends through its plain callback, and the worker relays to the UI.
+
+The engine knows nothing of jobs or Qt: it calls ``on_event(event)`` with one of the engine
+events below. The worker wraps them with a job id for the window (see sdstudio.worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+from sdstudio.core.request import GenerationInfo, GenerationRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """Model loading: ``fraction`` in 0..1, or None when unknown."""
+
+    message: str
+    fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    name: str
+    arch: str
+    device: str
+    dtype: str
+    memory: dict[str, object] = field(default_factory=dict)
+    untrained: bool = False
+    load_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Denoising step ``step`` (1-based) of ``total`` in run ``run`` (1-based) of ``runs``."""
+
+    step: int
+    total: int
+    run: int = 1
+    runs: int = 1
+    elapsed_s: float = 0.0
+    s_per_it: float = 0.0
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A cheap latent -> RGB approximation of the image being formed (first image of the run)."""
+
+    step: int
+    total: int
+    image: Image
+
+
+@dataclass(frozen=True)
+class ImageReady:
+    """One decoded image, with the request that reproduces it (actual seed, one image) and
+    what the engine knows about how it was made. ``index`` counts images in the job, from 0."""
+
+    index: int
+    image: Image
+    request: GenerationRequest
+    info: GenerationInfo
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the person should know that is not an error (a fallback taken, say)."""
+
+    message: str
+
+
+EngineEvent = Union[LoadProgress, ModelReady, Progress, Preview, ImageReady, Notice]
+EventCallback = Callable[[EngineEvent], None]
+
+
+def ignore_event(event: EngineEvent) -> None:
+    """Default callback."""

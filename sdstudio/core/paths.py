@@ -1,0 +1,82 @@
+"""Platform folders for settings, data (demo model, inputs), logs and outputs.
+
+``SDSTUDIO_HOME`` puts every folder under one root (tests and portable installs use it);
+``SDSTUDIO_CONFIG_DIR`` / ``SDSTUDIO_DATA_DIR`` / ``SDSTUDIO_LOG_DIR`` override one each.
+Otherwise: XDG on Linux, ~/Library on macOS, %APPDATA% / %LOCALAPPDATA% on Windows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP = "sdstudio"
+
+
+def _home_override(sub: str) -> Path | None:
+    root = os.environ.get("SDSTUDIO_HOME")
+    return Path(root).expanduser() / sub if root else None
+
+
+def _pick(env: str, sub: str, linux_var: str, linux_default: str, mac: str, win_var: str) -> Path:
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    override = _home_override(sub)
+    if override is not None:
+        return override
+    if sys.platform == "win32":
+        base = os.environ.get(win_var) or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "SD Studio" / sub
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / mac / "SD Studio"
+    base = os.environ.get(linux_var) or str(Path.home() / linux_default)
+    return Path(base) / APP
+
+
+def config_dir() -> Path:
+    return _pick("SDSTUDIO_CONFIG_DIR", "config", "XDG_CONFIG_HOME", ".config",
+                 "Preferences", "APPDATA")
+
+
+def data_dir() -> Path:
+    return _pick("SDSTUDIO_DATA_DIR", "data", "XDG_DATA_HOME", ".local/share",
+                 "Application Support", "LOCALAPPDATA")
+
+
+def log_dir() -> Path:
+    if os.environ.get("SDSTUDIO_LOG_DIR"):
+        return Path(os.environ["SDSTUDIO_LOG_DIR"]).expanduser()
+    override = _home_override("logs")
+    if override is not None:
+        return override
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Logs" / "SD Studio"
+    return _pick("SDSTUDIO_LOG_DIR", "logs", "XDG_STATE_HOME", ".local/state",
+                 "Logs", "LOCALAPPDATA") / ("logs" if sys.platform != "win32" else "")
+
+
+def cache_dir() -> Path:
+    return _pick("SDSTUDIO_CACHE_DIR", "cache", "XDG_CACHE_HOME", ".cache",
+                 "Caches", "LOCALAPPDATA")
+
+
+def default_output_dir() -> Path:
+    override = _home_override("outputs")
+    if override is not None:
+        return override
+    pictures = Path.home() / "Pictures"
+    return (pictures if pictures.is_dir() else Path.home()) / "SD Studio"
+
+
+def demo_model_dir() -> Path:
+    return data_dir() / "models" / "sdstudio-demo-tiny"
+
+
+def inputs_dir() -> Path:
+    """Where the window keeps pasted / painted init images and masks (content-addressed)."""
+    return data_dir() / "inputs"
+
+
+def resources_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "resources"

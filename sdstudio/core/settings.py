@@ -1,0 +1,134 @@
+"""Typed settings, persisted as JSON under the platform's config folder (see core.paths).
+
+``EngineSettings`` is what the engine needs (device, precision, memory savers, model folders);
+``Settings`` is everything the app keeps between launches. Loading never fails: a missing file
+gives the defaults; a corrupt one is moved aside to ``settings.json.bad`` and the defaults used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core import paths
+
+DEVICES_HINT = ("auto", "cuda", "mps", "cpu")  # "cuda:1" etc. are accepted too
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+MEMORY_MODES = ("auto", "low", "off")  # auto = decided from free memory; low = every saver
+TRISTATE = ("auto", "on", "off")
+DEFAULT_FILENAME_PATTERN = "{index}-{seed}"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    device: str = "auto"
+    precision: str = "auto"
+    memory_mode: str = "auto"
+    # per-saver overrides of the memory mode
+    attention_slicing: str = "auto"
+    vae_slicing: str = "auto"
+    vae_tiling: str = "auto"
+    cpu_offload: str = "auto"
+    preview_every: int = 1  # 0 = no previews
+    default_model: str = ""  # "" = the built-in demo model
+    model_dirs: tuple[str, ...] = ()
+    vae_dirs: tuple[str, ...] = ()
+    lora_dirs: tuple[str, ...] = ()
+    embedding_dirs: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> EngineSettings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Settings:
+    output_dir: str = ""  # "" = paths.default_output_dir()
+    filename_pattern: str = DEFAULT_FILENAME_PATTERN
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    last_request: Mapping[str, Any] = field(default_factory=dict)  # the prompt panel's values
+    ui: Mapping[str, Any] = field(default_factory=dict)  # window geometry, splitter sizes...
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir).expanduser() if self.output_dir else paths.default_output_dir()
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["engine"] = {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in dataclasses.asdict(self.engine).items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        engine_fields = {f.name: f for f in dataclasses.fields(EngineSettings)}
+        engine_kwargs: dict[str, Any] = {}
+        for key, value in dict(data.get("engine") or {}).items():
+            if key not in engine_fields:
+                continue
+            default = engine_fields[key].default
+            if isinstance(default, tuple):
+                value = tuple(str(v) for v in value or ())
+            elif isinstance(default, int) and not isinstance(value, int):
+                continue
+            elif isinstance(default, str) and not isinstance(value, str):
+                continue
+            engine_kwargs[key] = value
+        kwargs: dict[str, Any] = {"engine": EngineSettings(**engine_kwargs)}
+        for key in ("output_dir", "filename_pattern"):
+            if isinstance(data.get(key), str):
+                kwargs[key] = data[key]
+        for key in ("last_request", "ui"):
+            if isinstance(data.get(key), Mapping):
+                kwargs[key] = dict(data[key])
+        return cls(**kwargs)
+
+
+def settings_path() -> Path:
+    return paths.config_dir() / "settings.json"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    path = path or settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except OSError:
+        return Settings()
+    try:
+        data = json.loads(text)
+        if not isinstance(data, Mapping):
+            raise ValueError("not an object")
+        return Settings.from_dict(data)
+    except (ValueError, TypeError):
+        try:
+            os.replace(path, path.with_name(path.name + ".bad"))
+        except OSError:
+            pass
+        return Settings()
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path:
+    """Write atomically: a temp file in the same folder, fsync, then rename over the old one."""
+    path = path or settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(settings.to_dict(), fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
