@@ -1,0 +1,259 @@
+"""EngineWorker: the QObject that lives in the one worker QThread and owns the Engine.
+
+The engine is created *inside* the thread (so torch and diffusers are imported there, after the
+window is visible). Every call arrives as a queued signal from the GUI thread and runs to its
+end in the worker thread; every exception becomes a failure signal, never a dead thread.
+The engine reports through its plain callback; this class relays each event as a Qt signal
+with the job id. Images are saved here (off the GUI thread) and converted to QImage here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QImage
+
+from sdstudio.core.cancel import CancelToken
+from sdstudio.core.errors import CancelledError
+from sdstudio.core.events import (
+    EngineEvent,
+    ImageReady,
+    LoadProgress,
+    ModelReady,
+    Notice,
+    Preview,
+    Progress,
+)
+from sdstudio.core.request import GenerationRequest
+from sdstudio.core.settings import EngineSettings
+from sdstudio.worker.jobs import Failure, JobImage, JobState
+
+log = logging.getLogger(__name__)
+
+
+class EngineLike(Protocol):
+    """What the worker needs of ``sdstudio.engine.Engine`` (tests inject a scriptable fake)."""
+
+    def configure(self, settings: EngineSettings) -> None: ...
+
+    def load(self, model: str = "", on_event: Any = ..., cancel: CancelToken | None = None
+             ) -> ModelReady: ...
+
+    def generate(self, request: GenerationRequest, on_event: Any = ...,
+                 cancel: CancelToken | None = None) -> list[ImageReady]: ...
+
+    def unload(self) -> None: ...
+
+
+EngineFactory = Callable[[EngineSettings], EngineLike]
+
+
+def default_engine_factory(settings: EngineSettings) -> EngineLike:
+    """Import the engine lazily: this runs in the worker thread, never at window start-up."""
+    from sdstudio.engine import Engine
+
+    return Engine(settings)
+
+
+def pil_to_qimage(image: Any) -> QImage:
+    """PIL -> QImage (a deep copy, safe to hand to another thread)."""
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    fmt = QImage.Format.Format_RGBA8888 if image.mode == "RGBA" else QImage.Format.Format_RGB888
+    channels = 4 if image.mode == "RGBA" else 3
+    data = image.tobytes()
+    qimg = QImage(data, image.width, image.height, image.width * channels, fmt)
+    return qimg.copy()
+
+
+class EngineWorker(QObject):
+    """Runs in the worker thread. Use it through :class:`sdstudio.worker.JobQueue`."""
+
+    # --- out (worker thread -> GUI), every payload a core event or a worker dataclass
+    engineStarted = Signal()
+    engineFailed = Signal(object)  # Failure
+    loadStarted = Signal(str)
+    loadProgress = Signal(object)  # LoadProgress
+    modelReady = Signal(object)  # ModelReady
+    loadFailed = Signal(object)  # Failure
+    jobStarted = Signal(int)
+    jobProgress = Signal(int, object)  # job id, Progress
+    jobPreview = Signal(int, object)  # job id, QImage
+    imageReady = Signal(int, object)  # job id, JobImage
+    jobNotice = Signal(int, str)  # job id (0 = none), message
+    jobDone = Signal(int, str, object)  # job id, JobState value, Failure | None
+    modelsListed = Signal(object)  # list[dict]
+    finished = Signal()
+
+    def __init__(self, factory: EngineFactory, settings: EngineSettings) -> None:
+        super().__init__()
+        self._factory = factory
+        self._settings = settings
+        self._engine: EngineLike | None = None
+        self._engine_failure: Failure | None = None
+        self.loaded: ModelReady | None = None
+        self._preview_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------ slots
+    @Slot()
+    def init_engine(self) -> None:
+        try:
+            self._engine = self._factory(self._settings)
+        except BaseException as exc:
+            self._engine_failure = Failure.from_exception(exc, context="The engine could not start")
+            log.exception("engine start failed")
+            self.engineFailed.emit(self._engine_failure)
+            return
+        self.engineStarted.emit()
+
+    @Slot(object)
+    def configure(self, settings: EngineSettings) -> None:
+        self._settings = settings
+        if self._engine is None:
+            return
+        try:
+            self._engine.configure(settings)
+        except BaseException as exc:
+            self.jobNotice.emit(0, f"Settings not applied: {Failure.from_exception(exc).message}")
+
+    @Slot(str, object)
+    def load_model(self, model: str, cancel: CancelToken) -> None:
+        self.loadStarted.emit(model)
+        engine = self._engine
+        if engine is None:
+            failure = self._engine_failure or Failure("The engine is not running")
+            self.loadFailed.emit(failure)
+            return
+
+        def on_event(event: EngineEvent) -> None:
+            if isinstance(event, LoadProgress):
+                self.loadProgress.emit(event)
+            elif isinstance(event, Notice):
+                self.jobNotice.emit(0, event.message)
+
+        try:
+            ready = engine.load(model, on_event, cancel)
+        except BaseException as exc:
+            log.info("model load failed: %s", exc)
+            self.loadFailed.emit(Failure.from_exception(exc))
+            return
+        self.loaded = ready
+        self.modelReady.emit(ready)
+
+    @Slot(int, object, object, object)
+    def run_job(self, job_id: int, request: GenerationRequest, cancel: CancelToken,
+                save: object) -> None:
+        """``save`` is ``(out_dir, pattern)`` or None (images are then only reported)."""
+        if cancel.cancelled:
+            self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
+            return
+        self.jobStarted.emit(job_id)
+        engine = self._engine
+        if engine is None:
+            failure = self._engine_failure or Failure("The engine is not running")
+            self.jobDone.emit(job_id, JobState.FAILED.value,
+                              Failure(failure.message, failure.details, failure.kind, job_id))
+            return
+        saved = 0
+
+        def on_event(event: EngineEvent) -> None:
+            nonlocal saved
+            if isinstance(event, Progress):
+                self.jobProgress.emit(job_id, event)
+            elif isinstance(event, Preview):
+                try:
+                    self.jobPreview.emit(job_id, pil_to_qimage(event.image))
+                except Exception:
+                    log.debug("preview conversion failed", exc_info=True)
+            elif isinstance(event, ImageReady):
+                self._deliver(job_id, event, save)
+                saved += 1
+            elif isinstance(event, ModelReady):
+                self.loaded = event
+                self.modelReady.emit(event)
+            elif isinstance(event, LoadProgress):
+                self.loadProgress.emit(event)
+            elif isinstance(event, Notice):
+                self.jobNotice.emit(job_id, event.message)
+
+        try:
+            results = engine.generate(request, on_event, cancel)
+        except CancelledError:
+            self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
+            return
+        except BaseException as exc:
+            log.info("job %s failed: %s", job_id, exc)
+            self.jobDone.emit(job_id, JobState.FAILED.value,
+                              Failure.from_exception(exc, job_id=job_id))
+            return
+        # An engine that returns images without reporting them still gets them saved.
+        for event in list(results or [])[saved:]:
+            self._deliver(job_id, event, save)
+        self.jobDone.emit(job_id, JobState.DONE.value, None)
+
+    @Slot(object)
+    def list_models(self, settings: EngineSettings) -> None:
+        models: list[dict[str, Any]] = []
+        try:
+            from sdstudio.engine import library
+
+            for entry in library.list_models(settings):
+                models.append(_entry_dict(entry))
+        except BaseException as exc:
+            log.info("listing models failed: %s", exc)
+        self.modelsListed.emit(models)
+
+    @Slot()
+    def stop(self) -> None:
+        """Free the engine, then say so: ``finished`` is connected to the thread's quit."""
+        try:
+            if self._engine is not None:
+                self._engine.unload()
+        except BaseException:
+            log.debug("unload failed", exc_info=True)
+        self._engine = None
+        self.finished.emit()
+
+    # ---------------------------------------------------------------------- helpers
+    def _deliver(self, job_id: int, event: ImageReady, save: object) -> None:
+        path = ""
+        save_error: Failure | None = None
+        if save is not None:
+            out_dir, pattern = save  # type: ignore[misc]
+            try:
+                path = str(save_image(event, Path(out_dir), str(pattern)))
+            except BaseException as exc:
+                save_error = Failure.from_exception(exc, job_id, context="The image was not saved")
+                log.warning("saving failed: %s", exc)
+        try:
+            qimage: QImage | None = pil_to_qimage(event.image)
+        except Exception:
+            qimage = None
+        self.imageReady.emit(job_id, JobImage(job_id, event.index, path, event.request,
+                                              event.info, event.image, qimage, save_error))
+
+
+def save_image(event: ImageReady, out_dir: Path, pattern: str) -> Path:
+    from sdstudio.storage.png import save_image as storage_save
+
+    return storage_save(event.image, event.request, event.info, out_dir, pattern)
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    """Normalise one model-library entry (a dataclass, a mapping or a path) to a dict with at
+    least ``name`` and ``path``."""
+    if isinstance(entry, dict):
+        data = dict(entry)
+    elif isinstance(entry, (str, Path)):
+        data = {"path": str(entry)}
+    else:
+        data = {k: getattr(entry, k) for k in dir(entry)
+                if not k.startswith("_") and not callable(getattr(entry, k, None))}
+    data["path"] = str(data.get("path", ""))
+    data.setdefault("name", Path(data["path"]).name or data["path"])
+    return data
