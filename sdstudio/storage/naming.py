@@ -29,7 +29,8 @@ TOKENS: tuple[str, ...] = (
 )
 INDEX_WIDTH = 5
 PROMPT_LIMIT = 60
-COMPONENT_LIMIT = 120  # characters per folder/file name, leaving room for "-N.png"
+COMPONENT_LIMIT = 150  # characters per folder/file name...
+COMPONENT_BYTES = 200  # ...and UTF-8 bytes (file systems allow 255), leaving room for "-N.png"
 INDEX_MARK = "\x00index\x00"  # stands for {index} until the folder has been listed
 
 _TOKEN = re.compile(r"\{([^{}]*)\}")
@@ -94,13 +95,19 @@ def safe_component(text: str, limit: int = COMPONENT_LIMIT, fallback: str = "_")
     text = unicodedata.normalize("NFC", text)
     text = _INVALID.sub("_", text)
     text = " ".join(text.split())  # no tabs/newlines, no runs of spaces
-    if len(text) > limit:
-        text = text[:limit]
+    text = _fit(text, limit)
     text = text.rstrip(". ").lstrip(" ")  # Windows drops trailing dots and spaces
     if not text or set(text) <= {"."}:
         return fallback
     if text.split(".")[0].upper() in _WINDOWS_RESERVED:
         text = "_" + text
+    return text
+
+
+def _fit(text: str, limit: int = COMPONENT_LIMIT, max_bytes: int = COMPONENT_BYTES) -> str:
+    text = text[:limit]
+    while len(text.encode("utf-8")) > max_bytes:
+        text = text[:-1]
     return text
 
 
@@ -198,9 +205,14 @@ def plan_name(
         )
     safe_folders = [safe_component(f) for f in folders]
     if INDEX_MARK in stem:
-        prefix, suffix = stem.split(INDEX_MARK)
-        prefix = _INVALID.sub("_", prefix)[:COMPONENT_LIMIT // 2]
-        suffix = _INVALID.sub("_", suffix)[:COMPONENT_LIMIT // 2].rstrip(". ")
+        prefix, suffix = (_INVALID.sub("_", p) for p in stem.split(INDEX_MARK))
+        budget = COMPONENT_BYTES - INDEX_WIDTH - 4  # room for a longer index
+        while len((prefix + suffix).encode("utf-8")) > budget:
+            if len(suffix) >= len(prefix):
+                suffix = suffix[:-1]
+            else:
+                prefix = prefix[:-1]
+        suffix = suffix.rstrip(". ")
         return NamePlan("/".join(safe_folders), prefix, suffix, has_index=True)
     return NamePlan("/".join(safe_folders), safe_component(stem), "", has_index=False)
 
