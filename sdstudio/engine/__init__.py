@@ -1,0 +1,31 @@
+"""The generation engine: the only package that imports torch / diffusers / transformers.
+
+Imports are lazy so that ``sdstudio.engine.text.count_tokens`` or ``engine.tiny`` helpers can
+be reached without pulling torch in at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sdstudio.engine.runner import Engine
+    from sdstudio.engine.text import count_tokens
+    from sdstudio.engine.tiny import build_tiny_model, ensure_demo_model
+
+__all__ = ["Engine", "build_tiny_model", "count_tokens", "ensure_demo_model"]
+
+_WHERE = {
+    "Engine": "sdstudio.engine.runner",
+    "count_tokens": "sdstudio.engine.text",
+    "build_tiny_model": "sdstudio.engine.tiny",
+    "ensure_demo_model": "sdstudio.engine.tiny",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'sdstudio.engine' has no attribute {name!r}")

@@ -1,0 +1,135 @@
+"""Memory policy: which savers to enable, as a pure function of the situation.
+
+``decide_memory`` takes the device kind, its free and total memory, the model's size and the
+request's size and returns a ``MemoryPlan``. It imports nothing heavy, so it is tested as a
+table without a GPU. ``settings.memory_mode`` is ``auto`` (decided from free memory), ``low``
+(every saver that applies) or ``off`` (none); each saver's own setting (``on``/``off``)
+overrides the mode.
+
+Estimates (fp16 on the GPU; doubled for fp32), deliberately on the safe side:
+- the VAE decoder at full resolution peaks around ``w*h*1.5 kB`` per image (1.6 GB at 1024²);
+- the UNet's activations (with PyTorch SDPA) around ``w*h*0.5 kB`` per image incl. CFG;
+- the weights need ``model_bytes`` on the device unless offloaded to the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sdstudio.core.settings import EngineSettings
+
+GIB = 1 << 30
+_HEADROOM = 0.85  # use at most this share of the free memory
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    attention_slicing: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def savers(self) -> tuple[str, ...]:
+        return tuple(
+            name for name in ("attention_slicing", "vae_slicing", "vae_tiling", "cpu_offload")
+            if getattr(self, name)
+        )
+
+
+def estimate_vae_bytes(width: int, height: int, bytes_per_value: int = 2) -> int:
+    """Peak memory of one full-resolution VAE decode."""
+    return width * height * 768 * bytes_per_value
+
+
+def estimate_unet_bytes(width: int, height: int, batch: int, bytes_per_value: int = 2) -> int:
+    return batch * width * height * 256 * bytes_per_value
+
+
+def decide_memory(
+    device_kind: str,
+    free_bytes: int,
+    total_bytes: int,
+    model_bytes: int,
+    width: int,
+    height: int,
+    batch: int,
+    settings: EngineSettings,
+    *,
+    bytes_per_value: int = 2,
+) -> MemoryPlan:
+    """Choose the memory savers. Pure: no torch, no device queries."""
+    mode = (settings.memory_mode or "auto").lower()
+    gpu = device_kind in ("cuda", "mps")
+    reasons: list[str] = []
+    decided: dict[str, bool]
+    if mode == "off":
+        decided = dict.fromkeys(("attention_slicing", "vae_slicing", "vae_tiling",
+                                 "cpu_offload"), False)
+        reasons.append("memory savers off")
+    elif mode == "low":
+        decided = {
+            "attention_slicing": True,
+            "vae_slicing": True,
+            "vae_tiling": True,
+            "cpu_offload": device_kind == "cuda",
+        }
+        reasons.append("low-memory mode: every saver")
+        if device_kind != "cuda":
+            reasons.append("CPU offload applies to CUDA only")
+    else:
+        budget = int(free_bytes * _HEADROOM)
+        vae_one = estimate_vae_bytes(width, height, bytes_per_value)
+        unet = estimate_unet_bytes(width, height, batch, bytes_per_value)
+        offload = device_kind == "cuda" and model_bytes + unet + vae_one > budget
+        if offload:
+            reasons.append(
+                f"model {model_bytes / GIB:.1f} GiB + activations do not fit in "
+                f"{free_bytes / GIB:.1f} GiB free: CPU offload"
+            )
+        resident = 0 if offload else model_bytes
+        room = max(budget - resident, 0)
+        if not gpu:
+            # system RAM: savers only for very large images; attention slicing costs speed
+            tiling = vae_one > room // 2
+            slicing = batch > 1 and vae_one * batch > room // 2
+            attention = False
+            reasons.append("CPU: savers only when the image would not fit in RAM")
+        else:
+            tiling = vae_one > room // 2
+            slicing = batch > 1 and vae_one * batch > room // 2
+            attention = unet > room // 2 or (device_kind == "mps" and total_bytes < 64 * GIB)
+            if device_kind == "mps" and total_bytes < 64 * GIB:
+                reasons.append("MPS with less than 64 GiB: attention slicing")
+            if not (tiling or slicing or attention or offload):
+                reasons.append(
+                    f"{free_bytes / GIB:.1f} GiB free is enough for {width}x{height} x{batch}"
+                )
+        if tiling:
+            reasons.append(f"VAE decode of {width}x{height} needs ~{vae_one / GIB:.1f} GiB: tiling")
+        if slicing:
+            reasons.append(f"batch of {batch}: VAE slicing")
+        if attention and gpu and device_kind != "mps":
+            reasons.append("little memory left for attention: attention slicing")
+        decided = {
+            "attention_slicing": attention,
+            "vae_slicing": slicing,
+            "vae_tiling": tiling,
+            "cpu_offload": offload,
+        }
+    for name in decided:
+        override = (getattr(settings, name, "auto") or "auto").lower()
+        if override in ("on", "off"):
+            value = override == "on"
+            if name == "cpu_offload" and value and device_kind != "cuda":
+                reasons.append("cpu_offload=on ignored: CUDA only")
+                value = False
+            if value != decided[name]:
+                reasons.append(f"{name}={override} (setting)")
+            decided[name] = value
+    return MemoryPlan(**decided, reason="; ".join(reasons))

@@ -1,0 +1,353 @@
+"""Model sources: resolve a reference, detect the architecture, load local files safely.
+
+A reference is one of:
+- ``""``: ``settings.default_model``, else the built-in tiny demo model (built on first use);
+- a path to a diffusers folder (``model_index.json``);
+- a path to a single checkpoint file -> ``sdstudio.engine.single_file.load_single_file``;
+- a bare name looked up in ``settings.model_dirs`` -> ``sdstudio.engine.library.resolve_model_name``
+  (falls back to ``<dir>/<name>`` folders when that module is absent);
+- a Hugging Face repo id ``org/name``: only through the standard HF cache; offline
+  (``HF_HUB_OFFLINE=1``) or without network it fails at once with a ModelError.
+
+Loading is local-files-only and safetensors-only. Weight files are checked before loading (a
+safetensors header that does not parse, or a file shorter than its header says, is refused
+with the file's name), so a corrupt model never reaches torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.errors import ModelError
+from sdstudio.core.settings import EngineSettings
+
+ARCHS = ("sd1", "sd1-inpaint", "sd2", "sd2-inpaint", "sd2-v", "sdxl", "sdxl-inpaint")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_SD_COMPONENTS = ("unet", "vae", "text_encoder")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "folder", "file" or "hub"
+    path: Path  # the local folder / file (for "hub": the snapshot folder in the HF cache)
+    name: str  # shown to the user and written into the metadata
+    ref: str  # the reference as given (after default resolution)
+    untrained: bool = False
+
+
+def _is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve(ref: str, settings: EngineSettings) -> ModelSource:
+    """Turn a model reference into a local source. Raises ModelError; never downloads unless
+    online and given a hub id."""
+    from sdstudio.engine import tiny
+
+    ref = (ref or "").strip() or (settings.default_model or "").strip()
+    if not ref:
+        folder = tiny.ensure_demo_model()
+        return ModelSource("folder", folder, "sdstudio-demo-tiny (untrained)", "", True)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _local_source(path, ref)
+    looks_like_path = any(sep in ref for sep in ("\\",)) or ref.startswith((".", "~", "/")) or (
+        len(ref) > 1 and ref[1] == ":"
+    )
+    if not looks_like_path:
+        found = _find_in_dirs(ref, settings.model_dirs)
+        if found is not None:
+            return _local_source(found, ref)
+        if _HUB_ID.match(ref):
+            return _hub_source(ref)
+        if settings.model_dirs:
+            raise ModelError(
+                f"model {ref!r} was not found in the model folders "
+                f"({', '.join(settings.model_dirs)})"
+            )
+    raise ModelError(f"model path does not exist: {ref}")
+
+
+def _local_source(path: Path, ref: str) -> ModelSource:
+    from sdstudio.engine import tiny
+
+    path = path.resolve()
+    if path.is_dir():
+        check_diffusers_folder(path)
+        untrained = tiny.is_tiny_model(path)
+        name = path.name + (" (untrained)" if untrained else "")
+        return ModelSource("folder", path, name, ref, untrained)
+    if path.is_file():
+        return ModelSource("file", path, path.stem, ref)
+    raise ModelError(f"{path} is neither a folder nor a file")
+
+
+def _find_in_dirs(name: str, dirs: tuple[str, ...]) -> Path | None:
+    if not dirs:
+        return None
+    try:
+        from sdstudio.engine.library import resolve_model_name
+    except ImportError:
+        resolve_model_name = None
+    if resolve_model_name is not None:
+        found = resolve_model_name(name, dirs)
+        return Path(found) if found is not None else None
+    for folder in dirs:
+        base = Path(folder).expanduser()
+        for candidate in (base / name, base / f"{name}.safetensors"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _hub_source(repo_id: str) -> ModelSource:
+    if _is_offline():
+        cached = _hub_cached(repo_id)
+        if cached is not None:
+            return ModelSource("hub", cached, repo_id, repo_id)
+        raise ModelError(
+            f"{repo_id!r} is not a local path and the Hugging Face hub is off "
+            "(HF_HUB_OFFLINE=1) with no cached copy; give a local model folder or file"
+        )
+    if not _hub_reachable():
+        cached = _hub_cached(repo_id)
+        if cached is not None:
+            return ModelSource("hub", cached, repo_id, repo_id)
+        raise ModelError(
+            f"{repo_id!r} is not a local path and huggingface.co cannot be reached; "
+            "give a local model folder or file"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            repo_id,
+            allow_patterns=["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
+            ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.*"],
+        )
+    except Exception as exc:
+        raise ModelError(f"could not download {repo_id!r}: {exc}", repr(exc)) from exc
+    return ModelSource("hub", Path(folder), repo_id, repo_id)
+
+
+def _hub_cached(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        return None
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = re.sub(r"^https?://", "", endpoint).split("/")[0].split(":")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------- folder checks
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object")
+    return data
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file whose header does not parse or whose data is cut short."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ModelError(f"weight file {path} is truncated (empty or too short)")
+            (header_len,) = struct.unpack("<Q", raw)
+            if header_len <= 1 or header_len > _MAX_HEADER or 8 + header_len > size:
+                raise ModelError(f"weight file {path} is not a valid safetensors file "
+                                 "(corrupt header)")
+            header = json.loads(fh.read(header_len).decode("utf-8"))
+    except ModelError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"weight file {path} is not a valid safetensors file: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ModelError(f"weight file {path} is not a valid safetensors file (bad header)")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            raise ModelError(f"weight file {path} is not a valid safetensors file (bad entry)")
+        end = max(end, int(offsets[1]))
+    if 8 + header_len + end > size:
+        raise ModelError(f"weight file {path} is truncated ({size} bytes, "
+                         f"needs {8 + header_len + end})")
+
+
+def check_diffusers_folder(folder: Path) -> dict[str, Any]:
+    """Check that ``folder`` is a loadable diffusers model; return its model_index."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelError(
+            f"{folder} is not a model folder (no model_index.json); give a diffusers model "
+            "folder or a checkpoint file"
+        )
+    index = read_json(index_path)
+    for name in (*_SD_COMPONENTS, "text_encoder_2"):
+        entry = index.get(name)
+        if name == "text_encoder_2" and not entry:
+            continue
+        if not (isinstance(entry, list) and entry and entry[0]):
+            raise ModelError(f"{folder} has no {name} in model_index.json")
+        sub = folder / name
+        if not (sub / "config.json").is_file():
+            raise ModelError(f"{folder} is missing {name}/config.json")
+        weights = sorted(sub.glob("*.safetensors"))
+        if not weights:
+            pickles = [p.name for p in sub.iterdir() if p.suffix in (".bin", ".ckpt", ".pt")]
+            if pickles:
+                raise ModelError(
+                    f"{sub} has only pickle weights ({', '.join(pickles)}); SD Studio loads "
+                    "safetensors only (convert them with `sdstudio convert`)"
+                )
+            raise ModelError(f"{sub} has no weight file (*.safetensors)")
+        for weight in weights:
+            check_safetensors(weight)
+    return index
+
+
+# ------------------------------------------------------------------------ architecture
+def detect_arch(folder: Path) -> str:
+    """Architecture from the folder's own configs (never from its name)."""
+    index = read_json(folder / "model_index.json")
+    unet = read_json(folder / "unet" / "config.json")
+    sched_path = folder / "scheduler" / "scheduler_config.json"
+    scheduler = read_json(sched_path) if sched_path.is_file() else {}
+    text_path = folder / "text_encoder" / "config.json"
+    text = read_json(text_path) if text_path.is_file() else {}
+    tok_path = folder / "tokenizer" / "special_tokens_map.json"
+    tok = read_json(tok_path) if tok_path.is_file() else {}
+    return arch_from_configs(index.get("_class_name", ""), unet, scheduler, text,
+                             has_text_encoder_2=bool(index.get("text_encoder_2")),
+                             pad_token=_token_text(tok.get("pad_token")))
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("content", ""))
+    return str(value or "")
+
+
+def arch_from_configs(
+    class_name: str,
+    unet: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    text: Mapping[str, Any],
+    *,
+    has_text_encoder_2: bool,
+    pad_token: str = "",
+) -> str:
+    inpaint = int(unet.get("in_channels", 4)) == 9
+    if has_text_encoder_2 or "XL" in class_name or unet.get("addition_embed_type") == "text_time":
+        return "sdxl-inpaint" if inpaint else "sdxl"
+    cross = unet.get("cross_attention_dim")
+    sd2 = (
+        cross == 1024
+        or text.get("hidden_act") == "gelu"  # OpenCLIP ViT-H (SD 2.x); CLIP ViT-L is quick_gelu
+        or pad_token == "!"  # SD 2.x tokenizer pads with "!"
+    )
+    if inpaint:
+        return "sd2-inpaint" if sd2 else "sd1-inpaint"
+    if scheduler.get("prediction_type") == "v_prediction":
+        return "sd2-v"
+    return "sd2" if sd2 else "sd1"
+
+
+def arch_from_pipe(pipe: Any) -> str:
+    """Architecture of an already-loaded pipeline (single-file loads)."""
+    unet = dict(pipe.unet.config)
+    text_encoder = getattr(pipe, "text_encoder", None)
+    text = text_encoder.config.to_dict() if text_encoder is not None else {}
+    tokenizer = getattr(pipe, "tokenizer", None)
+    pad = str(getattr(tokenizer, "pad_token", "") or "")
+    return arch_from_configs(type(pipe).__name__, unet, dict(pipe.scheduler.config), text,
+                             has_text_encoder_2=getattr(pipe, "text_encoder_2", None) is not None,
+                             pad_token=pad)
+
+
+def weights_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors") if p.is_file())
+
+
+# ---------------------------------------------------------------------------- loading
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No tqdm bars from diffusers/transformers while loading (the engine reports
+    LoadProgress events itself)."""
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    d_on, t_on = d_logging.is_progress_bar_enabled(), t_logging.is_progress_bar_enabled()
+    d_logging.disable_progress_bar()
+    t_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if d_on:
+            d_logging.enable_progress_bar()
+        if t_on:
+            t_logging.enable_progress_bar()
+
+
+def pipeline_class(arch: str) -> type:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if arch.startswith("sdxl") else StableDiffusionPipeline
+
+
+def load_pipeline(source: ModelSource, arch: str | None, *, device: Any, dtype: Any,
+                  settings: EngineSettings) -> Any:
+    """Load the components as a txt2img pipeline (weights on the CPU; the caller moves them)."""
+    if source.kind == "file":
+        try:
+            from sdstudio.engine.single_file import load_single_file
+        except ImportError:
+            raise ModelError("single-file checkpoints are not supported yet") from None
+        return load_single_file(source.path, device=device, dtype=dtype, settings=settings)
+    assert arch is not None
+    cls = pipeline_class(arch)
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "use_safetensors": True,
+        "local_files_only": True,
+    }
+    if not arch.startswith("sdxl"):
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    try:
+        with quiet_progress():
+            return cls.from_pretrained(str(source.path), **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"could not load the model in {source.path}: {exc}", repr(exc)) from exc

@@ -1,0 +1,74 @@
+"""One set of loaded components serving txt2img, img2img and inpaint.
+
+The model is loaded once as a txt2img pipeline; the img2img and inpaint pipelines are made
+from it with ``from_pipe``, which shares every module (no weights are copied or reloaded).
+
+Inpainting (9-channel UNet) models run every mode through the inpaint pipeline, as
+AUTOMATIC1111 does: txt2img is inpainting a blank image under a full mask (strength 1), img2img
+is inpainting the init image under a full mask at the request's strength.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from sdstudio.core.request import Mode
+
+_CLASSES: dict[bool, dict[Mode, type]] = {
+    False: {
+        Mode.TXT2IMG: StableDiffusionPipeline,
+        Mode.IMG2IMG: StableDiffusionImg2ImgPipeline,
+        Mode.INPAINT: StableDiffusionInpaintPipeline,
+    },
+    True: {
+        Mode.TXT2IMG: StableDiffusionXLPipeline,
+        Mode.IMG2IMG: StableDiffusionXLImg2ImgPipeline,
+        Mode.INPAINT: StableDiffusionXLInpaintPipeline,
+    },
+}
+
+
+class PipelineSet:
+    """The loaded components and the per-mode pipelines that share them."""
+
+    def __init__(self, base: Any, arch: str) -> None:
+        self.base = base
+        self.arch = arch
+        self.sdxl = arch.startswith("sdxl")
+        self.inpaint_unet = int(base.unet.config.in_channels) == 9
+        self._pipes: dict[type, Any] = {type(base): base}
+
+    def class_for(self, mode: Mode) -> type:
+        effective = Mode.INPAINT if self.inpaint_unet else mode
+        return _CLASSES[self.sdxl][effective]
+
+    def get(self, mode: Mode) -> Any:
+        """The pipeline for ``mode``; made with ``from_pipe`` once, then reused."""
+        cls = self.class_for(mode)
+        pipe = self._pipes.get(cls)
+        if pipe is None:
+            pipe = cls.from_pipe(self.base)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipes[cls] = pipe
+        return pipe
+
+    @property
+    def pipes(self) -> list[Any]:
+        return list(self._pipes.values())
+
+    def set_component(self, name: str, module: Any) -> None:
+        """Swap a component (a VAE override, say) in every pipeline of the set."""
+        for pipe in self._pipes.values():
+            pipe.register_modules(**{name: module})
+
+    def component(self, name: str) -> Any:
+        return getattr(self.base, name, None)

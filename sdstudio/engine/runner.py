@@ -1,0 +1,543 @@
+"""The engine: load a model, run requests, report through a plain callback.
+
+``Engine`` is what the worker thread and the CLI drive (see docs/architecture.md). It never
+imports Qt; it reports with ``on_event(event)`` (core.events) and checks a CancelToken inside
+the denoising loop, raising CancelledError there so a cancelled run stops within one step and
+never reaches the VAE decode.
+
+Hooks for issue 3 (filled by ``sdstudio.engine.lora``; absent modules are tolerated):
+- ``apply_loras(pipe, specs, settings) -> dict[name, short hash]`` is called before a run when
+  the request has LoRAs, and once with ``()`` after LoRAs were used so they can be removed;
+- ``load_vae(path, *, device, dtype, settings) -> AutoencoderKL`` for ``request.vae``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdstudio.core.cancel import CancelToken
+from sdstudio.core.errors import ModelError, OutOfMemoryError, RequestError, SDStudioError
+from sdstudio.core.events import (
+    EventCallback,
+    ImageReady,
+    LoadProgress,
+    ModelReady,
+    Notice,
+    Preview,
+    Progress,
+    ignore_event,
+)
+from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
+from sdstudio.core.settings import EngineSettings
+from sdstudio.engine import device as devices
+from sdstudio.engine import images as img
+from sdstudio.engine import models
+from sdstudio.engine.memory import MemoryPlan, decide_memory
+from sdstudio.engine.pipelines import PipelineSet
+from sdstudio.engine.preview import latents_to_rgb
+from sdstudio.engine.samplers import build_scheduler, scheduler_info
+from sdstudio.engine.text import encode_prompts
+
+_DEMO_KEY = "<demo>"
+
+
+def library_versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    import sdstudio
+
+    return {
+        "sdstudio": getattr(sdstudio, "__version__", ""),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def _default_size(arch: str) -> int:
+    if arch.startswith("sdxl"):
+        return 1024
+    return 768 if arch == "sd2-v" else 512
+
+
+def _module_bytes(pipe: Any) -> int:
+    total = 0
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            total += sum(p.numel() * p.element_size() for p in module.parameters())
+    return total
+
+
+@dataclass
+class _Loaded:
+    source: models.ModelSource
+    arch: str
+    pipes: PipelineSet
+    choice: devices.DeviceChoice
+    scheduler_config: dict[str, Any]
+    model_bytes: int
+    key: str
+    original_vae: Any
+    sha256: str | None = None
+    offloaded: bool = False
+    offload_owner: Any = None
+    attention_slicing: bool = False
+    vae_ref: str = ""
+    vae_name: str = ""
+    vae_sha256: str = ""
+    loras_active: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Prepared:
+    """Per-job inputs computed before anything touches the device."""
+
+    mode: Mode
+    image: Image.Image | None = None  # img2img / inpaint input at width x height
+    job: img.InpaintJob | None = None
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self.settings: EngineSettings = settings or EngineSettings()
+        self.loaded: ModelReady | None = None
+        self._model: _Loaded | None = None
+        self._versions: dict[str, str] | None = None
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, settings: EngineSettings) -> None:
+        """New settings. Device/precision changes reload the model on the next run; memory
+        settings apply to the next run."""
+        old = self.settings
+        self.settings = settings
+        if self._model is not None and (
+            old.device != settings.device or old.precision != settings.precision
+        ):
+            self._model.key = "<reload>"
+
+    def _ref_key(self, ref: str) -> str:
+        ref = (ref or "").strip() or (self.settings.default_model or "").strip()
+        if not ref:
+            return _DEMO_KEY
+        path = Path(ref).expanduser()
+        if path.exists():
+            return str(path.resolve())
+        return ref
+
+    # --------------------------------------------------------------------- load/unload
+    def load(self, model: str = "", on_event: EventCallback = ignore_event,
+             cancel: CancelToken | None = None) -> ModelReady:
+        """Load ``model`` (see models.resolve), freeing the previous one first."""
+        cancel = cancel or CancelToken()
+        started = time.perf_counter()
+        on_event(LoadProgress("Finding the model", 0.0))
+        source = models.resolve(model, self.settings)
+        arch = models.detect_arch(source.path) if source.kind != "file" else None
+        cancel.raise_if_cancelled()
+        choice = devices.choose_device(self.settings)
+        for note in choice.notes:
+            on_event(Notice(note))
+        self.unload()
+        on_event(LoadProgress(f"Loading {source.name}", 0.1))
+        pipe = models.load_pipeline(source, arch, device=choice.device, dtype=choice.dtype,
+                                    settings=self.settings)
+        try:
+            if arch is None:
+                arch = models.arch_from_pipe(pipe)
+            pipe.set_progress_bar_config(disable=True)
+            cancel.raise_if_cancelled()
+            on_event(LoadProgress(f"Moving the model to {choice.name}", 0.8))
+            model_bytes = _module_bytes(pipe)
+            size = _default_size(arch)
+            plan = self._plan(choice, model_bytes, size, size, 1, resident=False)
+            loaded = _Loaded(
+                source=source, arch=arch, pipes=PipelineSet(pipe, arch), choice=choice,
+                scheduler_config=dict(pipe.scheduler.config), model_bytes=model_bytes,
+                key=self._ref_key(model), original_vae=pipe.vae,
+                notes=list(choice.notes),
+            )
+            self._place(loaded, pipe, plan.cpu_offload)
+            cancel.raise_if_cancelled()
+        except BaseException as exc:
+            del pipe
+            self._model = None
+            devices.free_device_memory()
+            if devices.is_out_of_memory(exc):
+                raise OutOfMemoryError(
+                    f"not enough memory on {choice.name} to load {source.name}; set memory "
+                    "mode to low (CPU offload) or use the CPU", str(exc)) from None
+            raise
+        self._model = loaded
+        ready = ModelReady(
+            name=source.name, arch=arch, device=choice.name, dtype=choice.dtype_name,
+            memory=plan.to_dict(), untrained=source.untrained,
+            load_s=round(time.perf_counter() - started, 3),
+        )
+        self.loaded = ready
+        on_event(LoadProgress("Model ready", 1.0))
+        on_event(ready)
+        return ready
+
+    def unload(self) -> None:
+        """Free the loaded model (weights and the device memory they held)."""
+        if self._model is None:
+            return
+        model = self._model
+        self._model = None
+        self.loaded = None
+        for pipe in model.pipes.pipes:
+            with contextlib.suppress(Exception):
+                pipe.remove_all_hooks()
+        model.pipes = None  # type: ignore[assignment]
+        del model
+        devices.free_device_memory()
+
+    def _place(self, loaded: _Loaded, pipe: Any, offload: bool) -> None:
+        if offload:
+            pipe.enable_model_cpu_offload(device=loaded.choice.device)
+            loaded.offloaded, loaded.offload_owner = True, pipe
+        else:
+            pipe.to(loaded.choice.device)
+            loaded.offloaded, loaded.offload_owner = False, None
+
+    # ------------------------------------------------------------------------- memory
+    def _plan(self, choice: devices.DeviceChoice, model_bytes: int, width: int, height: int,
+              batch: int, *, resident: bool) -> MemoryPlan:
+        free, total = devices.memory_info(choice.device)
+        if resident and choice.kind == "cuda":
+            free += model_bytes  # the weights already there count as usable
+        bytes_per_value = 4 if choice.dtype == torch.float32 else 2
+        return decide_memory(choice.kind, free, total, model_bytes, width, height, batch,
+                             self.settings, bytes_per_value=bytes_per_value)
+
+    def _apply_memory(self, loaded: _Loaded, pipe: Any, plan: MemoryPlan) -> None:
+        base = loaded.pipes.base
+        if plan.attention_slicing != loaded.attention_slicing:
+            if plan.attention_slicing:
+                base.enable_attention_slicing()
+            else:
+                base.disable_attention_slicing()
+            loaded.attention_slicing = plan.attention_slicing
+        vae = base.vae
+        (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
+        (vae.enable_tiling if plan.vae_tiling else vae.disable_tiling)()
+        if plan.cpu_offload:
+            if loaded.offload_owner is not pipe:
+                pipe.enable_model_cpu_offload(device=loaded.choice.device)
+                loaded.offloaded, loaded.offload_owner = True, pipe
+        elif loaded.offloaded:
+            for p in loaded.pipes.pipes:
+                p.remove_all_hooks()
+            base.to(loaded.choice.device)
+            loaded.offloaded, loaded.offload_owner = False, None
+
+    # ------------------------------------------------------------------ hooks (issue 3)
+    def _apply_loras(self, loaded: _Loaded, specs: tuple[LoraSpec, ...]) -> dict[str, str]:
+        if not specs and not loaded.loras_active:
+            return {}
+        try:
+            from sdstudio.engine.lora import apply_loras
+        except ImportError:
+            if specs:
+                raise ModelError("LoRAs are not supported yet") from None
+            return {}
+        hashes = apply_loras(loaded.pipes.base, specs, self.settings)
+        loaded.loras_active = bool(specs)
+        if loaded.offloaded:
+            loaded.offload_owner = None  # re-install offload hooks on the changed modules
+        return dict(hashes or {})
+
+    def _apply_vae(self, loaded: _Loaded, ref: str) -> None:
+        ref = (ref or "").strip()
+        if ref == loaded.vae_ref:
+            return
+        if not ref:
+            vae, name, sha = loaded.original_vae, "", ""
+        else:
+            try:
+                from sdstudio.engine.lora import load_vae
+            except ImportError:
+                raise ModelError("separate VAE files are not supported yet") from None
+            vae = load_vae(Path(ref), device=loaded.choice.device, dtype=loaded.choice.dtype,
+                           settings=self.settings)
+            name = Path(ref).stem
+            sha = ""
+            if Path(ref).is_file():
+                from sdstudio.engine.hashing import file_sha256
+
+                sha = file_sha256(ref)
+            if not loaded.offloaded:
+                vae.to(loaded.choice.device)
+        loaded.pipes.set_component("vae", vae)
+        loaded.vae_ref, loaded.vae_name, loaded.vae_sha256 = ref, name, sha
+        if loaded.offloaded:
+            loaded.offload_owner = None
+
+    def _model_sha(self, loaded: _Loaded) -> str:
+        if loaded.sha256 is None:
+            from sdstudio.engine.hashing import model_sha256
+
+            try:
+                loaded.sha256 = model_sha256(loaded.source.path)
+            except OSError:
+                loaded.sha256 = ""
+        return loaded.sha256
+
+    # ----------------------------------------------------------------------- generate
+    def generate(self, request: GenerationRequest, on_event: EventCallback = ignore_event,
+                 cancel: CancelToken | None = None) -> list[ImageReady]:
+        """Run ``request``: every image of every run. See docs/architecture.md."""
+        cancel = cancel or CancelToken()
+        request = request.validated()
+        prompt, specs = request.prompt_loras()
+        prepared = self._prepare_inputs(request)  # images checked before any allocation
+        self._check_strength(request, prepared)
+        cancel.raise_if_cancelled()
+        if self._model is None or self._model.key != self._ref_key(request.model):
+            self.load(request.model, on_event, cancel)
+        loaded = self._model
+        assert loaded is not None
+        try:
+            return self._generate(loaded, request, prompt, specs, prepared, on_event, cancel)
+        except SDStudioError:
+            raise
+        except Exception as exc:
+            if devices.is_out_of_memory(exc):
+                devices.free_device_memory(loaded.choice.device)
+                raise OutOfMemoryError(
+                    f"out of memory on {loaded.choice.name} at {request.width}x{request.height}"
+                    f" with {request.batch_size} image(s) per run: lower the size or images per "
+                    "run, or set memory mode to low", str(exc)) from None
+            raise
+
+    def _prepare_inputs(self, request: GenerationRequest) -> _Prepared:
+        mode = request.mode
+        if mode is Mode.TXT2IMG:
+            return _Prepared(mode)
+        assert request.init_image is not None
+        init = img.load_image(request.init_image, "init image", "RGB")
+        if mode is Mode.IMG2IMG:
+            return _Prepared(mode, image=img.fit_image(init, request.width, request.height,
+                                                       request.resize_mode))
+        assert request.mask is not None
+        mask = img.load_image(request.mask, "mask", "L")
+        job = img.prepare_inpaint(
+            init, mask, width=request.width, height=request.height,
+            resize_mode=request.resize_mode, blur=request.mask_blur,
+            only_masked=request.inpaint_only_masked, padding=request.inpaint_padding)
+        return _Prepared(mode, image=job.image, job=job)
+
+    @staticmethod
+    def _check_strength(request: GenerationRequest, prepared: _Prepared) -> None:
+        if prepared.mode is not Mode.TXT2IMG and int(request.steps * request.strength) < 1:
+            raise RequestError(
+                "strength",
+                f"denoising strength {request.strength} with {request.steps} steps runs no "
+                "step; raise the strength or the steps",
+            )
+
+    def _generate(self, loaded: _Loaded, request: GenerationRequest, prompt: str,
+                  specs: tuple[LoraSpec, ...], prepared: _Prepared, on_event: EventCallback,
+                  cancel: CancelToken) -> list[ImageReady]:
+        choice = loaded.choice
+        pipe = loaded.pipes.get(prepared.mode)
+        lora_hashes = self._apply_loras(loaded, specs)
+        self._apply_vae(loaded, request.vae)
+        plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
+                          request.batch_size, resident=not loaded.offloaded)
+        self._apply_memory(loaded, pipe, plan)
+        scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
+        pipe.scheduler = scheduler
+        sched_info = scheduler_info(scheduler, request.sampler)
+        first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
+        seeds = request.seeds(first_seed)
+        device = pipe._execution_device
+        encoded = encode_prompts(pipe, prompt, request.negative_prompt,
+                                 clip_skip=request.clip_skip, device=device)
+        notes = list(loaded.notes)
+        if "note" in sched_info:
+            notes.append(str(sched_info["note"]))
+        if self._versions is None:
+            self._versions = library_versions()
+        base_info = GenerationInfo(
+            model_name=loaded.source.name, model_sha256=self._model_sha(loaded),
+            model_arch=loaded.arch, model_untrained=loaded.source.untrained,
+            vae_name=loaded.vae_name, vae_sha256=loaded.vae_sha256, lora_hashes=lora_hashes,
+            device=choice.name, dtype=choice.dtype_name, memory=plan.to_dict(),
+            scheduler=sched_info, versions=dict(self._versions),
+            prompt_tokens=encoded.prompt_tokens, negative_tokens=encoded.negative_tokens,
+        )
+        results: list[ImageReady] = []
+        runs = request.batch_count
+        for run in range(runs):
+            cancel.raise_if_cancelled()
+            run_started = time.perf_counter()
+            run_seeds = seeds[run * request.batch_size:(run + 1) * request.batch_size]
+            gens = self._generators(request, run_seeds, device)
+            kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
+            callback = _StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
+                                     self.settings.preview_every)
+            scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
+            pipe.scheduler = scheduler  # a fresh one per run: no state carried between runs
+            latents = pipe(
+                **encoded.pipe_kwargs(),
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg_scale,
+                num_images_per_prompt=request.batch_size,
+                generator=gens,
+                output_type="latent",
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **kwargs,
+            ).images
+            cancel.raise_if_cancelled()
+            pictures, decode_notes = decode_latents(pipe, latents)
+            run_notes = (*notes, *decode_notes)
+            elapsed = time.perf_counter() - run_started
+            for i, picture in enumerate(pictures):
+                if prepared.job is not None:
+                    picture = img.composite(picture, prepared.job)
+                seed = run_seeds[i]
+                index = run * request.batch_size + i
+                info = _replace_info(base_info, elapsed_s=round(elapsed, 3), notes=run_notes)
+                event = ImageReady(
+                    index=index, image=picture,
+                    request=request.replace(seed=seed, batch_size=1, batch_count=1),
+                    info=info,
+                )
+                results.append(event)
+                on_event(event)
+        return results
+
+    @staticmethod
+    def _generators(request: GenerationRequest, seeds: list[int],
+                    device: torch.device) -> list[torch.Generator]:
+        gen_device = "cpu" if request.rng == "cpu" else device
+        return [torch.Generator(gen_device).manual_seed(s) for s in seeds]
+
+    def _mode_kwargs(self, loaded: _Loaded, pipe: Any, request: GenerationRequest,
+                     prepared: _Prepared, gens: list[torch.Generator],
+                     device: torch.device) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"height": request.height, "width": request.width}
+        inpaint_pipe = loaded.pipes.class_for(prepared.mode) is loaded.pipes.class_for(
+            Mode.INPAINT) and (loaded.pipes.inpaint_unet or prepared.mode is Mode.INPAINT)
+        if prepared.mode is Mode.TXT2IMG:
+            kwargs["latents"] = initial_latents(pipe, gens, request.width, request.height,
+                                                device)
+            if inpaint_pipe:  # 9-channel UNet: inpaint a blank image under a full mask
+                kwargs["image"] = Image.new("RGB", (request.width, request.height),
+                                            (127, 127, 127))
+                kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
+                kwargs["strength"] = 1.0
+            return kwargs
+        kwargs["strength"] = request.strength
+        kwargs["image"] = prepared.image
+        if prepared.mode is Mode.IMG2IMG:
+            if inpaint_pipe:
+                kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
+            else:
+                del kwargs["height"], kwargs["width"]
+            return kwargs
+        assert prepared.job is not None
+        kwargs["mask_image"] = prepared.job.mask
+        return kwargs
+
+
+def initial_latents(pipe: Any, gens: list[torch.Generator], width: int, height: int,
+                    device: torch.device) -> torch.Tensor:
+    """One latent per generator, drawn in fp32 on the generator's device (the CPU by default:
+    the same noise on every machine), then moved to the pipeline's device and dtype."""
+    channels = int(pipe.vae.config.latent_channels)
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    shape = (1, channels, height // factor, width // factor)
+    noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in gens]
+    return torch.cat(noise).to(device=device, dtype=pipe.unet.dtype)
+
+
+def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image], list[str]]:
+    """VAE decode to PIL images, as the diffusers pipelines do it (SDXL's fp32 upcast
+    included); an fp16 decode that gives NaN is redone in fp32, with a note."""
+    vae = pipe.vae
+    notes: list[str] = []
+    force_upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast",
+                                                               False))
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None or "XL" in type(pipe).__name__
+
+    def run(dtype: torch.dtype | None) -> torch.Tensor:
+        original = vae.dtype
+        if dtype is not None and dtype != original:
+            vae.to(dtype=dtype)
+        try:
+            z = latents.to(dtype=vae.dtype if dtype is None else dtype)
+            mean = getattr(vae.config, "latents_mean", None)
+            std = getattr(vae.config, "latents_std", None)
+            if mean is not None and std is not None:
+                m = torch.tensor(mean).view(1, -1, 1, 1).to(z.device, z.dtype)
+                s = torch.tensor(std).view(1, -1, 1, 1).to(z.device, z.dtype)
+                z = z * s / vae.config.scaling_factor + m
+            else:
+                z = z / vae.config.scaling_factor
+                shift = getattr(vae.config, "shift_factor", None)
+                if shift:
+                    z = z + shift
+            with torch.no_grad():
+                return vae.decode(z, return_dict=False)[0]
+        finally:
+            if vae.dtype != original:
+                vae.to(dtype=original)
+
+    decoded = run(torch.float32 if (force_upcast and sdxl) else None)
+    if vae.dtype != torch.float32 and not torch.isfinite(decoded).all():
+        decoded = run(torch.float32)
+        notes.append("the fp16 VAE decoded to NaN; decoded again in fp32")
+    array = pipe.image_processor.postprocess(decoded, output_type="np")
+    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array], notes
+
+
+def _replace_info(info: GenerationInfo, **changes: Any) -> GenerationInfo:
+    import dataclasses
+
+    return dataclasses.replace(info, **changes)
+
+
+class _StepCallback:
+    """``callback_on_step_end``: cancel check, Progress, Preview every N steps."""
+
+    def __init__(self, on_event: EventCallback, cancel: CancelToken, run: int, runs: int,
+                 arch: str, preview_every: int) -> None:
+        self.on_event = on_event
+        self.cancel = cancel
+        self.run = run
+        self.runs = runs
+        self.arch = arch
+        self.preview_every = max(0, int(preview_every))
+        self.started = time.perf_counter()
+        self.last = self.started
+
+    def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        self.cancel.raise_if_cancelled()
+        now = time.perf_counter()
+        total = max(int(getattr(pipe, "num_timesteps", 0) or 0), i + 1)
+        step = min(i + 1, total)
+        self.on_event(Progress(step, total, self.run, self.runs,
+                               elapsed_s=now - self.started, s_per_it=now - self.last))
+        self.last = now
+        if self.preview_every and step % self.preview_every == 0 and "latents" in kwargs:
+            self.on_event(Preview(step, total, latents_to_rgb(kwargs["latents"], self.arch)))
+        return kwargs
+
+
+StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
