@@ -6,10 +6,12 @@ with ``</w>`` word ends) from ``resources/tokenizers/clip-l/{vocab.json,merges.t
 SD 2.x and SDXL all share this vocabulary.
 
 - :func:`encode` gives the raw token ids of a text (without BOS/EOS);
-- :func:`count_tokens` counts a *prompt* the way AUTOMATIC1111's counter does: ``<lora:...>``
-  (and other extra-network) tags are ignored, emphasis syntax such as ``(word:1.2)``,
-  ``((word))`` and ``[word]`` is parsed away (each weighted piece tokenized on its own), and
-  ``BREAK`` pads to the next chunk of 75 tokens;
+- :func:`count_tokens` counts a *prompt* as SD Studio's engine encodes it: ``<lora:...>`` tags
+  are removed the way ``GenerationRequest.prompt_loras`` removes them, the rest is encoded in
+  chunks of 75. With ``emphasis=True`` it counts the way AUTOMATIC1111's counter does:
+  extra-network tags ignored, emphasis syntax such as ``(word:1.2)``, ``((word))`` and
+  ``[word]`` parsed away (each weighted piece tokenized on its own), and ``BREAK`` padding to
+  the next chunk of 75;
 - :func:`chunk_info` turns a count into ``(count, capacity)`` for a "12/75" display.
 
 The vocabulary is loaded lazily on first use (about 0.3 s); importing this module is cheap.
@@ -39,7 +41,10 @@ _FALLBACK_PATTERN = (
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+"
 )
 _WHITESPACE = re.compile(r"\s+")
-# Extra-network tags: <lora:name:1>, <lyco:...>, <hypernet:...>
+# The LoRA tag as core.request strips it (kept in step by a test)
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
+_SPACES = re.compile(r"\s{2,}")
+# Extra-network tags A1111 ignores: <lora:name:1>, <lyco:...>, <hypernet:...>
 _EXTRA_NETWORK = re.compile(r"<(?:lora|lyco|hypernet)(?::[^>]*)?>", re.IGNORECASE)
 # AUTOMATIC1111's prompt_parser.re_attention and re_break
 _ATTENTION = re.compile(
@@ -162,6 +167,11 @@ class ClipTokenizer:
 
 
 # ------------------------------------------------------------------------- prompt parsing
+def strip_lora_tags(prompt: str) -> str:
+    """The prompt the engine encodes: ``GenerationRequest.prompt_loras``'s clean-up."""
+    return _SPACES.sub(" ", _LORA_TAG.sub("", prompt)).strip(" ,")
+
+
 def strip_extra_networks(prompt: str) -> str:
     """Remove ``<lora:...>``-style tags, as A1111 does before counting and encoding."""
     return _EXTRA_NETWORK.sub("", prompt)
@@ -277,11 +287,14 @@ def encode(text: str) -> list[int]:
 
 
 @lru_cache(maxsize=512)
-def count_tokens(text: str) -> int:
-    """Tokens in a prompt as A1111 counts them (without BOS/EOS): extra-network tags ignored,
-    emphasis syntax parsed away, ``BREAK`` padding to the next chunk of 75 included. For plain
-    text this equals ``len(encode(text))``."""
-    return count_prompt_tokens(text)
+def count_tokens(text: str, *, emphasis: bool = False) -> int:
+    """Tokens in a prompt, without BOS/EOS. By default as SD Studio's engine encodes it
+    (LoRA tags removed, everything else is text); with ``emphasis=True`` as AUTOMATIC1111
+    counts it (emphasis syntax parsed away, ``BREAK`` padding to the next chunk included).
+    For plain text both equal ``len(encode(text))``."""
+    if emphasis:
+        return count_prompt_tokens(text)
+    return len(_default().encode(strip_lora_tags(text)))
 
 
 def chunk_info(n: int) -> tuple[int, int]:
