@@ -257,13 +257,16 @@ def _coerce(key: str, fld: dataclasses.Field[Any], value: Any) -> Any:
             value = [v for v in value.split(",") if v.strip()]
         out = []
         for item in value or ():
-            if isinstance(item, LoraSpec):
-                out.append(item)
-            elif isinstance(item, Mapping):
-                out.append(LoraSpec(str(item["name"]), float(item.get("weight", 1.0))))
-            else:  # "name" or "name:weight"
-                name, _, weight = str(item).partition(":")
-                out.append(LoraSpec(name.strip(), float(weight) if weight else 1.0))
+            try:
+                if isinstance(item, LoraSpec):
+                    out.append(item)
+                elif isinstance(item, Mapping):
+                    out.append(LoraSpec(str(item["name"]), float(item.get("weight", 1.0))))
+                else:  # "name" or "name:weight"
+                    name, _, weight = str(item).partition(":")
+                    out.append(LoraSpec(name.strip(), float(weight) if weight else 1.0))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise RequestError(key, f"loras: {item!r} is not a LoRA (name:weight)") from exc
         return tuple(out)
     if key in ("init_image", "mask"):
         return None if value in (None, "") else str(value)
