@@ -7,6 +7,7 @@ gives the defaults; a corrupt one is moved aside to ``settings.json.bad`` and th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -76,10 +77,12 @@ class Settings:
                 continue
             default = engine_fields[key].default
             if isinstance(default, tuple):
+                if isinstance(value, str):  # one folder written as a string
+                    value = [value]
                 value = tuple(str(v) for v in value or ())
-            elif isinstance(default, int) and not isinstance(value, int):
-                continue
-            elif isinstance(default, str) and not isinstance(value, str):
+            elif (isinstance(default, int) and not isinstance(value, int)) or (
+                isinstance(default, str) and not isinstance(value, str)
+            ):
                 continue
             engine_kwargs[key] = value
         kwargs: dict[str, Any] = {"engine": EngineSettings(**engine_kwargs)}
@@ -99,21 +102,19 @@ def settings_path() -> Path:
 def load_settings(path: Path | None = None) -> Settings:
     path = path or settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return Settings()
     except OSError:
         return Settings()
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
         if not isinstance(data, Mapping):
             raise ValueError("not an object")
         return Settings.from_dict(data)
     except (ValueError, TypeError):
-        try:
+        with contextlib.suppress(OSError):
             os.replace(path, path.with_name(path.name + ".bad"))
-        except OSError:
-            pass
         return Settings()
 
 
