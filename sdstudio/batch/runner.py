@@ -1,0 +1,418 @@
+"""The batch runner: a validated prompt list -> images in a folder, crash-safe and resumable.
+
+No Qt and no torch here: the engine is passed in (anything with the Engine's ``generate``),
+so the CLI, the window's worker thread and the tests (with a fake engine) share this code.
+
+Order of writes for every unit: the image is saved atomically (storage.png.save_image: temp
+file, fsync, hard-link to a name that is never overwritten) *before* its manifest record is
+appended and fsynced. So after ``kill -9`` at any moment the folder holds, besides complete
+images with records, at most one stale temp file (removed on the next start) and one complete
+image without its record (adopted on the next start from the batch tag in its metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sdstudio.batch.distributed import Processes, Single
+from sdstudio.batch.events import (
+    BatchCallback,
+    BatchPaused,
+    BatchPlanned,
+    BatchSummary,
+    UnitDone,
+    UnitEngineEvent,
+    UnitFailed,
+    UnitStarted,
+    ignore_batch_event,
+)
+from sdstudio.batch.plan import (
+    BatchOptions,
+    WorkUnit,
+    decide_seeds,
+    fingerprint,
+    parse_tag,
+    plan_units,
+)
+from sdstudio.core.cancel import CancelToken
+from sdstudio.core.errors import CancelledError, PromptListError, SDStudioError
+from sdstudio.core.events import EngineEvent, ImageReady
+from sdstudio.core.prompts import PromptList
+from sdstudio.core.request import GenerationRequest
+from sdstudio.storage.manifest import (
+    ManifestHeader,
+    ManifestWriter,
+    UnitRecord,
+    image_files,
+    manifest_files,
+    new_run_id,
+    read_manifest,
+    remove_stale_temp_files,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GeneratingEngine(Protocol):
+    def generate(
+        self, request: GenerationRequest, on_event: Any = ..., cancel: CancelToken | None = None
+    ) -> list[ImageReady]: ...
+
+
+class BadLinesError(PromptListError):
+    """The list has bad lines and the person did not choose to run the good ones."""
+
+    def __init__(self, prompts: PromptList) -> None:
+        n = len(prompts.errors)
+        super().__init__(
+            f"{n} bad line{'s' if n != 1 else ''} in the prompt list "
+            f"(first: {prompts.errors[0]})",
+            prompts.error_report(),
+        )
+        self.prompts = prompts
+
+
+class ListChangedError(SDStudioError):
+    """The output folder holds a batch of a different list (or different options)."""
+
+    def __init__(self, header: ManifestHeader, source_sha256: str, out_dir: Path) -> None:
+        what = (
+            "the prompt list changed"
+            if header.source_sha256 != source_sha256
+            else "the prompts or batch options changed"
+        )
+        super().__init__(
+            f"{out_dir} holds a batch of {header.source or 'another list'} and {what} since it "
+            "started; choose to resume it (keep the images made for unchanged lines) or "
+            "restart it",
+            f"run {header.run_id}, created {header.created}",
+        )
+        self.header = header
+
+
+class BatchControl:
+    """Pause / resume / cancel, shared between the thread that runs the batch and the one that
+    steers it. Pausing takes effect after the current image."""
+
+    def __init__(self) -> None:
+        self.cancel_token = CancelToken()
+        self._running = threading.Event()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_token.cancelled
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+        self._running.set()
+
+    def wait_while_paused(self, timeout: float | None = None) -> bool:
+        """Block while paused; False once cancelled."""
+        self._running.wait(timeout)
+        return not self.cancelled
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    header: ManifestHeader
+    units: tuple[WorkUnit, ...]
+    done: dict[tuple[str, int], UnitRecord]
+    pending: tuple[WorkUnit, ...]  # not done, in plan order (all processes)
+    mine: tuple[WorkUnit, ...]  # this process's share of ``pending``
+    resumed: bool
+    adopted: int = 0
+    removed_temp_files: int = 0
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        engine: GeneratingEngine,
+        prompts: PromptList,
+        options: BatchOptions,
+        *,
+        on_event: BatchCallback = ignore_batch_event,
+        control: BatchControl | None = None,
+        processes: Processes | None = None,
+        defaults: GenerationRequest | None = None,
+        seed_draw: Any = None,  # () -> int, for tests
+    ) -> None:
+        self.engine = engine
+        self.prompts = prompts
+        self.options = options.check()
+        self.on_event = on_event
+        self.control = control or BatchControl()
+        self.processes: Processes = processes or Single()
+        self.defaults = defaults
+        self._seed_draw = seed_draw
+        self.out_dir = Path(options.out_dir)
+        self.prepared: PreparedBatch | None = None
+
+    # ------------------------------------------------------------------------------ prepare
+    def prepare(self) -> PreparedBatch:
+        """Decide the run (fresh, resume, restart), recover from a crash, split the work.
+        Raises BadLinesError, ListChangedError, PromptListError."""
+        prompts, opts = self.prompts, self.options
+        if prompts.errors and not opts.skip_bad_lines:
+            raise BadLinesError(prompts)
+        if not prompts.items:
+            raise PromptListError("the prompt list has no prompts to run")
+        fp = fingerprint(prompts, opts.per_prompt, opts.seed_policy)
+        procs = self.processes
+        error: SDStudioError | None = None
+        resumed = False
+        adopted = removed = 0
+        with procs.main_process_first():
+            if procs.is_main:
+                try:
+                    resumed, adopted, removed = self._decide_run(fp)
+                except SDStudioError as exc:  # re-raised after the barrier, never inside it
+                    error = exc
+                except OSError as exc:
+                    error = SDStudioError(f"cannot use the output folder {self.out_dir}: {exc}")
+        if error is not None:
+            raise error
+        state = read_manifest(self.out_dir)
+        header = state.header
+        if header is None or header.fingerprint != fp:
+            if header is None:
+                raise SDStudioError(f"no batch manifest in {self.out_dir}")
+            raise ListChangedError(header, prompts.source_sha256, self.out_dir)
+        units = tuple(plan_units(prompts, opts.per_prompt, header.seeds))
+        done = state.done()
+        pending = tuple(u for u in units if u.slot not in done)
+        procs.wait_for_everyone()  # nobody writes a record before everyone has read
+        mine = tuple(procs.split(pending))
+        self.prepared = PreparedBatch(
+            header, units, done, pending, mine, resumed or bool(done), adopted, removed
+        )
+        return self.prepared
+
+    def _decide_run(self, fp: str) -> tuple[bool, int, int]:
+        """Main process only: write the header when a run starts; clean up after a crash."""
+        opts, prompts = self.options, self.prompts
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = read_manifest(self.out_dir)
+        old = state.header
+        changed = old is not None and old.fingerprint != fp
+        if changed and opts.on_change is None and not opts.restart:
+            assert old is not None
+            raise ListChangedError(old, prompts.source_sha256, self.out_dir)
+        removed = len(remove_stale_temp_files(self.out_dir, _subfolders(self.out_dir)))
+        resumed = False
+        if old is None or opts.restart or (changed and opts.on_change == "restart"):
+            header = self._new_header(fp, inherits=())
+        elif not changed:
+            header, resumed = old, True
+        else:  # changed, resume: keep the records of the unchanged lines
+            header = self._new_header(fp, inherits=(old.run_id, *old.inherits))
+            resumed = True
+        if header is not old:
+            with ManifestWriter(self.out_dir, 0) as writer:
+                writer.write_header(header)
+        adopted = self._adopt_orphans(header) if resumed else 0
+        return resumed, adopted, removed
+
+    def _new_header(self, fp: str, inherits: Sequence[str]) -> ManifestHeader:
+        opts, prompts = self.options, self.prompts
+        seeds = decide_seeds(prompts, opts.per_prompt, opts.seed_policy, self._seed_draw)
+        return ManifestHeader(
+            run_id=new_run_id(),
+            source=prompts.source_name,
+            source_sha256=prompts.source_sha256,
+            fingerprint=fp,
+            seeds=tuple(seeds),
+            options={
+                "per_prompt": opts.per_prompt,
+                "seed_policy": opts.seed_policy,
+                "pattern": opts.pattern,
+                "skip_bad_lines": opts.skip_bad_lines,
+                "format": prompts.format,
+                "bad_lines": [e.line_no for e in prompts.errors],
+            },
+            defaults=self.defaults.to_dict() if self.defaults is not None else {},
+            inherits=tuple(inherits),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+
+    def _adopt_orphans(self, header: ManifestHeader) -> int:
+        """Images saved just before a crash, without their manifest record: adopt them."""
+        from sdstudio.storage.png import read_image_metadata
+
+        state = read_manifest(self.out_dir)
+        units = plan_units(self.prompts, self.options.per_prompt, header.seeds)
+        done = state.done()
+        pending = {u.slot: u for u in units if u.slot not in done}
+        if not pending:
+            return 0
+        known = _all_recorded_files(self.out_dir)
+        adopted = 0
+        runs = header.runs
+        with ManifestWriter(self.out_dir, 0) as writer:
+            for rel in image_files(self.out_dir, skip=known):
+                try:
+                    meta = read_image_metadata(self.out_dir / rel)
+                except SDStudioError:
+                    continue
+                if meta.info is None:
+                    continue
+                for note in meta.info.notes:
+                    tag = parse_tag(note)
+                    if not tag or tag.get("run") not in runs:
+                        continue
+                    try:
+                        slot = (tag["key"], int(tag["image"]))
+                        seed = int(tag["seed"])
+                    except (KeyError, ValueError):
+                        continue
+                    unit = pending.pop(slot, None)
+                    if unit is None or meta.request.seed != seed:
+                        continue
+                    writer.write_record(UnitRecord(
+                        "done", header.run_id, unit.index, unit.item, unit.line_no,
+                        unit.image, unit.key, seed, file=rel, adopted=True,
+                    ))
+                    adopted += 1
+        return adopted
+
+    # ---------------------------------------------------------------------------------- run
+    def run(self) -> BatchSummary:
+        prepared = self.prepared or self.prepare()
+        header, procs, opts = prepared.header, self.processes, self.options
+        started = time.perf_counter()
+        self.on_event(BatchPlanned(
+            run_id=header.run_id, total=len(prepared.units),
+            already_done=len(prepared.done), assigned=len(prepared.mine),
+            units=prepared.units, done_slots=frozenset(prepared.done),
+            resumed=prepared.resumed, out_dir=self.out_dir, rank=procs.rank, world=procs.world,
+            removed_temp_files=prepared.removed_temp_files, adopted=prepared.adopted,
+        ))
+        from sdstudio.storage.png import save_image
+
+        done = failed = 0
+        failures: list[tuple[WorkUnit, str]] = []
+        cancelled = False
+        reached = 0
+        control = self.control
+        with ManifestWriter(self.out_dir, procs.rank) as writer:
+            for position, unit in enumerate(prepared.mine, start=1):
+                if control.paused:
+                    self.on_event(BatchPaused(True))
+                    control.wait_while_paused()
+                    if not control.cancelled:
+                        self.on_event(BatchPaused(False))
+                if control.cancelled:
+                    cancelled = True
+                    break
+                reached = position
+                self.on_event(UnitStarted(unit, position, len(prepared.mine)))
+                t0 = time.perf_counter()
+
+                def relay(event: EngineEvent, unit: WorkUnit = unit) -> None:
+                    self.on_event(UnitEngineEvent(unit, event))
+
+                try:
+                    results = self.engine.generate(unit.request, relay, control.cancel_token)
+                    if not results:
+                        raise SDStudioError("the engine returned no image")
+                    ready = results[0]
+                    info = dataclasses.replace(
+                        ready.info, notes=(*ready.info.notes, unit.tag(header.run_id))
+                    )
+                    path = save_image(ready.image, ready.request, info, self.out_dir,
+                                      opts.pattern)
+                except CancelledError:
+                    cancelled = True
+                    reached = position - 1
+                    break
+                except Exception as exc:  # recorded; the batch goes on with the next unit
+                    reason = str(exc) if isinstance(exc, SDStudioError) else (
+                        f"{type(exc).__name__}: {exc}"
+                    )
+                    details = getattr(exc, "details", "") or traceback.format_exc()
+                    if not isinstance(exc, SDStudioError):
+                        log.error("batch unit %d failed", unit.index, exc_info=exc)
+                    writer.write_record(UnitRecord(
+                        "failed", header.run_id, unit.index, unit.item, unit.line_no,
+                        unit.image, unit.key, unit.seed, reason=reason, rank=procs.rank,
+                        elapsed_s=time.perf_counter() - t0,
+                    ))
+                    failed += 1
+                    failures.append((unit, reason))
+                    self.on_event(UnitFailed(unit, reason, type(exc).__name__, details))
+                    continue
+                elapsed = time.perf_counter() - t0
+                rel = path.relative_to(self.out_dir).as_posix()
+                writer.write_record(UnitRecord(
+                    "done", header.run_id, unit.index, unit.item, unit.line_no, unit.image,
+                    unit.key, ready.request.seed, file=rel, rank=procs.rank, elapsed_s=elapsed,
+                ))
+                done += 1
+                self.on_event(UnitDone(unit, path, elapsed, ready.image))
+        summary = BatchSummary(
+            total=len(prepared.units), done=done, failed=failed,
+            skipped=len(prepared.done), cancelled=cancelled,
+            elapsed_s=time.perf_counter() - started, out_dir=self.out_dir,
+            failures=tuple(failures), adopted=prepared.adopted, assigned=len(prepared.mine),
+            not_run=len(prepared.mine) - reached if cancelled else 0,
+        )
+        self.on_event(summary)
+        return summary
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """The folder and its visible subfolders (a pattern with "/" saves into subfolders)."""
+    out = [""]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not any(p.startswith(".") for p in path.relative_to(folder).parts):
+            out.append(path.relative_to(folder).as_posix())
+    return out
+
+
+def _all_recorded_files(folder: Path) -> set[str]:
+    """Files named by any record of any run (not only the current one)."""
+    import json
+
+    files: set[str] = set()
+    for path in manifest_files(folder):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for raw in data.split(b"\n"):
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("type") == "done" and obj.get("file"):
+                files.add(str(obj["file"]))
+    return files
+
+
+def merged_summary(out_dir: Path, header_run: str | None = None) -> dict[str, int]:
+    """Counts over every process's records of the current run (for rank 0's final report)."""
+    state = read_manifest(out_dir)
+    if state.header is None:
+        return {"total": 0, "done": 0, "failed": 0}
+    done = state.done(check_files=False)
+    failed = state.failed()
+    return {"total": state.header.total, "done": len(done), "failed": len(failed)}
