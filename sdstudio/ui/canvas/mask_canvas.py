@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
-from PySide6.QtCore import QEvent, QPointF, QRectF, QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFocusEvent,
@@ -412,7 +412,7 @@ class MaskCanvas(ImageCanvasBase):
         bottom.addWidget(self.fit_button)
 
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(4)
         lay.addLayout(top)
         lay.addWidget(self._view, 1)
@@ -427,18 +427,23 @@ class MaskCanvas(ImageCanvasBase):
         return f
 
     def _sync_controls(self) -> None:
-        with QSignalBlocker(self.size_slider), QSignalBlocker(self.size_spin):
+        # blockSignals, not ``with QSignalBlocker(...)``: in PySide6 6.12 the context manager's
+        # __exit__ over-releases None (a refcount bug that crashes the interpreter at exit).
+        widgets = (self.size_slider, self.size_spin, self.hardness_slider, self.hardness_spin,
+                   self.brush_button, self.eraser_button, self.blur_spin)
+        old = [w.blockSignals(True) for w in widgets]
+        try:
             self.size_slider.setValue(_size_to_slider(self._brush_size))
             self.size_spin.setValue(self._brush_size)
-        h = round(self._hardness * 100)
-        with QSignalBlocker(self.hardness_slider), QSignalBlocker(self.hardness_spin):
+            h = round(self._hardness * 100)
             self.hardness_slider.setValue(h)
             self.hardness_spin.setValue(h)
-        with QSignalBlocker(self.brush_button), QSignalBlocker(self.eraser_button):
             self.brush_button.setChecked(not self._eraser)
             self.eraser_button.setChecked(self._eraser)
-        with QSignalBlocker(self.blur_spin):
             self.blur_spin.setValue(self._blur)
+        finally:
+            for w, was in zip(widgets, old, strict=True):
+                w.blockSignals(was)
         has = self.image() is not None
         self.undo_button.setEnabled(self._model.can_undo())
         self.redo_button.setEnabled(self._model.can_redo())
@@ -452,8 +457,9 @@ class MaskCanvas(ImageCanvasBase):
         if img is None:
             self.info_label.setText("")
             return
+        masked = self._model.coverage() * 100
         self.info_label.setText(
-            f"{img.width()} × {img.height()}   {self._model.coverage() * 100:.0f} % masked   "
+            f"{img.width()} × {img.height()} px  ·  {masked:.0f} % masked  ·  "
             f"{round(self._view.zoom() * 100)} %")
 
     # ================================================================ image

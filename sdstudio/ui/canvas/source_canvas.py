@@ -187,11 +187,12 @@ class SourceCanvas(ImageCanvasBase):
         bar.addWidget(self.fit_button)
 
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(4)
         lay.addLayout(bar)
         lay.addWidget(self._view, 1)
         self._view.zoomChanged.connect(lambda _z: self._update_info())
+        self.clear_button.setEnabled(False)
         self._update_info()
         self.setFocusProxy(self._view)
 
@@ -256,7 +257,7 @@ class SourceCanvas(ImageCanvasBase):
             return
         self.fit_button.setEnabled(True)
         self.info_label.setText(
-            f"{img.width()} × {img.height()}   {round(self._view.zoom() * 100)} %")
+            f"{img.width()} × {img.height()} px  ·  {round(self._view.zoom() * 100)} %")
 
     def _set_drag_hover(self, on: bool) -> None:
         super()._set_drag_hover(on)
