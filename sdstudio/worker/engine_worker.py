@@ -202,8 +202,10 @@ class EngineWorker(QObject):
         try:
             from sdstudio.engine import library
 
-            for entry in library.list_models(settings):
-                models.append(_entry_dict(entry))
+            for entry in library.scan(settings.model_dirs):
+                data = _entry_dict(entry)
+                if not data.get("problem"):
+                    models.append(data)
         except BaseException as exc:
             log.info("listing models failed: %s", exc)
         self.modelsListed.emit(models)
@@ -247,8 +249,12 @@ def save_image(event: ImageReady, out_dir: Path, pattern: str) -> Path:
 def _entry_dict(entry: Any) -> dict[str, Any]:
     """Normalise one model-library entry (a dataclass, a mapping or a path) to a dict with at
     least ``name`` and ``path``."""
+    import dataclasses
+
     if isinstance(entry, dict):
         data = dict(entry)
+    elif dataclasses.is_dataclass(entry) and not isinstance(entry, type):
+        data = dataclasses.asdict(entry)
     elif isinstance(entry, (str, Path)):
         data = {"path": str(entry)}
     else:

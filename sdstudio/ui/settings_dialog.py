@@ -1,0 +1,210 @@
+"""The settings dialog: output, model folders, device, precision, memory mode, previews."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.core.settings import MEMORY_MODES, PRECISIONS, Settings
+from sdstudio.ui.theme import icon
+
+DEVICE_CHOICES = (("auto", "Automatic (best available)"), ("cuda", "NVIDIA GPU (CUDA)"),
+                  ("mps", "Apple GPU (Metal)"), ("cpu", "CPU (slow)"))
+PRECISION_LABELS = {"auto": "Automatic", "fp16": "Half (fp16)", "bf16": "bfloat16 (bf16)",
+                    "fp32": "Full (fp32)"}
+MEMORY_LABELS = {"auto": "Automatic (decided from free memory)",
+                 "low": "Low VRAM (every memory saver on)", "off": "Off (fastest, most memory)"}
+PATTERN_HELP = ("Fields: {index} {seed} {prompt} {model} {date} {time} {steps} {sampler} "
+                "{width} {height}. A “/” makes sub-folders.")
+
+
+class FolderList(QWidget):
+    """A list of folders with Add… and Remove."""
+
+    def __init__(self, title: str, folders: tuple[str, ...], parent: QWidget | None = None
+                 ) -> None:
+        super().__init__(parent)
+        self._title = title
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.list = QListWidget(self)
+        self.list.addItems(list(folders))
+        self.list.setAccessibleName(title)
+        self.list.setMinimumHeight(64)
+        self.list.setMaximumHeight(96)
+        lay.addWidget(self.list, 1)
+        col = QVBoxLayout()
+        self.add_button = QPushButton(icon("folder"), "Add…", self)
+        self.add_button.setAccessibleName(f"Add to {title}")
+        self.remove_button = QPushButton(icon("delete"), "Remove", self)
+        self.remove_button.setAccessibleName(f"Remove from {title}")
+        self.add_button.clicked.connect(self.add_dialog)
+        self.remove_button.clicked.connect(self.remove_selected)
+        col.addWidget(self.add_button)
+        col.addWidget(self.remove_button)
+        col.addStretch(1)
+        lay.addLayout(col)
+
+    def folders(self) -> tuple[str, ...]:
+        return tuple(self.list.item(i).text() for i in range(self.list.count()))
+
+    def add_folder(self, folder: str) -> None:
+        if folder and folder not in self.folders():
+            self.list.addItem(folder)
+
+    def add_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, f"Add a folder to {self._title}")
+        if folder:
+            self.add_folder(folder)
+
+    def remove_selected(self) -> None:
+        for item in self.list.selectedItems():
+            self.list.takeItem(self.list.row(item))
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings — SD Studio")
+        self.setMinimumWidth(620)
+        self._settings = settings
+        eng = settings.engine
+        tabs = QTabWidget(self)
+
+        # ---------------------------------------------------------------- output
+        out = QWidget(self)
+        form = QFormLayout(out)
+        self.output_edit = QLineEdit(str(settings.output_path), out)
+        self.output_edit.setAccessibleName("Output folder")
+        browse = QPushButton(icon("folder"), "&Browse…", out)
+        browse.clicked.connect(self._browse_output)
+        row = QHBoxLayout()
+        row.addWidget(self.output_edit, 1)
+        row.addWidget(browse)
+        label = QLabel("&Output folder", out)
+        label.setBuddy(self.output_edit)
+        form.addRow(label, row)
+        self.pattern_edit = QLineEdit(settings.filename_pattern, out)
+        self.pattern_edit.setAccessibleName("File name pattern")
+        label = QLabel("File &name pattern", out)
+        label.setBuddy(self.pattern_edit)
+        form.addRow(label, self.pattern_edit)
+        help_label = QLabel(PATTERN_HELP, out)
+        help_label.setWordWrap(True)
+        help_label.setEnabled(False)
+        form.addRow("", help_label)
+        self.preview_spin = QSpinBox(out)
+        self.preview_spin.setRange(0, 100)
+        self.preview_spin.setValue(eng.preview_every)
+        self.preview_spin.setSpecialValueText("Never")
+        self.preview_spin.setSuffix(" steps")
+        self.preview_spin.setPrefix("every ")
+        self.preview_spin.setAccessibleName("Preview every N steps")
+        label = QLabel("Live &preview", out)
+        label.setBuddy(self.preview_spin)
+        form.addRow(label, self.preview_spin)
+        tabs.addTab(out, "&Output")
+
+        # ---------------------------------------------------------------- models
+        models = QWidget(self)
+        mlay = QVBoxLayout(models)
+        self.model_dirs = FolderList("Model folders", eng.model_dirs, models)
+        self.lora_dirs = FolderList("LoRA folders", eng.lora_dirs, models)
+        self.vae_dirs = FolderList("VAE folders", eng.vae_dirs, models)
+        self.embedding_dirs = FolderList("Embedding folders", eng.embedding_dirs, models)
+        for title, widget in (("Model folders (checkpoints and diffusers folders)",
+                               self.model_dirs), ("LoRA folders", self.lora_dirs),
+                              ("VAE folders", self.vae_dirs),
+                              ("Textual-inversion embedding folders", self.embedding_dirs)):
+            box = QGroupBox(title, models)
+            bl = QVBoxLayout(box)
+            bl.setContentsMargins(8, 4, 8, 8)
+            bl.addWidget(widget)
+            mlay.addWidget(box)
+        tabs.addTab(models, "&Models")
+
+        # ---------------------------------------------------------------- device
+        dev = QWidget(self)
+        dform = QFormLayout(dev)
+        self.device_combo = QComboBox(dev)
+        for value, text in DEVICE_CHOICES:
+            self.device_combo.addItem(text, value)
+        if self.device_combo.findData(eng.device) < 0:
+            self.device_combo.addItem(eng.device, eng.device)
+        self.device_combo.setCurrentIndex(self.device_combo.findData(eng.device))
+        label = QLabel("&Device", dev)
+        label.setBuddy(self.device_combo)
+        dform.addRow(label, self.device_combo)
+        self.precision_combo = QComboBox(dev)
+        for value in PRECISIONS:
+            self.precision_combo.addItem(PRECISION_LABELS.get(value, value), value)
+        self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(eng.precision)))
+        label = QLabel("P&recision", dev)
+        label.setBuddy(self.precision_combo)
+        dform.addRow(label, self.precision_combo)
+        self.memory_combo = QComboBox(dev)
+        for value in MEMORY_MODES:
+            self.memory_combo.addItem(MEMORY_LABELS.get(value, value), value)
+        self.memory_combo.setCurrentIndex(max(0, self.memory_combo.findData(eng.memory_mode)))
+        label = QLabel("Memory &mode", dev)
+        label.setBuddy(self.memory_combo)
+        dform.addRow(label, self.memory_combo)
+        note = QLabel("Device and precision changes apply when the next model loads.", dev)
+        note.setWordWrap(True)
+        note.setEnabled(False)
+        dform.addRow("", note)
+        tabs.addTab(dev, "&Device")
+
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
+            Qt.Orientation.Horizontal, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(tabs)
+        lay.addWidget(buttons)
+        self.tabs = tabs
+
+    def _browse_output(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())
+        if folder:
+            self.output_edit.setText(folder)
+
+    def result_settings(self) -> Settings:
+        """The settings as edited (the caller saves them)."""
+        eng = self._settings.engine.replace(
+            device=str(self.device_combo.currentData()),
+            precision=str(self.precision_combo.currentData()),
+            memory_mode=str(self.memory_combo.currentData()),
+            preview_every=self.preview_spin.value(),
+            model_dirs=self.model_dirs.folders(),
+            lora_dirs=self.lora_dirs.folders(),
+            vae_dirs=self.vae_dirs.folders(),
+            embedding_dirs=self.embedding_dirs.folders(),
+        )
+        output = self.output_edit.text().strip()
+        from sdstudio.core.paths import default_output_dir
+
+        if output == str(default_output_dir()):
+            output = ""
+        return self._settings.replace(
+            output_dir=output,
+            filename_pattern=self.pattern_edit.text().strip() or "{index}-{seed}",
+            engine=eng,
+        )

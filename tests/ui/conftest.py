@@ -1,0 +1,81 @@
+"""UI test fixtures: a guard that fails any test leaving a worker QThread or a background
+runner running, isolated settings/output folders per test, and a main-window factory running
+either the real engine (tiny models) or the scriptable fake engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdstudio.ui import qtcompat
+
+qtcompat.apply()  # PySide6 6.12 emit refcount bug: before any signal is emitted
+
+
+@pytest.fixture(autouse=True)
+def no_running_qthreads() -> Iterator[None]:
+    """Fail a test that leaves the worker's QThread (or a background runner) running."""
+    from sdstudio.ui.background import running_runners
+    from sdstudio.worker import running_threads
+
+    yield
+    alive = running_threads()
+    runners = running_runners()
+    for thread in alive:
+        thread.quit()
+        thread.wait(3000)
+    for runner in runners:
+        runner.stop()
+    assert not alive, f"test left {len(alive)} worker QThread(s) running"
+    assert not runners, f"test left {len(runners)} background runner(s) running"
+
+
+@pytest.fixture
+def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings under tmp_path/config for this test only."""
+    config = tmp_path / "config"
+    monkeypatch.setenv("SDSTUDIO_CONFIG_DIR", str(config))
+    return config
+
+
+@pytest.fixture
+def make_window(qtbot: Any, tmp_path: Path, isolated_config: Path
+                ) -> Iterator[Callable[..., Any]]:
+    """``make_window(model=..., fake=None|FakeScript, start=True)`` -> a shown MainWindow.
+
+    With ``fake`` a FakeEngine runs behind the worker; otherwise the real engine loads
+    ``model`` (a tiny model folder). Windows are closed (worker stopped) at teardown."""
+    from sdstudio.core.settings import EngineSettings, Settings, save_settings
+    from sdstudio.ui.main_window import MainWindow
+    from sdstudio.worker import JobQueue
+    from sdstudio.worker.fake import fake_engine_factory
+
+    windows: list[Any] = []
+
+    def make(model: str = "", fake: Any = None, start: bool = True,
+             settings: Settings | None = None) -> Any:
+        if settings is None:
+            settings = Settings(output_dir=str(tmp_path / "out"),
+                                engine=EngineSettings(default_model=model))
+            save_settings(settings)
+        factory = fake_engine_factory(fake) if fake is not None else None
+        queue = JobQueue(engine_factory=factory, settings=settings.engine)
+        window = MainWindow(settings, queue)
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitExposed(window)
+        window.activateWindow()  # window shortcuts (Ctrl+Enter, Esc) need an active window
+        with qtbot.waitActive(window, timeout=3000):
+            pass
+        windows.append(window)
+        if start:
+            window.start()
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+        assert not window.queue.running
