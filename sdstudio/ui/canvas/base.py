@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, QMimeData, QObject, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import (
+    QColor,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
@@ -14,6 +15,9 @@ from PySide6.QtGui import (
     QImage,
     QKeyEvent,
     QKeySequence,
+    QPainter,
+    QPaintEvent,
+    QPalette,
 )
 from PySide6.QtWidgets import QFileDialog, QToolButton, QWidget
 
@@ -107,6 +111,21 @@ def tool_button(parent: QWidget, icon_name: str, text: str, tip: str,
     b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon if with_text
                          else Qt.ToolButtonStyle.ToolButtonIconOnly)
     return b
+
+
+class ToolSeparator(QWidget):
+    """A thin vertical rule between groups of tool buttons, in a muted text colour."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFixedSize(13, 20)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        c = QColor(self.palette().color(QPalette.ColorRole.WindowText))
+        c.setAlphaF(0.25)
+        p.fillRect(self.width() // 2, 2, 1, self.height() - 4, c)
+        p.end()
 
 
 class ImageCanvasBase(QWidget):

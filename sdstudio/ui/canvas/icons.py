@@ -240,7 +240,11 @@ class _VectorIconEngine(QIconEngine):
     def _color(self, mode: QIcon.Mode, state: QIcon.State) -> QColor:
         pal = QGuiApplication.palette()
         if mode == QIcon.Mode.Disabled:
-            return pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText)
+            # derived from the active text colour: custom palettes often leave the
+            # disabled group unset, which would make disabled icons look enabled
+            c = QColor(pal.color(QPalette.ColorGroup.Active, QPalette.ColorRole.WindowText))
+            c.setAlphaF(0.35)
+            return c
         if mode == QIcon.Mode.Selected:
             return pal.color(QPalette.ColorRole.HighlightedText)
         if state == QIcon.State.On:

@@ -39,7 +39,6 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFileDialog,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QSlider,
@@ -49,7 +48,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import ImageInputError
-from sdstudio.ui.canvas.base import ImageCanvasBase, tool_button
+from sdstudio.ui.canvas.base import ImageCanvasBase, ToolSeparator, tool_button
 from sdstudio.ui.canvas.mask_model import BBox, MaskModel
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.imageutil import array_to_qimage, open_image_safely, qimage_to_array
@@ -418,13 +417,8 @@ class MaskCanvas(ImageCanvasBase):
         lay.addWidget(self._view, 1)
         lay.addLayout(bottom)
 
-    def _separator(self) -> QFrame:
-        f = QFrame(self)
-        f.setFrameShape(QFrame.Shape.VLine)
-        f.setFrameShadow(QFrame.Shadow.Sunken)
-        f.setFixedWidth(12)
-        f.setFixedHeight(20)
-        return f
+    def _separator(self) -> ToolSeparator:
+        return ToolSeparator(self)
 
     def _sync_controls(self) -> None:
         # blockSignals, not ``with QSignalBlocker(...)``: in PySide6 6.12 the context manager's
