@@ -84,6 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check the list and show the plan without generating")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from sdstudio.cli import add_engine_arguments
+
+    add_engine_arguments(p)
     for flag, fld, typ, help_text in _DEFAULT_FLAGS:
         kwargs: dict[str, Any] = {"type": typ, "default": None, "dest": f"default_{fld}",
                                   "help": help_text}
@@ -122,15 +125,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, err)
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume", file=err)
+        print("\nsdstudio: interrupted: run the same command again to resume", file=err)
         return EXIT_INTERRUPTED
     except SDStudioError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"sdstudio: error: {exc}", file=err)
         return EXIT_USAGE
 
 
 def _run(args: argparse.Namespace, err: TextIO) -> int:
-    from sdstudio.batch.runner import BadLinesError, BatchRunner, ListChangedError
+    from sdstudio.batch.runner import BatchControl, BatchRunner, ListChangedError
     from sdstudio.core.prompts import parse_prompt_list
     from sdstudio.core.settings import load_settings
 
@@ -138,7 +141,7 @@ def _run(args: argparse.Namespace, err: TextIO) -> int:
     try:
         defaults = defaults_from_args(args).validated()
     except SDStudioError as exc:
-        print(f"error: bad default: {exc}", file=err)
+        print(f"sdstudio: error: bad default: {exc}", file=err)
         return EXIT_USAGE
     prompts = parse_prompt_list(list_path, defaults)
     for warning in prompts.warnings:
@@ -166,35 +169,46 @@ def _run(args: argparse.Namespace, err: TextIO) -> int:
 
         check_pattern(options.pattern)
     except (ValueError, SDStudioError) as exc:
-        print(f"error: {exc}", file=err)
+        print(f"sdstudio: error: {exc}", file=err)
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(prompts, options, err)
 
-    processes = detect_processes()
-    from sdstudio.engine import Engine
+    from sdstudio.cli import (
+        check_model_arg,
+        engine_settings_from_args,
+        install_cancel_handler,
+        quiet_libraries,
+    )
 
-    engine_settings = settings.engine
-    if processes.world > 1 and processes.device:
+    if args.model:
+        check_model_arg(args.model)
+    processes = detect_processes()
+    quiet_libraries()
+    from sdstudio.engine import Engine  # torch is imported here, after every cheap check
+
+    engine_settings = engine_settings_from_args(args, settings).replace(preview_every=0)
+    if processes.world > 1 and processes.device and not args.device:
         engine_settings = engine_settings.replace(device=processes.device)
     engine = Engine(engine_settings)
     show = (not args.quiet) and processes.is_main
     bar = ProgressBar(err, enabled=show, label=f"[rank 0/{processes.world}] "
                       if processes.world > 1 else "")
+    control = BatchControl()
     runner = BatchRunner(engine, prompts, options, on_event=bar.on_event, processes=processes,
-                         defaults=defaults)
+                         defaults=defaults, control=control)
     try:
         runner.prepare()
     except ListChangedError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"sdstudio: error: {exc}", file=err)
         print("run again with --resume or --restart", file=err)
         return EXIT_USAGE
-    except BadLinesError as exc:  # pragma: no cover - handled above
-        print(f"error: {exc}", file=err)
-        return EXIT_USAGE
-    summary = runner.run()
+    with install_cancel_handler(control.cancel_token):
+        summary = runner.run()
     bar.close()
     code = EXIT_OK if summary.ok else EXIT_FAILED
+    if summary.cancelled:
+        code = EXIT_INTERRUPTED
     if prompts.errors and not args.skip_bad_lines:
         code = EXIT_USAGE
     _report(summary, processes, out_dir, err)
