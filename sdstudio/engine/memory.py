@@ -85,37 +85,36 @@ def decide_memory(
     else:
         budget = int(free_bytes * _HEADROOM)
         vae_one = estimate_vae_bytes(width, height, bytes_per_value)
+        vae_tile = estimate_vae_bytes(512, 512, bytes_per_value)  # a tiled decode's peak
         unet = estimate_unet_bytes(width, height, batch, bytes_per_value)
-        offload = device_kind == "cuda" and model_bytes + unet + vae_one > budget
-        if offload:
+        # offload only when the weights do not fit even with the VAE tiled
+        offload = device_kind == "cuda" and model_bytes + unet + vae_tile > budget
+        forced = (settings.cpu_offload or "auto").lower()
+        if device_kind == "cuda" and forced in ("on", "off"):
+            offload = forced == "on"
+        elif offload:
             reasons.append(
                 f"model {model_bytes / GIB:.1f} GiB + activations do not fit in "
                 f"{free_bytes / GIB:.1f} GiB free: CPU offload"
             )
-        resident = 0 if offload else model_bytes
-        room = max(budget - resident, 0)
+        room = max(budget - (0 if offload else model_bytes), 0)
+        tiling = vae_one > room * 0.8
+        slicing = batch > 1 and not tiling and vae_one * batch > room * 0.8
+        attention = gpu and (unet > room // 2 or (device_kind == "mps" and total_bytes < 64 * GIB))
         if not gpu:
-            # system RAM: savers only for very large images; attention slicing costs speed
-            tiling = vae_one > room // 2
-            slicing = batch > 1 and vae_one * batch > room // 2
-            attention = False
             reasons.append("CPU: savers only when the image would not fit in RAM")
-        else:
-            tiling = vae_one > room // 2
-            slicing = batch > 1 and vae_one * batch > room // 2
-            attention = unet > room // 2 or (device_kind == "mps" and total_bytes < 64 * GIB)
-            if device_kind == "mps" and total_bytes < 64 * GIB:
-                reasons.append("MPS with less than 64 GiB: attention slicing")
-            if not (tiling or slicing or attention or offload):
-                reasons.append(
-                    f"{free_bytes / GIB:.1f} GiB free is enough for {width}x{height} x{batch}"
-                )
+        elif device_kind == "mps" and total_bytes < 64 * GIB:
+            reasons.append("MPS with less than 64 GiB: attention slicing")
+        elif attention:
+            reasons.append("little memory left for attention: attention slicing")
         if tiling:
             reasons.append(f"VAE decode of {width}x{height} needs ~{vae_one / GIB:.1f} GiB: tiling")
         if slicing:
-            reasons.append(f"batch of {batch}: VAE slicing")
-        if attention and gpu and device_kind != "mps":
-            reasons.append("little memory left for attention: attention slicing")
+            reasons.append(f"VAE decode of {batch} images at once does not fit: VAE slicing")
+        if gpu and not (tiling or slicing or attention or offload):
+            reasons.append(
+                f"{free_bytes / GIB:.1f} GiB free is enough for {width}x{height} x{batch}"
+            )
         decided = {
             "attention_slicing": attention,
             "vae_slicing": slicing,

@@ -10,6 +10,9 @@ is inpainting the init image under a full mask at the request's strength.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from diffusers import (
@@ -37,6 +40,19 @@ _CLASSES: dict[bool, dict[Mode, type]] = {
 }
 
 
+@contextlib.contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' warnings for a moment (``ModelMixin.to(dtype)`` warns about an empty
+    list of fp32 modules on every cast)."""
+    logger = logging.getLogger("diffusers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class PipelineSet:
     """The loaded components and the per-mode pipelines that share them."""
 
@@ -56,7 +72,10 @@ class PipelineSet:
         cls = self.class_for(mode)
         pipe = self._pipes.get(cls)
         if pipe is None:
-            pipe = cls.from_pipe(self.base)
+            # dtype: from_pipe casts every shared module to it (float32 when not given),
+            # which would upcast an fp16 model in place.
+            with quiet_diffusers():
+                pipe = cls.from_pipe(self.base, dtype=self.base.unet.dtype)
             pipe.set_progress_bar_config(disable=True)
             self._pipes[cls] = pipe
         return pipe

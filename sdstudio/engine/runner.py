@@ -43,7 +43,7 @@ from sdstudio.engine import device as devices
 from sdstudio.engine import images as img
 from sdstudio.engine import models
 from sdstudio.engine.memory import MemoryPlan, decide_memory
-from sdstudio.engine.pipelines import PipelineSet
+from sdstudio.engine.pipelines import PipelineSet, quiet_diffusers
 from sdstudio.engine.preview import latents_to_rgb
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
 from sdstudio.engine.text import encode_prompts
@@ -392,17 +392,8 @@ class Engine:
                                      self.settings.preview_every)
             scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
             pipe.scheduler = scheduler  # a fresh one per run: no state carried between runs
-            latents = pipe(
-                **encoded.pipe_kwargs(),
-                num_inference_steps=request.steps,
-                guidance_scale=request.cfg_scale,
-                num_images_per_prompt=request.batch_size,
-                generator=gens,
-                output_type="latent",
-                callback_on_step_end=callback,
-                callback_on_step_end_tensor_inputs=["latents"],
-                **kwargs,
-            ).images
+            with quiet_diffusers():  # SDXL pipelines warn on each VAE upcast
+                latents = self._call(pipe, encoded, request, gens, callback, kwargs)
             cancel.raise_if_cancelled()
             pictures, decode_notes = decode_latents(pipe, latents)
             run_notes = (*notes, *decode_notes)
@@ -421,6 +412,21 @@ class Engine:
                 results.append(event)
                 on_event(event)
         return results
+
+    @staticmethod
+    def _call(pipe: Any, encoded: Any, request: GenerationRequest, gens: list[torch.Generator],
+              callback: _StepCallback, kwargs: dict[str, Any]) -> torch.Tensor:
+        return pipe(
+            **encoded.pipe_kwargs(),
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            num_images_per_prompt=request.batch_size,
+            generator=gens,
+            output_type="latent",
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+            **kwargs,
+        ).images
 
     @staticmethod
     def _generators(request: GenerationRequest, seeds: list[int],
@@ -479,7 +485,8 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image],
     def run(dtype: torch.dtype | None) -> torch.Tensor:
         original = vae.dtype
         if dtype is not None and dtype != original:
-            vae.to(dtype=dtype)
+            with quiet_diffusers():
+                vae.to(dtype=dtype)
         try:
             z = latents.to(dtype=vae.dtype if dtype is None else dtype)
             mean = getattr(vae.config, "latents_mean", None)
@@ -497,7 +504,8 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image],
                 return vae.decode(z, return_dict=False)[0]
         finally:
             if vae.dtype != original:
-                vae.to(dtype=original)
+                with quiet_diffusers():
+                    vae.to(dtype=original)
 
     decoded = run(torch.float32 if (force_upcast and sdxl) else None)
     if vae.dtype != torch.float32 and not torch.isfinite(decoded).all():

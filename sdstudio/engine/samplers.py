@@ -9,7 +9,8 @@ Two substitutions, both documented in ``SamplerSpec.note`` and in the image meta
   installed the closest solver is used instead: DPMSolverSinglestepScheduler with
   ``algorithm_type="sde-dpmsolver++"`` and ``solver_order=2`` (same order, same SDE family,
   different noise sampler, so images differ from A1111's).
-- LMSDiscreteScheduler integrates its coefficients with scipy; without scipy a subclass does the
+- LMSDiscreteScheduler integrates its coefficients with scipy (and ``diffusers`` exports only a
+  placeholder class without it); without scipy a subclass of the real class does the
   same integral exactly with Gauss-Legendre quadrature (the integrand is a polynomial of degree
   <= 3, which 4-point Gauss-Legendre integrates exactly).
 """
@@ -31,10 +32,10 @@ from diffusers import (
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
-    LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
+from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 HAS_TORCHSDE = importlib.util.find_spec("torchsde") is not None

@@ -79,11 +79,13 @@ def test_batch_image_equals_single_image_of_its_seed(engine: Engine, tiny_model:
 
 
 def test_random_seed_is_recorded(engine: Engine, tiny_model: Path) -> None:
-    out = engine.generate(_req(tiny_model, seed=-1, batch_size=2))
+    out = engine.generate(_req(tiny_model, seed=-1, batch_count=2))
     seed = out[0].request.seed
     assert 0 <= seed < 2**32 and out[1].request.seed == (seed + 1) % 2**32
-    again = engine.generate(_req(tiny_model, seed=seed))[0]
-    assert again.image.tobytes() == out[0].image.tobytes()
+    again = engine.generate(_req(tiny_model, seed=out[1].request.seed))[0]
+    assert again.image.tobytes() == out[1].image.tobytes()
+    other = engine.generate(_req(tiny_model, seed=-1))[0]
+    assert other.request.seed != seed  # 1 in 2**32 chance of a false failure
 
 
 def test_demo_model_is_built_once_atomically(tmp_path: Path) -> None:
