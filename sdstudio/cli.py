@@ -62,6 +62,7 @@ PROG = "sdstudio"
 SUBCOMMAND_MODULES: list[str] = [
     "sdstudio.batch.cli",
     "sdstudio.engine_cli",
+    "sdstudio.engine.cli_models",  # models, convert
 ]
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -400,13 +401,18 @@ def single_file_to_folder(src: Path, out: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        # transformers 5 saves tokenizers as tokenizer.json only; keep the plain CLIP files
+        # (vocab.json, merges.txt, configs) that every other SD Studio folder has.
+        config_dir = Path(getattr(pipe, "sdstudio_config_dir", ""))
+        for sub in ("tokenizer", "tokenizer_2"):
+            if (config_dir / sub).is_dir() and (tmp / sub).is_dir():
+                shutil.rmtree(tmp / sub)
+                shutil.copytree(config_dir / sub, tmp / sub)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return out
 

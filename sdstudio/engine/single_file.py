@@ -452,6 +452,7 @@ def load_single_file(
     pipe.to(device)
     pipe.sdstudio_arch = arch  # type: ignore[attr-defined]
     pipe.sdstudio_config_source = source  # type: ignore[attr-defined]
+    pipe.sdstudio_config_dir = config_dir  # type: ignore[attr-defined]
     progress(f"Loaded {path.name} ({arch.label})", 1.0)
     return pipe
 
