@@ -10,9 +10,7 @@ is inpainting the init image under a full mask at the request's strength.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from diffusers import (
@@ -40,17 +38,24 @@ _CLASSES: dict[bool, dict[Mode, type]] = {
 }
 
 
-@contextlib.contextmanager
-def quiet_diffusers() -> Iterator[None]:
-    """Silence diffusers' warnings for a moment (``ModelMixin.to(dtype)`` warns about an empty
-    list of fp32 modules on every cast)."""
-    logger = logging.getLogger("diffusers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+class _EmptyFp32ListFilter(logging.Filter):
+    """Drop diffusers' "modules that should be kept in float32: []" warning, which
+    ``ModelMixin.to(dtype)`` logs on every cast even when that list is empty."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+_FILTER = _EmptyFp32ListFilter()
+
+
+def install_log_filter() -> None:
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+
+
+install_log_filter()
 
 
 class PipelineSet:
@@ -74,8 +79,7 @@ class PipelineSet:
         if pipe is None:
             # dtype: from_pipe casts every shared module to it (float32 when not given),
             # which would upcast an fp16 model in place.
-            with quiet_diffusers():
-                pipe = cls.from_pipe(self.base, dtype=self.base.unet.dtype)
+            pipe = cls.from_pipe(self.base, dtype=self.base.unet.dtype)
             pipe.set_progress_bar_config(disable=True)
             self._pipes[cls] = pipe
         return pipe

@@ -43,7 +43,7 @@ from sdstudio.engine import device as devices
 from sdstudio.engine import images as img
 from sdstudio.engine import models
 from sdstudio.engine.memory import MemoryPlan, decide_memory
-from sdstudio.engine.pipelines import PipelineSet, quiet_diffusers
+from sdstudio.engine.pipelines import PipelineSet
 from sdstudio.engine.preview import latents_to_rgb
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
 from sdstudio.engine.text import encode_prompts
@@ -260,6 +260,17 @@ class Engine:
             loaded.offload_owner = None  # re-install offload hooks on the changed modules
         return dict(hashes or {})
 
+    def _apply_embeddings(self, loaded: _Loaded) -> list[str]:
+        """Textual-inversion embeddings from ``settings.embedding_dirs`` (loaded once)."""
+        if not self.settings.embedding_dirs:
+            return []
+        try:
+            from sdstudio.engine.lora import apply_embeddings
+        except ImportError:
+            return []
+        skipped = apply_embeddings(loaded.pipes.base, self.settings) or {}
+        return [f"embedding {token} skipped: {why}" for token, why in skipped.items()]
+
     def _apply_vae(self, loaded: _Loaded, ref: str) -> None:
         ref = (ref or "").strip()
         if ref == loaded.vae_ref:
@@ -272,7 +283,8 @@ class Engine:
             except ImportError:
                 raise ModelError("separate VAE files are not supported yet") from None
             vae = load_vae(Path(ref), device=loaded.choice.device, dtype=loaded.choice.dtype,
-                           settings=self.settings)
+                           settings=self.settings,
+                           scaling_factor=loaded.original_vae.config.scaling_factor)
             name = Path(ref).stem
             sha = ""
             if Path(ref).is_file():
@@ -355,19 +367,20 @@ class Engine:
         choice = loaded.choice
         pipe = loaded.pipes.get(prepared.mode)
         lora_hashes = self._apply_loras(loaded, specs)
+        embedding_notes = self._apply_embeddings(loaded)
         self._apply_vae(loaded, request.vae)
         plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
                           request.batch_size, resident=not loaded.offloaded)
         self._apply_memory(loaded, pipe, plan)
         scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
-        pipe.scheduler = scheduler
         sched_info = scheduler_info(scheduler, request.sampler)
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         seeds = request.seeds(first_seed)
-        device = pipe._execution_device
+        # _execution_device walks every module; only needed when offload hooks move them
+        device = pipe._execution_device if loaded.offloaded else choice.device
         encoded = encode_prompts(pipe, prompt, request.negative_prompt,
                                  clip_skip=request.clip_skip, device=device)
-        notes = list(loaded.notes)
+        notes = [*loaded.notes, *embedding_notes]
         if "note" in sched_info:
             notes.append(str(sched_info["note"]))
         if self._versions is None:
@@ -390,10 +403,10 @@ class Engine:
             kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
             callback = _StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
                                      self.settings.preview_every)
-            scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
-            pipe.scheduler = scheduler  # a fresh one per run: no state carried between runs
-            with quiet_diffusers():  # SDXL pipelines warn on each VAE upcast
-                latents = self._call(pipe, encoded, request, gens, callback, kwargs)
+            if run:  # a fresh scheduler per run: no state carried between runs
+                scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
+            pipe.scheduler = scheduler
+            latents = self._call(pipe, encoded, request, gens, callback, kwargs)
             cancel.raise_if_cancelled()
             pictures, decode_notes = decode_latents(pipe, latents)
             run_notes = (*notes, *decode_notes)
@@ -485,8 +498,7 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image],
     def run(dtype: torch.dtype | None) -> torch.Tensor:
         original = vae.dtype
         if dtype is not None and dtype != original:
-            with quiet_diffusers():
-                vae.to(dtype=dtype)
+            vae.to(dtype=dtype)
         try:
             z = latents.to(dtype=vae.dtype if dtype is None else dtype)
             mean = getattr(vae.config, "latents_mean", None)
@@ -504,8 +516,7 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image],
                 return vae.decode(z, return_dict=False)[0]
         finally:
             if vae.dtype != original:
-                with quiet_diffusers():
-                    vae.to(dtype=original)
+                vae.to(dtype=original)
 
     decoded = run(torch.float32 if (force_upcast and sdxl) else None)
     if vae.dtype != torch.float32 and not torch.isfinite(decoded).all():

@@ -116,15 +116,20 @@ def encode_prompts(pipe: Any, prompt: str, negative: str, *, clip_skip: int = 1,
         encoders = [(t, e) for t, e in encoders if t is not None and e is not None]
         encoders.append((pipe.tokenizer_2, pipe.text_encoder_2))
     first_tok = encoders[0][0]
-    pos_ids = token_ids(first_tok, prompt)
-    neg_ids = token_ids(first_tok, negative)
+    convert = getattr(pipe, "maybe_convert_prompt", None)  # multi-vector embedding tokens
+
+    def expand(text: str, tokenizer: Any) -> str:
+        return str(convert(text, tokenizer)) if convert is not None else text
+
+    pos_ids = token_ids(first_tok, expand(prompt, first_tok))
+    neg_ids = token_ids(first_tok, expand(negative, first_tok))
     chunks = max(n_chunks(len(pos_ids)), n_chunks(len(neg_ids)))
 
     def encode(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         hiddens = []
         pooled = None
         for tokenizer, encoder in encoders:
-            ids = token_ids(tokenizer, text)
+            ids = token_ids(tokenizer, expand(text, tokenizer))
             rows = chunk_ids(ids, chunks, tokenizer.bos_token_id, tokenizer.eos_token_id,
                              tokenizer.pad_token_id)
             if sdxl:  # SDXL: penultimate layer by default, no final norm (as diffusers)
