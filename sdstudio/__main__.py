@@ -1,11 +1,13 @@
-"""``python -m sdstudio`` / ``sdstudio``: without arguments, the desktop window; with a
-subcommand (``generate``, ``info``, ``batch``...), the headless CLI (see sdstudio.cli)."""
+"""``python -m sdstudio`` / ``sdstudio``: without arguments, the desktop window (on a machine
+without a display, one image from the command line instead); with a subcommand
+(``generate``, ``info``, ``batch``...), the headless CLI (see sdstudio.cli)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def _has_window() -> bool:
@@ -15,18 +17,30 @@ def _has_window() -> bool:
         return False
 
 
+def has_display(platform: str = sys.platform, env: Mapping[str, str] = os.environ) -> bool:
+    """Whether a window can be shown: always on Windows and macOS; on Linux and the BSDs when
+    an X11 or Wayland session is there (or QT_QPA_PLATFORM names a platform explicitly)."""
+    if platform.startswith(("win", "darwin", "cygwin")):
+        return True
+    return any(env.get(var) for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        if _has_window():
+        window = _has_window()
+        if window and has_display():
             from sdstudio.app import run
 
             return int(run() or 0)
-        # Until the window exists: one image on the configured (or demo) model.
+        # No window (not built, or no display to show it on): one image from the command
+        # line on the configured model, else the demo model, so a first start shows it works.
         from sdstudio import cli
 
-        print("SD Studio: the window is not available yet; generating one image from the "
-              "command line instead (see: python -m sdstudio --help)", file=sys.stderr)
+        why = ("no display was found (DISPLAY / WAYLAND_DISPLAY unset)" if window
+               else "the window is not available yet")
+        print(f"SD Studio: {why}; generating one image from the command line instead "
+              "(see: python -m sdstudio --help)", file=sys.stderr)
         return cli.main(["generate", "--prompt", cli.DEFAULT_PROMPT])
     from sdstudio import cli
 

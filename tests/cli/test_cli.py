@@ -282,3 +282,25 @@ def test_main_without_window_generates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls and calls[0][0] == "generate" and "--prompt" in calls[0]
     assert entry.main(["info", "x.png"]) == 0
     assert calls[-1] == ["info", "x.png"]
+
+
+def test_main_without_display_generates(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdstudio.__main__ as entry
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(entry, "_has_window", lambda: True)
+    monkeypatch.setattr(entry, "has_display", lambda: False)
+    monkeypatch.setattr(cli, "main", lambda argv=None: calls.append(list(argv or [])) or 0)
+    assert entry.main([]) == 0
+    assert calls and calls[0][0] == "generate"
+
+
+def test_has_display() -> None:
+    from sdstudio.__main__ import has_display
+
+    assert has_display("win32", {})
+    assert has_display("darwin", {})
+    assert not has_display("linux", {})
+    assert has_display("linux", {"DISPLAY": ":0"})
+    assert has_display("linux", {"WAYLAND_DISPLAY": "wayland-0"})
+    assert has_display("linux", {"QT_QPA_PLATFORM": "offscreen"})
