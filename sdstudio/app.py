@@ -162,11 +162,13 @@ def _handle_signals(window: Any) -> Any:
 
 
 def run(argv: Sequence[str] | None = None,
-        on_started: Callable[[Any], None] | None = None) -> int:
+        on_started: Callable[[Any], None] | None = None, fast_exit: bool = True) -> int:
     """Open the window and run until it is closed. Returns the exit status (0).
 
     ``on_started(window)`` is called once the window is shown and the worker is starting
-    (tests and tools use it to drive the real app)."""
+    (tests and tools use it to drive the real app). With ``fast_exit`` (the default) the
+    process ends right after the window has closed and the worker has stopped, skipping the
+    interpreter's slow teardown of torch (seconds); settings and images are already on disk."""
     global _WINDOW
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtWidgets import QApplication
@@ -225,13 +227,15 @@ def run(argv: Sequence[str] | None = None,
     _WINDOW = None
     if not window._closing:  # quit without closing the window (e.g. app.quit())
         window.close()
-    if queue.running:
-        # The engine is stuck in something it cannot cancel (a huge model load, say): exit
-        # now rather than destroy a running QThread.
-        log.warning("the worker did not stop in time; exiting without waiting")
+    if queue.running or (fast_exit and "torch" in sys.modules):
+        # Either the engine is stuck in something it cannot cancel (a huge model load, say)
+        # and a running QThread must not be destroyed, or torch is loaded and tearing it down
+        # would take seconds: exit now. Everything worth keeping is already on disk.
+        if queue.running:
+            log.warning("the worker did not stop in time; exiting without waiting")
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(status)
+        os._exit(int(status))
     del relay
     return int(status)

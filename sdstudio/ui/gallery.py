@@ -12,8 +12,18 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader, QKeySequence, QPixmap
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, QUrl, Signal
+from PySide6.QtGui import (
+    QDesktopServices,
+    QIcon,
+    QImage,
+    QImageReader,
+    QKeySequence,
+    QPainter,
+    QPalette,
+    QPen,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -24,6 +34,9 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSplitter,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -89,6 +102,47 @@ def describe(path: str) -> str:
     return meta.infotext
 
 
+class ThumbnailDelegate(QStyledItemDelegate):
+    """A thumbnail centred in its cell, with a rounded highlight when selected or hovered."""
+
+    def sizeHint(self, option: QStyleOptionViewItem,
+                 index: QModelIndex | QPersistentModelIndex) -> QSize:
+        return QSize(THUMB + 12, THUMB + 12)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = option.rect.adjusted(2, 2, -2, -2)
+        pal = option.palette
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 3))
+            painter.setBrush(pal.color(QPalette.ColorRole.Highlight).lighter(170))
+            painter.drawRoundedRect(rect, 6, 6)
+        elif option.state & QStyle.StateFlag.State_MouseOver:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(pal.color(QPalette.ColorRole.Midlight))
+            painter.drawRoundedRect(rect, 6, 6)
+        ic = index.data(Qt.ItemDataRole.DecorationRole)
+        inner = rect.adjusted(4, 4, -4, -4)
+        if isinstance(ic, QIcon) and not ic.isNull():
+            pm = ic.pixmap(inner.size())
+            size = pm.deviceIndependentSize().toSize().scaled(
+                inner.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            x = inner.x() + (inner.width() - size.width()) // 2
+            y = inner.y() + (inner.height() - size.height()) // 2
+            painter.drawPixmap(QRect(x, y, size.width(), size.height()), pm)
+        else:
+            painter.setPen(pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
+            painter.drawText(inner, int(Qt.AlignmentFlag.AlignCenter), "…")
+        if option.state & QStyle.StateFlag.State_HasFocus:
+            painter.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 1,
+                                Qt.PenStyle.DotLine))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(rect.adjusted(1, 1, -1, -1), 5, 5)
+        painter.restore()
+
+
 class GalleryWidget(QWidget):
     sendToImg2img = Signal(str)
     sendToInpaint = Signal(str)
@@ -106,7 +160,7 @@ class GalleryWidget(QWidget):
         self.list = QListWidget(self)
         self.list.setViewMode(QListView.ViewMode.IconMode)
         self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setGridSize(QSize(THUMB + 14, THUMB + 14))
+        self.list.setGridSize(QSize(THUMB + 16, THUMB + 16))
         self.list.setResizeMode(QListView.ResizeMode.Adjust)
         self.list.setMovement(QListView.Movement.Static)
         self.list.setUniformItemSizes(True)
@@ -114,6 +168,8 @@ class GalleryWidget(QWidget):
         self.list.setWordWrap(False)
         self.list.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
         self.list.setAccessibleName("Gallery thumbnails")
+        self.list.setItemDelegate(ThumbnailDelegate(self.list))
+        self.list.setMouseTracking(True)
         self.list.currentItemChanged.connect(self._on_current)
         self.list.itemActivated.connect(lambda _item: self.viewer.setFocus())
 

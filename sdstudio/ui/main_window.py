@@ -95,6 +95,8 @@ class MainWindow(QMainWindow):
         self._current_model = settings.engine.default_model
         self._closing = False
         self._gallery_loaded = False
+        #: How long closing waits for the worker (the app exits anyway after that).
+        self.shutdown_timeout_ms = 1500
 
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(app_icon())
@@ -654,7 +656,9 @@ class MainWindow(QMainWindow):
         self._set_load_status(f"Model loaded in {ready.load_s:.1f} s" if ready.load_s else
                               "Model loaded", None)
         QTimer.singleShot(4000, self._clear_loaded_status)
-        name = ready.name + (" (untrained demo: images are noise)" if ready.untrained else "")
+        name = ready.name
+        if ready.untrained and "untrained" not in name:
+            name += " (untrained)"
         self.model_label.setText(f"Model: {name} · {ready.arch}")
         self.device_label.setText(f"Device: {ready.device}")
         self.dtype_label.setText(ready.dtype)
@@ -797,5 +801,5 @@ class MainWindow(QMainWindow):
             self._persist()
             self.prompt_panel.shutdown()
             self.gallery.shutdown()
-            self.queue.shutdown(1500)
+            self.queue.shutdown(self.shutdown_timeout_ms)
         event.accept()

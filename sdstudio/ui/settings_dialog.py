@@ -30,8 +30,8 @@ PRECISION_LABELS = {"auto": "Automatic", "fp16": "Half (fp16)", "bf16": "bfloat1
                     "fp32": "Full (fp32)"}
 MEMORY_LABELS = {"auto": "Automatic (decided from free memory)",
                  "low": "Low VRAM (every memory saver on)", "off": "Off (fastest, most memory)"}
-PATTERN_HELP = ("Fields: {index} {seed} {prompt} {model} {date} {time} {steps} {sampler} "
-                "{width} {height}. A “/” makes sub-folders.")
+PATTERN_HELP = ("Fields: {index} {seed} {prompt} {model} {date} {time} {steps} {cfg} "
+                "{sampler} {width} {height}. A “/” makes sub-folders.")
 
 
 class FolderList(QWidget):

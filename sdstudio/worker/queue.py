@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ from sdstudio.worker.jobs import Failure, Job, JobImage, JobState
 
 log = logging.getLogger(__name__)
 
+SWITCH_INTERVAL_S = 0.001
 _THREADS: list[QThread] = []  # every worker thread this module started (tests check them)
 
 
@@ -112,6 +114,10 @@ class JobQueue(QAbstractListModel):
         """Start the worker thread; the engine (and torch) is created inside it."""
         if self._thread is not None:
             return
+        # The GUI thread needs the GIL for every Python slot; with the default 5 ms switch
+        # interval a busy worker makes each event-loop iteration wait up to 5 ms per call.
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         thread = QThread()
         thread.setObjectName("sdstudio-engine")
         worker = EngineWorker(self._factory, self._settings)

@@ -64,6 +64,7 @@ def make_window(qtbot: Any, tmp_path: Path, isolated_config: Path
         factory = fake_engine_factory(fake) if fake is not None else None
         queue = JobQueue(engine_factory=factory, settings=settings.engine)
         window = MainWindow(settings, queue)
+        window.shutdown_timeout_ms = 20_000  # a loaded CI machine: never leave the thread
         qtbot.addWidget(window)
         window.show()
         qtbot.waitExposed(window)

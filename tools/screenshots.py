@@ -1,0 +1,196 @@
+"""Render the main window in each tab to PNG files in docs/screenshots/.
+
+Run in a real (virtual) display so window decorations, fonts and HiDPI scaling are real:
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshots.py [--dark]
+
+It drives the real app: the real worker and engine with the tiny demo model (untrained, so
+the generated images are noise), a generation in the text-to-image tab, a source image in the
+image-to-image tab, a painted mask in the inpaint tab, the gallery and the settings dialog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("SDSTUDIO_HOME", tempfile.mkdtemp(prefix="sdstudio-shots-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pump(app: Any, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def wait(app: Any, cond: Any, timeout: float = 600) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise SystemExit("timed out")
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def scenery(width: int = 768, height: int = 512) -> Any:
+    """A synthetic landscape (sky gradient, sun, hills, lake) as a source image."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    y = np.linspace(0, 1, height)[:, None]
+    sky = np.stack([40 + 180 * y, 90 + 120 * y, 170 + 60 * y], -1) * np.ones((1, width, 1))
+    img = Image.fromarray(sky.clip(0, 255).astype("uint8"))
+    d = ImageDraw.Draw(img)
+    d.ellipse((520, 90, 610, 180), fill=(255, 214, 140))
+    for i, (base, colour) in enumerate(((330, (58, 98, 70)), (370, (40, 76, 52)))):
+        pts = [(x, base + 40 * math.sin(x / (90 + 30 * i) + i)) for x in range(0, width + 8, 8)]
+        d.polygon([*pts, (width, height), (0, height)], fill=colour)
+    d.rectangle((0, 420, width, height), fill=(60, 110, 150))
+    d.polygon([(300, 300), (340, 180), (380, 300)], fill=(230, 230, 235))
+    return img.filter(ImageFilter.SMOOTH)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--dark", action="store_true", help="use the dark palette")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "-dark" if args.dark else ""
+
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    from sdstudio.ui import qtcompat
+
+    qtcompat.apply()
+    app = QApplication.instance() or QApplication(["sdstudio"])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("SD Studio")
+    from sdstudio.core.settings import EngineSettings, Settings
+    from sdstudio.ui.main_window import TAB_IMG2IMG, TAB_INPAINT, MainWindow
+    from sdstudio.ui.settings_dialog import SettingsDialog
+    from sdstudio.ui.theme import app_icon, apply_theme
+    from sdstudio.worker import JobQueue
+
+    apply_theme(app, "dark" if args.dark else "light")
+    app.setWindowIcon(app_icon())
+    out_dir = Path(os.environ["SDSTUDIO_HOME"]) / "outputs"
+    settings = Settings(output_dir=str(out_dir), engine=EngineSettings())
+    queue = JobQueue(settings=settings.engine)
+    window = MainWindow(settings, queue)
+    window.resize(1560, 940)
+    window.show()
+    window.start()
+    wait(app, lambda: queue.loaded is not None)
+    p = window.prompt_panel
+
+    def shoot(name: str, widget: Any = None) -> None:
+        pump(app, 0.4)
+        path = args.out / f"{name}{suffix}.png"
+        (widget or window).grab().save(str(path))
+        print(path)
+
+    # ---- text to image after a few generations
+    p.prompt_edit.setPlainText("a lighthouse on a rocky cliff at dusk, dramatic clouds, "
+                               "oil painting, warm light, highly detailed")
+    p.negative_edit.setPlainText("blurry, low quality, watermark")
+    p.set_size(512, 512)
+    p.steps_spin.setValue(6)
+    p.sampler_combo.setCurrentText("DPM++ 2M Karras")
+    p.seed_edit.setText("20240611")
+    for _ in range(3):
+        window.generate()
+    p.seed_edit.setText("-1")
+    wait(app, lambda: all(j.state.finished for j in queue.jobs()))
+    p.steps_spin.setValue(150)
+    long_job = window.generate()  # caught mid-way for the progress bar
+    wait(app, lambda: queue.job(long_job).step >= 12)  # type: ignore[union-attr]
+    window.generate()
+    pump(app, 0.3)
+    shoot("text-to-image")
+    queue.cancel_all()
+    wait(app, lambda: all(j.state.finished for j in queue.jobs()))
+    p.steps_spin.setValue(6)
+
+    # ---- image to image with a source image
+    src = Path(os.environ["SDSTUDIO_HOME"]) / "landscape.png"
+    scenery().save(src)
+    window.tabs.setCurrentIndex(TAB_IMG2IMG)
+    window.source_canvas.load_file(str(src))
+    p.prompt_edit.setPlainText("the same valley in winter, snow, golden hour")
+    p.set_size(768, 512)
+    p.strength_spin.setValue(0.6)
+    window.generate()
+    wait(app, lambda: all(j.state.finished for j in queue.jobs()))
+    shoot("image-to-image")
+
+    # ---- inpaint with a painted mask
+    window.tabs.setCurrentIndex(TAB_INPAINT)
+    canvas = window.mask_canvas
+    canvas.load_file(str(src))
+    canvas.set_brush_size(48)
+    pump(app, 0.3)
+    view = canvas.viewer
+
+    def send(kind: Any, x: float, y: float, buttons: Any) -> None:
+        pos = view.map_from_image(QPointF(x, y))
+        ev = QMouseEvent(kind, pos, view.mapToGlobal(pos), Qt.MouseButton.LeftButton,
+                         buttons, Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(view, ev)
+
+    pts = [(300 + 60 * math.cos(t / 6), 230 + 50 * math.sin(t / 6)) for t in range(0, 40)]
+    send(QMouseEvent.Type.MouseButtonPress, *pts[0], Qt.MouseButton.LeftButton)
+    for x, y in pts[1:]:
+        send(QMouseEvent.Type.MouseMove, x, y, Qt.MouseButton.LeftButton)
+    send(QMouseEvent.Type.MouseButtonRelease, *pts[-1], Qt.MouseButton.NoButton)
+    p.prompt_edit.setPlainText("a small wooden cabin with a glowing window")
+    p.mask_blur_spin.setValue(8)
+    window.generate()
+    wait(app, lambda: all(j.state.finished for j in queue.jobs()))
+    shoot("inpaint")
+
+    # ---- gallery
+    window.tabs.setCurrentWidget(window.gallery)
+    window.gallery.list.setCurrentRow(0)
+    pump(app, 0.8)
+    shoot("gallery")
+
+    # ---- settings dialog
+    dialog = SettingsDialog(window.settings, window)
+    dialog.model_dirs.add_folder(str(Path.home() / "models" / "Stable-diffusion"))
+    dialog.lora_dirs.add_folder(str(Path.home() / "models" / "Lora"))
+    dialog.tabs.setCurrentIndex(1)
+    dialog.show()
+    pump(app, 0.5)
+    shoot("settings", dialog)
+    dialog.tabs.setCurrentIndex(0)
+    shoot("settings-output", dialog)
+    dialog.tabs.setCurrentIndex(2)
+    shoot("settings-device", dialog)
+    dialog.close()
+
+    # ---- an error, as a person sees it
+    window.tabs.setCurrentIndex(0)
+    window.show_error("Could not load the model: 'broken.safetensors' is not a valid "
+                      "safetensors file (the header is truncated)", "details")
+    shoot("error-bar")
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
