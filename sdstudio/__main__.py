@@ -25,6 +25,18 @@ def has_display(platform: str = sys.platform, env: Mapping[str, str] = os.enviro
     return any(env.get(var) for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
 
 
+def first_start_args() -> list[str]:
+    """The one image made without a window: on the demo model (no model configured) a small
+    quick one — its images are noise anyway; on a configured model the usual defaults."""
+    from sdstudio import cli
+    from sdstudio.core.settings import load_settings
+
+    args = ["generate", "--prompt", cli.DEFAULT_PROMPT]
+    if not load_settings().engine.default_model:
+        args += ["--width", "256", "--height", "256", "--steps", "10"]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -41,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                else "the window is not available yet")
         print(f"SD Studio: {why}; generating one image from the command line instead "
               "(see: python -m sdstudio --help)", file=sys.stderr)
-        return cli.main(["generate", "--prompt", cli.DEFAULT_PROMPT])
+        return cli.main(first_start_args())
     from sdstudio import cli
 
     return cli.main(args)

@@ -280,6 +280,7 @@ def test_main_without_window_generates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "main", lambda argv=None: calls.append(list(argv or [])) or 0)
     assert entry.main([]) == 0
     assert calls and calls[0][0] == "generate" and "--prompt" in calls[0]
+    assert calls[0][calls[0].index("--width") + 1] == "256"  # the demo model: quick
     assert entry.main(["info", "x.png"]) == 0
     assert calls[-1] == ["info", "x.png"]
 
