@@ -263,9 +263,10 @@ def request_from_args(
     for name in ("init_image", "mask"):
         if changes.get(name):
             changes[name] = _abs_path(changes[name])
-    model = changes.get("model")
-    if model and looks_like_path(model):
-        changes["model"] = _abs_path(model)
+    for name in ("model", "vae"):
+        value = changes.get(name)
+        if value and looks_like_path(value):
+            changes[name] = _abs_path(value)
     if base is not None:
         return base.replace(**changes)
     if "prompt" not in changes:
@@ -286,10 +287,10 @@ def engine_settings_from_args(args: argparse.Namespace, settings: Settings) -> E
 
 
 # ------------------------------------------------------------------------ input checks
-def check_model_arg(model: str) -> None:
+def check_model_arg(model: str, what: str = "model") -> None:
     """A model given as a path must exist (checked before torch is imported)."""
     if model and looks_like_path(model) and not Path(model).expanduser().exists():
-        raise ModelError(f"model not found: {model}")
+        raise ModelError(f"{what} not found: {model}")
 
 
 def check_image_file(path: str, label: str) -> tuple[int, int]:
@@ -330,6 +331,7 @@ def check_image_file(path: str, label: str) -> tuple[int, int]:
 def check_request_inputs(request: GenerationRequest) -> None:
     """Every cheap check before the engine (and torch) is loaded."""
     check_model_arg(request.model)
+    check_model_arg(request.vae, "VAE")
     size = None
     if request.init_image:
         size = check_image_file(request.init_image, "init image")
@@ -471,6 +473,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).expanduser() if args.out else settings.output_path
     check_out_dir(out_dir)
     pattern = args.pattern or settings.filename_pattern
+    from sdstudio.storage.naming import check_pattern
+
+    check_pattern(pattern)  # a bad pattern fails now, not after the model has loaded
     engine_settings = engine_settings_from_args(args, settings).replace(preview_every=0)
 
     bar = ProgressBar(enabled=not args.quiet)
@@ -596,7 +601,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def _is_bad_input(exc: BaseException) -> bool:
-    return isinstance(exc, (*BAD_INPUT_ERRORS, FileNotFoundError))
+    """Bad input (exit 2): the listed errors, a missing file, and any SDStudioError that is
+    also a ValueError (a bad file name pattern, say)."""
+    return isinstance(exc, (*BAD_INPUT_ERRORS, FileNotFoundError)) or (
+        isinstance(exc, SDStudioError) and isinstance(exc, ValueError)
+    )
 
 
 def log_unexpected(exc: BaseException, argv: Sequence[str]) -> Path | None:

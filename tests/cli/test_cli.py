@@ -126,6 +126,9 @@ FAST_BAD_INPUTS: dict[str, list[str]] = {
     "not a number": ["--width", "abc"],
     "bad lora weight": ["--lora", "detail:abc"],
     "unknown option": ["--colour", "red"],
+    "missing vae file": ["--vae", "{root}/missing-vae.safetensors"],
+    "bad file name pattern": ["--pattern", "{{nope}}"],
+    "out is a file": ["--out", "{init}"],
 }
 
 
