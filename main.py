@@ -13,9 +13,9 @@ import sys
 if __name__ == "__main__":
     if sys.version_info < (3, 10):  # noqa: UP036 - the point: old Pythons read this file
         sys.stderr.write(
-            "sdstudio setup: error: SD Studio needs Python 3.10 or newer; this is Python %s "
-            "(%s). Install a newer python3 and run this again with it.\n"
-            % (sys.version.split()[0], sys.executable)  # noqa: UP031
+            "sdstudio setup: error: SD Studio needs Python 3.10 or newer; this is Python "
+            + sys.version.split()[0] + " (" + str(sys.executable) + "). "
+            + "Install a newer python3 and run this again with it.\n"
         )
         sys.exit(1)
     bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "installer",
