@@ -221,3 +221,26 @@ def test_unknown_command_is_one_line() -> None:
                           text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "unknown command" in proc.stderr
+
+
+def test_missing_venv_module_names_the_package(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    real = bs.importlib.util.find_spec
+    monkeypatch.setattr(bs.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ensurepip" else real(name, *a))
+    with pytest.raises(bs.SetupError, match="python3-venv"):
+        bs._create_venv(tmp_path / "venv")
+    assert not (tmp_path / "venv").exists()
+
+
+def test_pip_failure_shows_the_log_tail(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "pip.log"
+    with pytest.raises(bs.SetupError) as err:
+        bs._run_pip(Path(sys.executable), ["--no-index", "--no-deps",
+                                           "sdstudio-no-such-package-xyz==0.0.1"], log, "extras")
+    message = str(err.value)
+    assert "pip could not install extras" in message and str(log) in message
+    assert "\n" not in message
+    assert "sdstudio-no-such-package-xyz" in log.read_text()
+    assert "  | " in capsys.readouterr().err  # the tail of the log is shown
