@@ -99,6 +99,7 @@ class _Loaded:
     vae_sha256: str = ""
     loras_active: bool = False
     notes: list[str] = field(default_factory=list)
+    schedulers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -372,7 +373,10 @@ class Engine:
         plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
                           request.batch_size, resident=not loaded.offloaded)
         self._apply_memory(loaded, pipe, plan)
-        scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
+        scheduler = loaded.schedulers.get(request.sampler)
+        if scheduler is None:  # built once per sampler; set_timesteps resets it every run
+            scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
+            loaded.schedulers[request.sampler] = scheduler
         sched_info = scheduler_info(scheduler, request.sampler)
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         seeds = request.seeds(first_seed)
@@ -403,8 +407,6 @@ class Engine:
             kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
             callback = _StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
                                      self.settings.preview_every)
-            if run:  # a fresh scheduler per run: no state carried between runs
-                scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
             pipe.scheduler = scheduler
             latents = self._call(pipe, encoded, request, gens, callback, kwargs)
             cancel.raise_if_cancelled()

@@ -121,15 +121,23 @@ def encode_prompts(pipe: Any, prompt: str, negative: str, *, clip_skip: int = 1,
     def expand(text: str, tokenizer: Any) -> str:
         return str(convert(text, tokenizer)) if convert is not None else text
 
-    pos_ids = token_ids(first_tok, expand(prompt, first_tok))
-    neg_ids = token_ids(first_tok, expand(negative, first_tok))
+    cache: dict[tuple[int, str], list[int]] = {}
+
+    def ids_for(tokenizer: Any, text: str) -> list[int]:
+        key = (id(tokenizer), text)
+        if key not in cache:
+            cache[key] = token_ids(tokenizer, expand(text, tokenizer))
+        return cache[key]
+
+    pos_ids = ids_for(first_tok, prompt)
+    neg_ids = ids_for(first_tok, negative)
     chunks = max(n_chunks(len(pos_ids)), n_chunks(len(neg_ids)))
 
     def encode(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         hiddens = []
         pooled = None
         for tokenizer, encoder in encoders:
-            ids = token_ids(tokenizer, expand(text, tokenizer))
+            ids = ids_for(tokenizer, text)
             rows = chunk_ids(ids, chunks, tokenizer.bos_token_id, tokenizer.eos_token_id,
                              tokenizer.pad_token_id)
             if sdxl:  # SDXL: penultimate layer by default, no final norm (as diffusers)

@@ -1,0 +1,44 @@
+"""The benchmark scripts parse their arguments, and the GPU check refuses without CUDA."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.mark.parametrize("script", ["gpu_check.py", "overhead.py"])
+def test_help(script: str) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_check_refuses_without_cuda() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "no NVIDIA GPU" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--cpu-smoke", "--size", "64",
+         "--steps", "3", "--runs", "1", "--tasks", "txt2img,inpaint", "--memory-modes", "low",
+         "--work-dir", str(tmp_path), "--json",
+         str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert len(rows) == 2 + 2  # bare per task + engine per (memory mode, task)
+    low = [r for r in rows if r["memory_mode"] == "low"]
+    assert all("vae_tiling" in r["savers"] for r in low)
