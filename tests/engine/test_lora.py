@@ -164,3 +164,19 @@ def test_embeddings_make_their_token_usable(tiny_models: dict[str, Path],
     assert np.abs(run("a shinystyle cat") - run("a cat")).max() > 0
     assert apply_embeddings(pipe, EngineSettings(embedding_dirs=(str(emb_dir),))) == {
         "wrongwidth": "made for another model family"}  # loaded ones are not loaded twice
+
+
+def test_engine_uses_embeddings_from_the_settings(tiny_models: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    emb_dir = tmp_path / "emb"
+    emb_dir.mkdir()
+    save_file({"emb_params": torch.randn(3, 32, generator=torch.Generator().manual_seed(4))},
+              str(emb_dir / "multivec.safetensors"))
+    # the same prompt, without and with the embedding folder: the token's meaning changes
+    without = Engine(EngineSettings())
+    plain, _ = _pixels(without, tiny_models["sd1"], "a multivec cat")
+    without.unload()
+    engine = Engine(EngineSettings(embedding_dirs=(str(emb_dir),)))
+    styled, _ = _pixels(engine, tiny_models["sd1"], "a multivec cat")
+    engine.unload()
+    assert np.abs(styled - plain).max() > 0
