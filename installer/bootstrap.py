@@ -301,8 +301,10 @@ def pip_install_args(extras: Sequence[str]) -> list[str]:
 
 
 def _run_pip(python: Path, args: Sequence[str], log: Path, label: str) -> None:
+    # --no-compile: byte-compiling every file of torch & co at install time costs more than
+    # half the install; Python compiles the modules actually imported on first use instead.
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check",
-           "--no-input", "--progress-bar", "off", *args]
+           "--no-input", "--progress-bar", "off", "--no-compile", *args]
     show = sys.stderr.isatty()
     width = shutil.get_terminal_size((100, 20)).columns - 1
     with open(log, "a", encoding="utf-8") as fh:
