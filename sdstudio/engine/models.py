@@ -150,7 +150,7 @@ def _hub_cached(repo_id: str) -> Path | None:
     return folder if (folder / "model_index.json").is_file() else None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def _hub_reachable(timeout: float = 1.5) -> bool:  # offline must fail in < 2 s (issue 3)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     host = re.sub(r"^https?://", "", endpoint).split("/")[0].split(":")[0]
     try:
