@@ -172,7 +172,7 @@ def test_import_is_fast_and_lazy() -> None:
         "assert T._DEFAULT is None; print(dt)"
     )
     times = []
-    for _ in range(3):
+    for _ in range(5):  # the best of 5: the machine may be busy
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).resolve().parents[2])
         times.append(float(out.stdout.strip()))
