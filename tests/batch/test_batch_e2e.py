@@ -139,7 +139,7 @@ def _done_lines(out: Path) -> int:
     return n
 
 
-@pytest.mark.slow  # ~25 s on 2 idle cores: four process start-ups (torch import + model load)
+@pytest.mark.slow  # ~23 s on 2 cores: four process start-ups (torch import + model load)
 def test_kill_9_at_random_points_then_resume_completes(tiny_model: Path, tmp_path: Path) -> None:
     seed = int(os.environ.get("SDSTUDIO_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -191,7 +191,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow  # ~20-25 s on 2 idle cores: torchrun + two process start-ups
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
                     reason="accelerate's launcher is not installed")
 def test_two_processes_with_accelerate_launch(tiny_model: Path, tmp_path: Path) -> None:
