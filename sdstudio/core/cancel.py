@@ -1,4 +1,4 @@
-"""A thread-safe cancel flag shared by the worker (which sets it) and the engine (which checks it)."""
+"""A thread-safe cancel flag: the worker (or CLI) sets it, the engine checks it every step."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from sdstudio.core.request import GenerationInfo, GenerationRequest
 
@@ -74,7 +74,7 @@ class Notice:
     message: str
 
 
-EngineEvent = Union[LoadProgress, ModelReady, Progress, Preview, ImageReady, Notice]
+EngineEvent = LoadProgress | ModelReady | Progress | Preview | ImageReady | Notice
 EventCallback = Callable[[EngineEvent], None]
 
 

@@ -10,10 +10,6 @@ from typing import Any
 
 import pytest
 
-from sdstudio.ui import qtcompat
-
-qtcompat.apply()  # PySide6 6.12 emit refcount bug: before any signal is emitted
-
 
 @pytest.fixture(autouse=True)
 def no_running_qthreads() -> Iterator[None]:

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QUrl
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QMimeData, QPoint, QRectF, Qt, QUrl
+from PySide6.QtGui import QColor, QDropEvent, QGuiApplication, QImage
 from pytestqt.qtbot import QtBot
 
 from sdstudio.core.request import RESIZE_MODES
 from sdstudio.ui.canvas.source_canvas import SourceCanvas, fit_frame
 from sdstudio.ui.imageutil import qimage_to_pil
+from tests.ui.helpers import send_drag_and_drop
 
 
 @pytest.fixture
@@ -36,14 +36,8 @@ def png(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 
 def _drop(widget: SourceCanvas, mime: QMimeData) -> QDropEvent:
-    pos = QPointF(widget.width() / 2, widget.height() / 2)
-    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, enter)
+    enter, drop = send_drag_and_drop(widget, mime)
     assert enter.isAccepted()
-    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, drop)
     return drop
 
 
@@ -90,9 +84,7 @@ def test_drop_non_image_reports_error_and_keeps_image(canvas: SourceCanvas, qtbo
 def test_drag_enter_refuses_plain_text(canvas: SourceCanvas) -> None:
     mime = QMimeData()
     mime.setText("just words")
-    enter = QDragEnterEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(canvas, enter)
+    enter, _ = send_drag_and_drop(canvas, mime, QPoint(10, 10))
     assert not enter.isAccepted()
 
 

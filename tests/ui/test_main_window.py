@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.ui.main_window import TAB_IMG2IMG, TAB_INPAINT, MainWindow
 from sdstudio.worker import JobState
 from sdstudio.worker.fake import FakeScript
+from tests.ui.helpers import send_drag_and_drop
 
 L = Qt.MouseButton.LeftButton
 NO = Qt.KeyboardModifier.NoModifier
@@ -49,12 +50,7 @@ def small(w: MainWindow, prompt: str = "a red fox", size: int = 64, steps: int =
 def drop_files(target: Any, paths: list[Path]) -> QDropEvent:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(target.width() / 2, target.height() / 2)
-    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, L, NO)
-    QApplication.sendEvent(target, enter)
-    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, L, NO)
-    QApplication.sendEvent(target, drop)
-    return drop
+    return send_drag_and_drop(target, mime)[1]
 
 
 # ------------------------------------------------------------------ real tiny model

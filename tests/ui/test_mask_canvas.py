@@ -11,8 +11,6 @@ from PIL import Image
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import (
     QColor,
-    QDragEnterEvent,
-    QDropEvent,
     QImage,
     QInputDevice,
     QPointingDevice,
@@ -23,6 +21,7 @@ from pytestqt.qtbot import QtBot
 
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
 from sdstudio.ui.imageutil import array_to_qimage, qimage_to_array
+from tests.ui.helpers import send_drag_and_drop
 
 W, H = 240, 160
 L = Qt.MouseButton.LeftButton
@@ -418,11 +417,8 @@ def test_drop_image_on_mask_canvas_resets_mask(canvas: MaskCanvas, qtbot: QtBot,
     Image.new("RGB", (80, 40), (5, 5, 5)).save(p)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p))])
-    pos = QPointF(100, 100)
-    QApplication.sendEvent(canvas, QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, L, NO))
-    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, L, NO)
     with qtbot.waitSignal(canvas.imageChanged, timeout=1000):
-        QApplication.sendEvent(canvas, drop)
+        send_drag_and_drop(canvas, mime, QPoint(100, 100))
     img = canvas.image()
     assert img is not None and (img.width(), img.height()) == (80, 40)
     assert not canvas.has_mask()
