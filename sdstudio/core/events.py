@@ -24,6 +24,34 @@ class LoadProgress:
     fraction: float | None = None
 
 
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class VramUsage:
+    """GPU memory (CUDA only), in bytes: ``allocated`` by tensors now, ``reserved`` by the
+    caching allocator, the ``peak`` allocated since the process started, and the card's
+    ``total``."""
+
+    allocated: int
+    reserved: int = 0
+    peak: int = 0
+    total: int = 0
+
+    def text(self) -> str:
+        """"VRAM 3.2 / 8.0 GiB" (allocated of total)."""
+        used = f"{self.allocated / GIB:.1f}"
+        return f"VRAM {used} / {self.total / GIB:.1f} GiB" if self.total else f"VRAM {used} GiB"
+
+    def details(self) -> str:
+        parts = [f"allocated {self.allocated / GIB:.2f} GiB",
+                 f"reserved {self.reserved / GIB:.2f} GiB",
+                 f"peak {self.peak / GIB:.2f} GiB"]
+        if self.total:
+            parts.append(f"of {self.total / GIB:.2f} GiB on the card")
+        return "GPU memory: " + ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class ModelReady:
     name: str
@@ -33,6 +61,11 @@ class ModelReady:
     memory: dict[str, object] = field(default_factory=dict)
     untrained: bool = False
     load_s: float = 0.0
+    vram: VramUsage | None = None  # after loading, on CUDA
+
+    @property
+    def vram_bytes(self) -> int | None:
+        return self.vram.allocated if self.vram is not None else None
 
 
 @dataclass(frozen=True)
@@ -45,6 +78,11 @@ class Progress:
     runs: int = 1
     elapsed_s: float = 0.0
     s_per_it: float = 0.0
+    vram: VramUsage | None = None  # at this step, on CUDA
+
+    @property
+    def vram_bytes(self) -> int | None:
+        return self.vram.allocated if self.vram is not None else None
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ explicit ``settings.device`` that is not available falls back to the CPU with a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 
 import torch
 
+from sdstudio.core.events import VramUsage
 from sdstudio.core.settings import EngineSettings
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -101,6 +103,28 @@ def memory_info(device: torch.device) -> tuple[int, int]:
         return int(avail * size), int(pages * size)
     except (ValueError, OSError, AttributeError):
         return 8 << 30, 16 << 30
+
+
+def vram_usage(device: torch.device | None) -> VramUsage | None:
+    """GPU memory in use on a CUDA ``device`` (one read of the caching allocator's counters,
+    cheap enough for every step); None for any other device or when CUDA cannot say."""
+    if device is None or device.type != "cuda":
+        return None
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        stats = torch.cuda.memory_stats_as_nested_dict(index)
+        allocated = stats.get("allocated_bytes", {}).get("all", {})
+        reserved = stats.get("reserved_bytes", {}).get("all", {})
+        return VramUsage(allocated=int(allocated.get("current", 0)),
+                         reserved=int(reserved.get("current", 0)),
+                         peak=int(allocated.get("peak", 0)), total=_cuda_total(index))
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _cuda_total(index: int) -> int:
+    return int(torch.cuda.get_device_properties(index).total_memory)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
