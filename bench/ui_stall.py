@@ -118,9 +118,6 @@ def wait_until(app: Any, cond: Any, timeout: float) -> bool:
 def run(model: Path, size: int, steps: int, label: str) -> list[tuple[str, dict[str, float]]]:
     from PySide6.QtWidgets import QApplication
 
-    from sdstudio.ui import qtcompat
-
-    qtcompat.apply()
     app = QApplication.instance() or QApplication([])
     from sdstudio.core.request import GenerationRequest
     from sdstudio.core.settings import EngineSettings, Settings

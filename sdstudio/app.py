@@ -173,9 +173,6 @@ def run(argv: Sequence[str] | None = None,
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from sdstudio.ui import qtcompat
-
-    qtcompat.apply()
     log_path = setup_logging()
     args = list(argv) if argv is not None else sys.argv[:1]
     app = QApplication.instance() or QApplication(args or ["sdstudio"])

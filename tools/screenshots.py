@@ -74,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtGui import QMouseEvent
     from PySide6.QtWidgets import QApplication
 
-    from sdstudio.ui import qtcompat
-
-    qtcompat.apply()
     app = QApplication.instance() or QApplication(["sdstudio"])
     assert isinstance(app, QApplication)
     app.setApplicationName("SD Studio")
