@@ -3,12 +3,14 @@
 Widgets only: no torch, no engine. The panel parses and validates the list itself (pure
 ``core.prompts``), shows bad lines with their numbers (run the good lines, or fix the file and
 check again), and hands the list to a ``BatchController`` (sdstudio/batch/qt.py) that runs the
-batch runner in a background thread. Every item shows its state (pending, running, done,
-failed with the reason); overall progress shows images done, s/image and time left. Pause takes
-effect after the current image. When the output folder holds a batch of a changed list, the
-panel asks whether to resume or restart. Finished images go to ``on_image`` (the gallery).
+batch runner as one job of the window's queue, on the worker thread with the worker's engine
+(the model is loaded once, for single images and batches alike). Every item shows its state
+(pending, running, done, failed with the reason); overall progress shows images done, s/image
+and time left. Pause takes effect after the current image. When the output folder holds a
+batch of a changed list, the panel asks whether to resume or restart. Finished images go to
+``on_image`` (the gallery).
 
-``app.py`` adds it as a tab through ``create_panel(window, settings)``.
+``app.py`` adds it as a tab through ``create_panel(window, queue, settings)``.
 """
 
 from __future__ import annotations
@@ -335,8 +337,10 @@ class BatchPanel(QWidget):
         self.summary = None
         self._finished = 0
         self._started = time.perf_counter()
+        waiting = self.controller.queue.busy
         self.controller.start(self.prompts, options, self._defaults())
-        self._show_message("Starting…")
+        self._show_message("Queued: starts after the jobs before it" if waiting
+                           else "Starting…")
         self._update_buttons()
         self.stateChanged.emit("running")
         return True
@@ -427,7 +431,6 @@ class BatchPanel(QWidget):
         self._show_message(str(exc), error=True)
 
     def _on_finished(self) -> None:
-        self.controller.shutdown(1.0)  # join the finished thread
         self._update_buttons()
         self.stateChanged.emit("idle")
         if self._pending_change is not None:
@@ -519,17 +522,20 @@ class _CloseWatcher(QObject):
         return False
 
 
-def create_panel(window: Any = None, settings: Any = None) -> BatchPanel:
-    """For app.py: defaults from the prompt panel, images into the gallery, output folder and
-    file name pattern from the settings; the batch stops when the window closes."""
-    from sdstudio.batch.qt import default_engine_factory
-
-    engine_settings = getattr(settings, "engine", None)
+def create_panel(window: Any = None, queue: Any = None, settings: Any = None) -> BatchPanel:
+    """For app.py: batches run on the window's job queue (its worker thread and engine: one
+    loaded model), defaults come from the prompt panel and the current model, images go into
+    the gallery, output folder and file name pattern come from the settings; the batch is
+    cancelled when the window closes."""
+    if queue is None:
+        queue = getattr(window, "queue", None)
+    if settings is None:
+        settings = getattr(window, "settings", None)
 
     def defaults() -> GenerationRequest:
         if window is not None and hasattr(window, "prompt_panel"):
             request: GenerationRequest = window.prompt_panel.request()
-            model = getattr(window, "_current_model", "") or ""
+            model = str(getattr(window, "current_model", "") or "")
             return request.replace(model=model, init_image=None, mask=None)
         return GenerationRequest(prompt="")
 
@@ -543,7 +549,7 @@ def create_panel(window: Any = None, settings: Any = None) -> BatchPanel:
             gallery.add_image(path)
 
     panel = BatchPanel(
-        controller=BatchController(default_engine_factory(engine_settings)),
+        controller=BatchController(queue),
         defaults=defaults,
         output_dir=output_dir,
         pattern=getattr(settings, "filename_pattern", DEFAULT_FILENAME_PATTERN),

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import SDStudioError
-from sdstudio.core.events import LoadProgress, ModelReady, Progress
+from sdstudio.core.events import LoadProgress, ModelReady, Progress, VramUsage
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
@@ -372,11 +372,17 @@ class MainWindow(QMainWindow):
         q.imageReady.connect(self._on_image_ready)
         q.jobFinished.connect(self._on_job_finished)
         q.jobFailed.connect(self._on_job_failed)
+        q.taskProgress.connect(self._on_task_progress)
         q.notice.connect(lambda text: self.message_bar.show_info(text))
         q.busyChanged.connect(self._update_running)
         q.rowsInserted.connect(self._update_running)
 
     # =============================================================== public API
+    @property
+    def current_model(self) -> str:
+        """The model the next generation uses ("" = the built-in demo model)."""
+        return self._current_model
+
     def add_panel(self, widget: QWidget, title: str, icon_name: str = "") -> int:
         """Add a tab (before the gallery) for another panel, e.g. batch. Returns its index."""
         index = self.tabs.indexOf(self.gallery)
@@ -670,11 +676,19 @@ class MainWindow(QMainWindow):
         self.memory_label.setText(f"Memory: {mode_text}" + (f" ({', '.join(savers)})"
                                                           if savers else ""))
         self.memory_label.setToolTip(str(ready.memory.get("reason", "")))
-        vram = ready.memory.get("vram_used_mb") or ready.memory.get("vram_mb")
-        if vram:
-            self.vram_label.setText(f"VRAM: {float(str(vram)) / 1024:.1f} GB")
-            self.vram_label.show()
+        self.show_vram(ready.vram)
         self.demo_badge.setVisible(ready.untrained)
+
+    def show_vram(self, vram: VramUsage | None) -> None:
+        """"VRAM 3.2 / 8.0 GiB" in the status bar on a GPU; hidden elsewhere."""
+        if vram is None:
+            return
+        text = vram.text()
+        if self.vram_label.text() != text:
+            self.vram_label.setText(text)
+            self.vram_label.setToolTip(vram.details())
+        if self.vram_label.isHidden():
+            self.vram_label.show()
 
     def _clear_loaded_status(self) -> None:
         if self.load_label.text().startswith("Model loaded"):
@@ -702,10 +716,32 @@ class MainWindow(QMainWindow):
         self._update_running()
 
     def _on_job_progress(self, job_id: int, event: Progress) -> None:
+        self.show_vram(event.vram)
+        job = self.queue.job(job_id)
+        if job is not None and job.is_task:
+            self._show_task_progress(job)
+            return
         value, maximum, text = progress_text(event)
         self.progress_bar.setRange(0, maximum)
         self.progress_bar.setValue(value)
         self.progress_bar.setFormat(text)
+
+    def _on_task_progress(self, job_id: int, done: int, total: int, text: str) -> None:
+        job = self.queue.job(job_id)
+        if job is not None and job.state.value == "running":
+            self._show_task_progress(job)
+
+    def _show_task_progress(self, job: Any) -> None:
+        """A task (a batch) as one bar: its items, and the steps of the current one."""
+        fraction = job.fraction
+        if fraction is None:
+            return
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(int(fraction * 1000))
+        step = f" · step {job.step}/{job.total}" if job.total else ""
+        label = job.title.removeprefix("Batch: ")
+        self.progress_bar.setFormat(f"Batch {label}: {job.items_done}/{job.items_total} "
+                                    f"images{step}")
 
     def _on_job_preview(self, job_id: int, image: QImage) -> None:
         if job_id not in self._shown_result:

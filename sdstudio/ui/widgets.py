@@ -137,11 +137,11 @@ class JobDelegate(QStyledItemDelegate):
     def sizeHint(self, option: QStyleOptionViewItem,
                  index: QModelIndex | QPersistentModelIndex) -> QSize:
         fm = option.fontMetrics
-        return QSize(200, fm.height() * 2 + 14)
+        return QSize(200, fm.height() * 2 + 16)
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem,
               index: QModelIndex | QPersistentModelIndex) -> None:
-        from sdstudio.worker.queue import StateRole
+        from sdstudio.worker.queue import ProgressRole, StateRole
 
         painter.save()
         style = option.widget.style() if option.widget else QApplication.style()
@@ -175,6 +175,16 @@ class JobDelegate(QStyledItemDelegate):
         painter.drawText(QRect(x, r.top() + fm.height() + 2, width, fm.height()),
                          int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
                          fm.elidedText(summary, Qt.TextElideMode.ElideRight, width))
+        fraction = index.data(ProgressRole)
+        if isinstance(fraction, float):  # a thin progress line under a running job
+            y = r.top() + 2 * fm.height() + 4
+            track = QColor(fg)
+            track.setAlphaF(0.15)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(track)
+            painter.drawRoundedRect(QRect(x, y, width, 3), 1.5, 1.5)
+            painter.setBrush(QColor(STATE_COLOURS.get("running", "#3d7bd9")))
+            painter.drawRoundedRect(QRect(x, y, max(3, int(width * fraction)), 3), 1.5, 1.5)
         painter.restore()
 
 

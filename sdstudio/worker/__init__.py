@@ -4,13 +4,15 @@ Only this package and ``sdstudio.app`` touch ``sdstudio.engine``, and only lazil
 worker thread.
 """
 
-from sdstudio.ui import qtcompat as _qtcompat
-
-_qtcompat.apply()  # before any signal is emitted (PySide6 6.12 emit refcount bug)
-
-from sdstudio.worker.engine_worker import EngineFactory, EngineLike, EngineWorker  # noqa: E402
-from sdstudio.worker.jobs import Failure, Job, JobImage, JobState  # noqa: E402
-from sdstudio.worker.queue import JobQueue, running_threads  # noqa: E402
+from sdstudio.worker.engine_worker import (
+    EngineFactory,
+    EngineLike,
+    EngineWorker,
+    TaskContext,
+    WorkerTask,
+)
+from sdstudio.worker.jobs import Failure, Job, JobImage, JobState
+from sdstudio.worker.queue import JobQueue, running_threads
 
 __all__ = [
     "EngineFactory",
@@ -21,5 +23,7 @@ __all__ = [
     "JobImage",
     "JobQueue",
     "JobState",
+    "TaskContext",
+    "WorkerTask",
     "running_threads",
 ]

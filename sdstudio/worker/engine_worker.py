@@ -53,8 +53,50 @@ class EngineLike(Protocol):
 EngineFactory = Callable[[EngineSettings], EngineLike]
 
 
+class TaskContext:
+    """What a task run by :meth:`sdstudio.worker.JobQueue.run_exclusive` gets, in the worker
+    thread: the worker's ``engine`` (the one loaded model), the job's ``cancel`` token, and
+    ways to report. Every method may be called from the worker thread only."""
+
+    def __init__(self, worker: EngineWorker, job_id: int, engine: EngineLike,
+                 cancel: CancelToken) -> None:
+        self._worker = worker
+        self.job_id = job_id
+        self.engine = engine
+        self.cancel = cancel
+
+    def report(self, done: int, total: int, text: str = "") -> None:
+        """The task's own progress: ``done`` of ``total`` items, and one line for the queue."""
+        self._worker.taskProgress.emit(self.job_id, int(done), int(total), str(text))
+
+    def image_saved(self, path: str) -> None:
+        """An image the task wrote (counted in the job's images)."""
+        self._worker.taskImage.emit(self.job_id, str(path))
+
+    def engine_event(self, event: EngineEvent) -> None:
+        """Relay an engine event of the task like a job's: step progress, model loads and
+        notices (previews are not relayed: the task's own view shows its results)."""
+        worker = self._worker
+        if isinstance(event, Progress):
+            worker.jobProgress.emit(self.job_id, event)
+        elif isinstance(event, ModelReady):
+            worker.loaded = event
+            worker.modelReady.emit(event)
+        elif isinstance(event, LoadProgress):
+            worker.loadProgress.emit(event)
+        elif isinstance(event, Notice):
+            worker.jobNotice.emit(self.job_id, event.message)
+
+
+WorkerTask = Callable[[TaskContext], object]
+
+
 def default_engine_factory(settings: EngineSettings) -> EngineLike:
-    """Import the engine lazily: this runs in the worker thread, never at window start-up."""
+    """Import the engine lazily: this runs in the worker thread, never at window start-up,
+    and imports torch & co. in a way that keeps the GUI thread responsive meanwhile."""
+    from sdstudio.engine.startup import import_engine
+
+    import_engine()
     from sdstudio.engine import Engine
 
     return Engine(settings)
@@ -87,6 +129,8 @@ class EngineWorker(QObject):
     imageReady = Signal(int, object)  # job id, JobImage
     jobNotice = Signal(int, str)  # job id (0 = none), message
     jobDone = Signal(int, str, object)  # job id, JobState value, Failure | None
+    taskProgress = Signal(int, int, int, str)  # job id, items done, items in all, text
+    taskImage = Signal(int, str)  # job id, path of an image the task saved
     modelsListed = Signal(object)  # list[dict]
     finished = Signal()
 
@@ -195,6 +239,34 @@ class EngineWorker(QObject):
         for event in list(results or [])[saved:]:
             self._deliver(job_id, event, save)
         self.jobDone.emit(job_id, JobState.DONE.value, None)
+
+    @Slot(int, object, object)
+    def run_task(self, job_id: int, task: WorkerTask, cancel: CancelToken) -> None:
+        """Run ``task(context)`` here, with this thread's engine; nothing else runs meanwhile.
+        CancelledError (or a cancelled token) ends it as cancelled; any other exception
+        fails the job with a one-line message."""
+        if cancel.cancelled:
+            self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
+            return
+        self.jobStarted.emit(job_id)
+        engine = self._engine
+        if engine is None:
+            failure = self._engine_failure or Failure("The engine is not running")
+            self.jobDone.emit(job_id, JobState.FAILED.value,
+                              Failure(failure.message, failure.details, failure.kind, job_id))
+            return
+        try:
+            task(TaskContext(self, job_id, engine, cancel))
+        except CancelledError:
+            self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
+            return
+        except BaseException as exc:
+            log.info("task %s failed: %s", job_id, exc)
+            self.jobDone.emit(job_id, JobState.FAILED.value,
+                              Failure.from_exception(exc, job_id=job_id))
+            return
+        state = JobState.CANCELLED if cancel.cancelled else JobState.DONE
+        self.jobDone.emit(job_id, state.value, None)
 
     @Slot(object)
     def list_models(self, settings: EngineSettings) -> None:

@@ -23,6 +23,7 @@ from sdstudio.core.events import (
     ModelReady,
     Preview,
     Progress,
+    VramUsage,
     ignore_event,
 )
 from sdstudio.core.request import GenerationInfo, GenerationRequest
@@ -42,6 +43,12 @@ class FakeScript:
     device: str = "cpu"
     dtype: str = "float32"
     memory: dict[str, object] = field(default_factory=lambda: {"mode": "off"})
+    # GPU memory reported after a load and at every step, as the engine does on CUDA; a
+    # callable gets the step number (0 for the load)
+    vram: VramUsage | Callable[[int], VramUsage | None] | None = None
+
+    def vram_at(self, step: int) -> VramUsage | None:
+        return self.vram(step) if callable(self.vram) else self.vram
 
 
 class FakeEngine:
@@ -77,7 +84,7 @@ class FakeEngine:
         ready = ModelReady(
             name=Path(target).name if target else "sdstudio-demo-tiny",
             arch="sd1", device=script.device, dtype=script.dtype, memory=dict(script.memory),
-            untrained=not target, load_s=script.load_delay,
+            untrained=not target, load_s=script.load_delay, vram=script.vram_at(0),
         )
         self.loaded, self.loaded_model = ready, model
         on_event(ready)
@@ -125,7 +132,8 @@ class FakeEngine:
                     script.on_step(step)
                 elapsed = time.perf_counter() - started
                 on_event(Progress(step, request.steps, run + 1, request.batch_count, elapsed,
-                                  elapsed / max(1, step + run * request.steps)))
+                                  elapsed / max(1, step + run * request.steps),
+                                  vram=script.vram_at(step)))
                 if self.settings.preview_every and step % self.settings.preview_every == 0:
                     shade = int(255 * step / request.steps)
                     on_event(Preview(step, request.steps,

@@ -79,11 +79,20 @@ class JobImage:
 
 @dataclass
 class Job:
+    """One entry of the queue: a generation (``kind == "generate"``), or a task that runs on
+    the worker thread with the worker's engine (``kind == "task"``, a batch for instance; its
+    ``request`` then only describes its defaults, and ``items_done``/``items_total``/``detail``
+    its own progress)."""
+
     id: int
     request: GenerationRequest
     label: str = ""
     source: str = "window"  # who submitted it: "window", "batch", ...
     save: bool = True
+    kind: str = "generate"  # "generate" or "task"
+    items_done: int = 0
+    items_total: int = 0
+    detail: str = ""  # a task's own progress line ("3/10 images · 1.2 s/image")
     state: JobState = JobState.QUEUED
     step: int = 0
     total: int = 0
@@ -104,8 +113,28 @@ class Job:
         return prompt if len(prompt) <= 60 else prompt[:57] + "…"
 
     @property
+    def is_task(self) -> bool:
+        return self.kind == "task"
+
+    @property
+    def fraction(self) -> float | None:
+        """How far a running job is, 0..1 (None when not running or not known yet)."""
+        if self.state is not JobState.RUNNING:
+            return None
+        step = self.step / self.total if self.total else 0.0
+        if self.is_task:
+            if not self.items_total:
+                return None
+            return min(1.0, (self.items_done + step) / self.items_total)
+        if not self.total:
+            return None
+        return min(1.0, ((self.run - 1) + step) / max(1, self.runs))
+
+    @property
     def summary(self) -> str:
         """One line for the queue list: state and progress."""
+        if self.is_task:
+            return self._task_summary()
         r = self.request
         size = f"{r.width}×{r.height}"
         mode = r.mode.value
@@ -124,3 +153,22 @@ class Job:
             return "cancelled"
         return f"queued · {mode} {size}, {r.steps} steps, {r.image_count} image" + (
             "s" if r.image_count != 1 else "")
+
+    def _task_summary(self) -> str:
+        if self.state is JobState.RUNNING:
+            parts = [self.detail or (f"{self.items_done}/{self.items_total} images"
+                                     if self.items_total else "starting…")]
+            if self.total and self.step:
+                parts.append(f"step {self.step}/{self.total}")
+            return "running · " + " · ".join(parts)
+        if self.state is JobState.DONE:
+            n = len(self.images)
+            took = f" in {self.ended - self.started:.1f} s" if self.ended and self.started else ""
+            extra = f" · {self.detail}" if self.detail else ""
+            return f"done · {n} image{'s' if n != 1 else ''}{took}{extra}"
+        if self.state is JobState.FAILED and self.failure:
+            return f"failed · {self.failure.message}"
+        if self.state is JobState.CANCELLED:
+            n = len(self.images)
+            return f"cancelled after {n} image{'s' if n != 1 else ''}" if n else "cancelled"
+        return "queued · " + (self.detail or "waits for the jobs before it")

@@ -13,6 +13,7 @@ import itertools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -29,7 +30,12 @@ from sdstudio.core.cancel import CancelToken
 from sdstudio.core.events import LoadProgress, ModelReady, Progress
 from sdstudio.core.request import GenerationRequest
 from sdstudio.core.settings import EngineSettings
-from sdstudio.worker.engine_worker import EngineFactory, EngineWorker, default_engine_factory
+from sdstudio.worker.engine_worker import (
+    EngineFactory,
+    EngineWorker,
+    WorkerTask,
+    default_engine_factory,
+)
 from sdstudio.worker.jobs import Failure, Job, JobImage, JobState
 
 log = logging.getLogger(__name__)
@@ -56,12 +62,15 @@ StateRole = Qt.ItemDataRole.UserRole + 1
 JobIdRole = Qt.ItemDataRole.UserRole + 2
 SummaryRole = Qt.ItemDataRole.UserRole + 3
 JobRole = Qt.ItemDataRole.UserRole + 4
+ProgressRole = Qt.ItemDataRole.UserRole + 5  # float 0..1 while running, else None
 
 _Index = QModelIndex | QPersistentModelIndex
 
 
 class JobQueue(QAbstractListModel):
-    """Queue of generation jobs run one at a time by the engine worker thread."""
+    """Queue of jobs run one at a time by the engine worker thread: generations
+    (:meth:`submit`) and tasks that use the worker's engine directly (:meth:`run_exclusive`,
+    a batch for instance), in the order they were queued, never two at once."""
 
     # jobs
     jobAdded = Signal(int)
@@ -71,6 +80,7 @@ class JobQueue(QAbstractListModel):
     imageReady = Signal(int, object)  # job id, JobImage
     jobFinished = Signal(int, str)  # job id, JobState value (done / failed / cancelled)
     jobFailed = Signal(int, object)  # job id, Failure
+    taskProgress = Signal(int, int, int, str)  # job id, items done, items in all, text
     busyChanged = Signal(int)  # 1 while a job is running or queued (never emit bool: PySide6 6.12
     # loses a reference to True/False on every bool emitted through a Python Signal)
     # engine and model
@@ -88,6 +98,7 @@ class JobQueue(QAbstractListModel):
     _configureRequested = Signal(object)
     _loadRequested = Signal(str, object)
     _runRequested = Signal(int, object, object, object)
+    _taskRequested = Signal(int, object, object)
     _listRequested = Signal(object)
     _stopRequested = Signal()
 
@@ -99,6 +110,7 @@ class JobQueue(QAbstractListModel):
         self._jobs: list[Job] = []
         self._ids = itertools.count(1)
         self._tokens: dict[int, CancelToken] = {}
+        self._tasks: dict[int, tuple[WorkerTask, Callable[[], None] | None]] = {}
         self._running: int | None = None
         self._load_token: CancelToken | None = None
         self._thread: QThread | None = None
@@ -130,6 +142,7 @@ class JobQueue(QAbstractListModel):
         self._configureRequested.connect(worker.configure)
         self._loadRequested.connect(worker.load_model)
         self._runRequested.connect(worker.run_job)
+        self._taskRequested.connect(worker.run_task)
         self._listRequested.connect(worker.list_models)
         self._stopRequested.connect(worker.stop)
 
@@ -145,6 +158,8 @@ class JobQueue(QAbstractListModel):
         worker.imageReady.connect(self._on_image_ready)
         worker.jobNotice.connect(self._on_notice)
         worker.jobDone.connect(self._on_job_done)
+        worker.taskProgress.connect(self._on_task_progress)
+        worker.taskImage.connect(self._on_task_image)
         worker.modelsListed.connect(self.modelsListed)
 
         self._thread, self._worker = thread, worker
@@ -162,6 +177,8 @@ class JobQueue(QAbstractListModel):
                 self._set_state(job, JobState.CANCELLED)
         for token in self._tokens.values():
             token.cancel()
+        for job_id in list(self._tasks):
+            self._cancel_task(job_id)
         if self._load_token is not None:
             self._load_token.cancel()
         thread = self._thread
@@ -228,18 +245,45 @@ class JobQueue(QAbstractListModel):
         self._dispatch()
         return job.id
 
+    def run_exclusive(self, task: WorkerTask, *, label: str,
+                      request: GenerationRequest | None = None, source: str = "task",
+                      detail: str = "", on_cancel: Callable[[], None] | None = None) -> int:
+        """Queue ``task(context)`` to run in the worker thread with the worker's engine (the
+        model stays loaded once), in order with the generations, never alongside one.
+
+        ``context`` is a :class:`sdstudio.worker.TaskContext` (``engine``, ``cancel``,
+        ``report``, ``image_saved``, ``engine_event``). The queue shows the task as one job
+        with its progress; cancelling it sets ``context.cancel`` and calls ``on_cancel`` (in
+        the GUI thread; it must be thread-safe), also when the window closes. ``request``
+        describes the task's defaults for the queue's tooltip. Returns the job id."""
+        job = Job(id=next(self._ids), request=request or GenerationRequest(prompt=""),
+                  label=label, source=source, save=False, kind="task", detail=detail)
+        self._tasks[job.id] = (task, on_cancel)
+        row = len(self._jobs)
+        self.beginInsertRows(QModelIndex(), row, row)
+        self._jobs.append(job)
+        self.endInsertRows()
+        self.jobAdded.emit(job.id)
+        self.busyChanged.emit(1)
+        self._dispatch()
+        return job.id
+
     def cancel(self, job_id: int) -> bool:
-        """Cancel a job: a queued one never runs; the running one stops within one step."""
+        """Cancel a job: a queued one never runs (and reports ``jobFinished`` as cancelled);
+        the running one stops within one step."""
         job = self.job(job_id)
         if job is None or job.state.finished:
             return False
         if job.state is JobState.QUEUED:
             self._set_state(job, JobState.CANCELLED)
+            self._cancel_task(job_id)
+            self.jobFinished.emit(job_id, JobState.CANCELLED.value)
             self._emit_busy()
             return True
         token = self._tokens.get(job_id)
         if token is not None:
             token.cancel()
+        self._cancel_task(job_id)
         return True
 
     def cancel_running(self) -> bool:
@@ -257,6 +301,8 @@ class JobQueue(QAbstractListModel):
             return False
         if job.state is JobState.RUNNING:
             return self.cancel(job_id)
+        if job.state is JobState.QUEUED:
+            self.cancel(job_id)
         row = self._jobs.index(job)
         self.beginRemoveRows(QModelIndex(), row, row)
         del self._jobs[row]
@@ -302,9 +348,10 @@ class JobQueue(QAbstractListModel):
             return f"{job.title}\n{job.summary}"
         if role == Qt.ItemDataRole.ToolTipRole:
             r = job.request
-            lines = [f"<b>{_esc(job.title)}</b>", _esc(job.summary),
-                     f"{r.mode.value} · {r.width}×{r.height} · {r.steps} steps · "
-                     f"{_esc(r.sampler)} · CFG {r.cfg_scale:g} · seed {r.seed}"]
+            lines = [f"<b>{_esc(job.title)}</b>", _esc(job.summary)]
+            if not job.is_task:
+                lines.append(f"{r.mode.value} · {r.width}×{r.height} · {r.steps} steps · "
+                             f"{_esc(r.sampler)} · CFG {r.cfg_scale:g} · seed {r.seed}")
             if job.failure and job.failure.details:
                 lines.append(_esc(job.failure.details.splitlines()[-1]))
             return "<br>".join(lines)
@@ -316,6 +363,8 @@ class JobQueue(QAbstractListModel):
             return job.summary
         if role == JobRole:
             return job
+        if role == ProgressRole:
+            return job.fraction
         return None
 
     # ================================================================ worker slots
@@ -332,6 +381,10 @@ class JobQueue(QAbstractListModel):
         self._running = job.id
         job.started = time.time()
         self._set_state(job, JobState.RUNNING)
+        if job.is_task:
+            task, _on_cancel = self._tasks[job.id]
+            self._taskRequested.emit(job.id, task, token)
+            return
         save = self._save if job.save else None
         if job.save and save is None:
             from sdstudio.core.paths import default_output_dir
@@ -381,12 +434,26 @@ class JobQueue(QAbstractListModel):
             self.notice.emit(image.save_error.message)
         self.imageReady.emit(job_id, image)
 
+    def _on_task_progress(self, job_id: int, done: int, total: int, text: str) -> None:
+        job = self.job(job_id)
+        if job is not None:
+            job.items_done, job.items_total, job.detail = done, total, text
+            job.step = job.total = 0  # the next item's steps start again
+            self._changed(job)
+        self.taskProgress.emit(job_id, done, total, text)
+
+    def _on_task_image(self, job_id: int, path: str) -> None:
+        job = self.job(job_id)
+        if job is not None:
+            job.images.append(path)
+
     def _on_notice(self, job_id: int, message: str) -> None:
         self.notice.emit(message)
 
     def _on_job_done(self, job_id: int, state: str, failure: Failure | None) -> None:
         job = self.job(job_id)
         self._tokens.pop(job_id, None)
+        self._tasks.pop(job_id, None)
         if self._running == job_id:
             self._running = None
         if job is not None:
@@ -411,6 +478,15 @@ class JobQueue(QAbstractListModel):
             return
         index = self.index(row)
         self.dataChanged.emit(index, index)
+
+    def _cancel_task(self, job_id: int) -> None:
+        entry = self._tasks.get(job_id)
+        if entry is None or entry[1] is None:
+            return
+        try:
+            entry[1]()
+        except Exception:
+            log.exception("cancelling task %s failed", job_id)
 
     def _emit_busy(self) -> None:
         self.busyChanged.emit(int(self.busy))

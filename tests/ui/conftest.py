@@ -40,10 +40,12 @@ def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def make_window(qtbot: Any, tmp_path: Path, isolated_config: Path
                 ) -> Iterator[Callable[..., Any]]:
-    """``make_window(model=..., fake=None|FakeScript, start=True)`` -> a shown MainWindow.
+    """``make_window(model=..., fake=None|FakeScript, start=True, factory=None)`` -> a shown
+    MainWindow.
 
-    With ``fake`` a FakeEngine runs behind the worker; otherwise the real engine loads
-    ``model`` (a tiny model folder). Windows are closed (worker stopped) at teardown."""
+    With ``fake`` a FakeEngine runs behind the worker; with ``factory`` whatever engine it
+    makes (in the worker thread); otherwise the real engine loads ``model`` (a tiny model
+    folder). Windows are closed (worker stopped) at teardown."""
     from sdstudio.core.settings import EngineSettings, Settings, save_settings
     from sdstudio.ui.main_window import MainWindow
     from sdstudio.worker import JobQueue
@@ -52,12 +54,13 @@ def make_window(qtbot: Any, tmp_path: Path, isolated_config: Path
     windows: list[Any] = []
 
     def make(model: str = "", fake: Any = None, start: bool = True,
-             settings: Settings | None = None) -> Any:
+             settings: Settings | None = None, factory: Any = None) -> Any:
         if settings is None:
             settings = Settings(output_dir=str(tmp_path / "out"),
                                 engine=EngineSettings(default_model=model))
             save_settings(settings)
-        factory = fake_engine_factory(fake) if fake is not None else None
+        if factory is None and fake is not None:
+            factory = fake_engine_factory(fake)
         queue = JobQueue(engine_factory=factory, settings=settings.engine)
         window = MainWindow(settings, queue)
         window.shutdown_timeout_ms = 20_000  # a loaded CI machine: never leave the thread

@@ -1,8 +1,10 @@
-"""The batch panel driven with pytest-qt (offscreen), a fake engine behind its controller."""
+"""The batch panel driven with pytest-qt (offscreen): batches run as jobs of a JobQueue whose
+worker thread owns a fake engine (the window's real wiring is tested in test_main_window)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,36 @@ from sdstudio.batch.qt import BatchController
 from sdstudio.core.errors import OutOfMemoryError
 from sdstudio.core.request import GenerationRequest
 from sdstudio.ui.batch_panel import BatchPanel, create_panel
+from sdstudio.worker import JobQueue, JobState
 from tests.batch.fakes import FakeEngine
 
 DEFAULTS = GenerationRequest(prompt="", width=64, height=64, steps=2, seed=10)
 
 
-def make_panel(qtbot: Any, tmp_path: Path, engine: FakeEngine | None = None,
-               ask: Any = None) -> tuple[BatchPanel, list[str]]:
-    engine = engine or FakeEngine()
-    controller = BatchController(lambda: engine)  # type: ignore[arg-type,return-value]
+@pytest.fixture
+def queues() -> Iterator[list[JobQueue]]:
+    made: list[JobQueue] = []
+    yield made
+    for queue in made:
+        assert queue.shutdown(5000)
+
+
+@pytest.fixture
+def make_panel(qtbot: Any, tmp_path: Path, queues: list[JobQueue]) -> Any:
+    def make(engine: FakeEngine | None = None, ask: Any = None,
+             queue: JobQueue | None = None) -> tuple[BatchPanel, list[str]]:
+        fake = engine or FakeEngine()
+        if queue is None:
+            queue = JobQueue(engine_factory=lambda settings: fake)  # type: ignore[arg-type,return-value]
+            queues.append(queue)
+            queue.start()
+        return _panel(qtbot, tmp_path, BatchController(queue), ask)
+
+    return make
+
+
+def _panel(qtbot: Any, tmp_path: Path, controller: BatchController,
+           ask: Any) -> tuple[BatchPanel, list[str]]:
     saved: list[str] = []
     panel = BatchPanel(controller=controller, defaults=lambda: DEFAULTS,
                        output_dir=tmp_path / "out", on_image=saved.append, ask=ask)
@@ -36,7 +59,7 @@ def wait_idle(qtbot: Any, panel: BatchPanel) -> None:
     panel.shutdown()
 
 
-def test_run_a_file_with_a_failing_item(qtbot: Any, tmp_path: Path) -> None:
+def test_run_a_file_with_a_failing_item(qtbot: Any, tmp_path: Path, make_panel: Any) -> None:
     path = tmp_path / "night.txt"
     path.write_text("a cat\n# comment\n--prompt 'a big dog' --n_iter 2\nfails\nlast\n")
 
@@ -44,7 +67,7 @@ def test_run_a_file_with_a_failing_item(qtbot: Any, tmp_path: Path) -> None:
         return OutOfMemoryError("out of memory: lower the size") if request.prompt == "fails" \
             else None
 
-    panel, saved = make_panel(qtbot, tmp_path, FakeEngine(fail))
+    panel, saved = make_panel(FakeEngine(fail))
     assert panel.open_list(path)
     assert panel.table.rowCount() == 4
     assert panel.table.item(1, 1).text() == "a big dog"
@@ -62,10 +85,15 @@ def test_run_a_file_with_a_failing_item(qtbot: Any, tmp_path: Path) -> None:
     assert "s/image" in panel.status.text() or "failed" in panel.status.text()
     assert panel.summary is not None and (panel.summary.done, panel.summary.failed) == (4, 1)
     assert panel.start_button.isEnabled() and not panel.pause_button.isEnabled()
+    # the queue showed the batch as one job, done with its images
+    (job,) = panel.controller.queue.jobs()
+    assert job.is_task and job.source == "batch" and job.state is JobState.DONE
+    assert job.title == "Batch: night.txt" and job.images == saved
+    assert job.summary.startswith("done · 4 images") and "1 failed" in job.summary
 
 
-def test_bad_lines_listed_then_run_the_good_ones(qtbot: Any, tmp_path: Path) -> None:
-    panel, saved = make_panel(qtbot, tmp_path)
+def test_bad_lines_listed_then_run_the_good_ones(qtbot: Any, make_panel: Any) -> None:
+    panel, saved = make_panel()
     assert not panel.set_text("good one\n--prompt x --steps 0\n--prompt y --colour red\nok\n")
     rows = [panel.bad_lines.item(i).text() for i in range(panel.bad_lines.count())]
     assert rows[0].startswith("line 2:") and rows[1].startswith("line 3: unknown option")
@@ -78,7 +106,8 @@ def test_bad_lines_listed_then_run_the_good_ones(qtbot: Any, tmp_path: Path) -> 
     assert len(saved) == 2
 
 
-def test_pause_after_the_current_image_resume_and_cancel(qtbot: Any, tmp_path: Path) -> None:
+def test_pause_after_the_current_image_resume_and_cancel(qtbot: Any, tmp_path: Path,
+                                                         make_panel: Any) -> None:
     gate = threading.Event()
     release = threading.Event()
 
@@ -87,7 +116,7 @@ def test_pause_after_the_current_image_resume_and_cancel(qtbot: Any, tmp_path: P
             gate.set()
             release.wait(5)
 
-    panel, saved = make_panel(qtbot, tmp_path, FakeEngine(on_call=on_call))
+    panel, saved = make_panel(FakeEngine(on_call=on_call))
     panel.set_text("p0\np1\np2\np3\n")
     assert panel.start()
     assert gate.wait(5)
@@ -96,6 +125,9 @@ def test_pause_after_the_current_image_resume_and_cancel(qtbot: Any, tmp_path: P
     qtbot.waitUntil(lambda: panel.status.text() == "Paused", timeout=5000)
     assert panel.pause_button.text() == "&Resume"
     assert len(saved) == 2  # p1 was finished, nothing after it
+    queue = panel.controller.queue
+    qtbot.waitUntil(lambda: "paused" in queue.jobs()[0].summary, timeout=5000)
+    assert queue.jobs()[0].state is JobState.RUNNING
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, panel)
     assert len(saved) == 4
@@ -116,7 +148,7 @@ def test_pause_after_the_current_image_resume_and_cancel(qtbot: Any, tmp_path: P
 
 
 @pytest.mark.parametrize("choice", ["resume", "restart", None])
-def test_changed_list_asks_resume_or_restart(qtbot: Any, tmp_path: Path,
+def test_changed_list_asks_resume_or_restart(qtbot: Any, tmp_path: Path, make_panel: Any,
                                              choice: str | None) -> None:
     asked: list[str] = []
     engine = FakeEngine()
@@ -125,7 +157,7 @@ def test_changed_list_asks_resume_or_restart(qtbot: Any, tmp_path: Path,
         asked.append(message)
         return choice
 
-    panel, _saved = make_panel(qtbot, tmp_path, engine, ask=ask)
+    panel, _saved = make_panel(engine, ask=ask)
     panel.set_text("one\ntwo\n")
     panel.out_edit.setText(str(tmp_path / "same"))
     assert panel.start()
@@ -151,4 +183,68 @@ def test_create_panel_for_the_app(qtbot: Any, tmp_path: Path) -> None:
     qtbot.addWidget(panel)
     assert panel.output_dir().name == "batch-pasted"
     assert panel.pattern_edit.text()
-    panel.shutdown()
+    assert not panel.controller.queue.running  # its own queue, started by the first batch
+    assert panel.shutdown()
+
+
+def test_batch_waits_for_a_running_generation_and_cancels_from_the_queue(
+        qtbot: Any, tmp_path: Path, make_panel: Any) -> None:
+    """A batch and a single generation never run at once: the batch queues behind the job
+    before it, shows as one entry, and cancelling that entry cancels the batch."""
+    gate = threading.Event()
+    release = {"single": threading.Event(), "b1": threading.Event()}
+
+    def on_call(request: GenerationRequest) -> None:
+        if request.prompt in release:
+            gate.set()
+            release[request.prompt].wait(5)
+
+    engine = FakeEngine(on_call=on_call)
+    panel, saved = make_panel(engine)
+    queue = panel.controller.queue
+    single = queue.submit(DEFAULTS.replace(prompt="single"), save=False)
+    assert gate.wait(5)
+    panel.set_text("b0\nb1\nb2\n")
+    assert panel.start()
+    assert "Queued" in panel.status.text()
+    batch = panel.controller.job_id
+    assert batch is not None and queue.job(batch).state is JobState.QUEUED  # type: ignore[union-attr]
+    assert [r.prompt for r in engine.calls] == ["single"]
+    gate.clear()
+    release["single"].set()  # the single job ends; the batch starts
+    qtbot.waitUntil(lambda: queue.job(single).state is JobState.DONE, timeout=5000)  # type: ignore[union-attr]
+    assert gate.wait(5)  # b1 is running
+    assert queue.job(batch).state is JobState.RUNNING  # type: ignore[union-attr]
+    qtbot.waitUntil(lambda: queue.job(batch).fraction is not None, timeout=5000)  # type: ignore[union-attr]
+    assert queue.cancel_running()
+    release["b1"].set()
+    wait_idle(qtbot, panel)
+    assert queue.job(batch).state is JobState.CANCELLED  # type: ignore[union-attr]
+    assert panel.summary is not None and panel.summary.cancelled
+    assert len(saved) == 1 and [r.prompt for r in engine.calls] == ["single", "b0", "b1"]
+    assert panel.start_button.isEnabled()
+
+
+def test_a_queued_batch_removed_from_the_queue_never_runs(
+        qtbot: Any, make_panel: Any) -> None:
+    gate = threading.Event()
+    release = threading.Event()
+
+    def on_call(request: GenerationRequest) -> None:
+        if request.prompt == "single":
+            gate.set()
+            release.wait(5)
+
+    engine = FakeEngine(on_call=on_call)
+    panel, saved = make_panel(engine)
+    queue = panel.controller.queue
+    queue.submit(DEFAULTS.replace(prompt="single"), save=False)
+    assert gate.wait(5)
+    panel.set_text("b0\nb1\n")
+    assert panel.start()
+    batch = panel.controller.job_id
+    assert batch is not None and queue.remove(batch)
+    assert not panel.controller.running and panel.start_button.isEnabled()
+    release.set()
+    qtbot.waitUntil(lambda: not queue.busy, timeout=5000)
+    assert [r.prompt for r in engine.calls] == ["single"] and saved == []

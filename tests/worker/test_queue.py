@@ -192,3 +192,73 @@ def test_saves_images_with_storage(qtbot, queue: JobQueue, tmp_path: Path) -> No
     path = Path(images[0].path)
     assert path.is_file() and path.parent == tmp_path / "out"
     assert queue.job(job).images == [str(path)]  # type: ignore[union-attr]
+
+
+def test_exclusive_task_runs_in_order_on_the_workers_engine(
+        qtbot, queue: JobQueue, script: FakeScript, engines: list[FakeEngine]) -> None:
+    """A task (a batch, say) uses the worker's one engine, in the worker thread, between the
+    jobs queued before and after it; it reports items, images and engine events."""
+    script.step_delay = 0.01
+    order: list[str] = []
+    seen: list[object] = []
+    progress: list[tuple[int, int, str]] = []
+    queue.jobStarted.connect(lambda jid: order.append(f"start {jid}"))
+    queue.taskProgress.connect(lambda jid, done, total, text: progress.append((done, total,
+                                                                               text)))
+
+    def task(ctx) -> None:  # type: ignore[no-untyped-def]
+        seen.extend([ctx.engine, QThread.currentThread()])
+        for i in range(3):
+            ctx.engine.generate(REQ.replace(prompt=f"item {i}"), ctx.engine_event, ctx.cancel)
+            ctx.image_saved(f"/out/{i}.png")
+            ctx.report(i + 1, 3, f"{i + 1}/3 images")
+
+    first = queue.submit(REQ)
+    tid = queue.run_exclusive(task, label="Batch: list.txt", source="batch")
+    last = queue.submit(REQ)
+    job = queue.job(tid)
+    assert job is not None and job.is_task and job.summary.startswith("queued")
+    assert wait_finished(qtbot, queue, last) == "done"
+    assert job.state is JobState.DONE
+    assert order == [f"start {first}", f"start {tid}", f"start {last}"]
+    assert queue.job(first).ended <= job.started  # type: ignore[union-attr,operator]
+    assert job.ended <= queue.job(last).started  # type: ignore[union-attr,operator]
+    assert len(engines) == 1 and seen[0] is engines[0]
+    assert seen[1] is not QThread.currentThread()
+    assert progress[-1] == (3, 3, "3/3 images") and job.images == [f"/out/{i}.png"
+                                                                    for i in range(3)]
+    assert job.summary.startswith("done · 3 images")
+
+
+def test_exclusive_task_cancel_failure_and_queued_removal(qtbot, queue: JobQueue,
+                                                          script: FakeScript) -> None:
+    script.step_delay = 0.02
+    cancelled: list[str] = []
+    finished: list[tuple[int, str]] = []
+    failures = []
+    queue.jobFinished.connect(lambda jid, state: finished.append((jid, state)))
+    queue.jobFailed.connect(lambda jid, f: failures.append(f))
+
+    def endless(ctx) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            ctx.engine.generate(REQ, ctx.engine_event, ctx.cancel)
+
+    def broken(ctx) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("the list vanished")
+
+    running = queue.run_exclusive(endless, label="endless",
+                                  on_cancel=lambda: cancelled.append("running"))
+    queued = queue.run_exclusive(endless, label="never",
+                                 on_cancel=lambda: cancelled.append("queued"))
+    failing = queue.run_exclusive(broken, label="broken")
+    qtbot.waitUntil(lambda: queue.job(running).step >= 1, timeout=3000)  # type: ignore[union-attr]
+    assert queue.job(running).fraction is None  # type: ignore[union-attr]  # no items yet
+    assert queue.remove(queued)
+    assert (queued, "cancelled") in finished and cancelled == ["queued"]
+    assert queue.cancel(running)
+    assert wait_finished(qtbot, queue, running) == "cancelled"
+    assert cancelled == ["queued", "running"]
+    assert wait_finished(qtbot, queue, failing) == "failed"
+    assert failures[0].message == "RuntimeError: the list vanished"
+    job = queue.submit(REQ)
+    assert wait_finished(qtbot, queue, job) == "done"
