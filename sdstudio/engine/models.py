@@ -22,7 +22,7 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,13 @@ def _is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve(ref: str, settings: EngineSettings) -> ModelSource:
+ProgressCallback = Callable[[str, "float | None"], None]
+
+
+def resolve(ref: str, settings: EngineSettings,
+            on_progress: ProgressCallback | None = None) -> ModelSource:
     """Turn a model reference into a local source. Raises ModelError; never downloads unless
-    online and given a hub id."""
+    online and given a hub id (then ``on_progress(message, fraction)`` follows the download)."""
     from sdstudio.engine import tiny
 
     ref = (ref or "").strip() or (settings.default_model or "").strip()
@@ -69,7 +73,7 @@ def resolve(ref: str, settings: EngineSettings) -> ModelSource:
         if found is not None:
             return _local_source(found, ref)
         if _HUB_ID.match(ref):
-            return _hub_source(ref)
+            return _hub_source(ref, on_progress)
         if settings.model_dirs:
             raise ModelError(
                 f"model {ref!r} was not found in the model folders "
@@ -110,7 +114,41 @@ def _find_in_dirs(name: str, dirs: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _hub_source(repo_id: str) -> ModelSource:
+def download_progress_class(repo_id: str, on_progress: ProgressCallback) -> type:
+    """A tqdm class for ``snapshot_download(tqdm_class=...)`` that reports each bar's
+    progress as ``on_progress("Downloading <repo>: <what> 3/7", 0.43)``, at most ~10 times a
+    second per bar, instead of printing it."""
+    from tqdm.auto import tqdm
+
+    class _Progress(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = False
+            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+            self._sink = kwargs["file"]
+            self._reported = 0.0
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            result = super().update(n)
+            now = self._time()
+            if now - self._reported >= 0.1 or (self.total and self.n >= self.total):
+                self._reported = now
+                what = f"{self.desc}: " if self.desc else ""
+                fraction = (self.n / self.total) if self.total else None
+                amount = (f"{self.n / 2**20:.1f}/{self.total / 2**20:.1f} MiB"
+                          if self.unit == "B" and self.total else
+                          f"{self.n:g}/{self.total:g}" if self.total else f"{self.n:g}")
+                on_progress(f"Downloading {repo_id}: {what}{amount}", fraction)
+            return result
+
+        def close(self) -> None:
+            super().close()
+            self._sink.close()
+
+    return _Progress
+
+
+def _hub_source(repo_id: str, on_progress: ProgressCallback | None = None) -> ModelSource:
     if _is_offline():
         cached = _hub_cached(repo_id)
         if cached is not None:
@@ -134,6 +172,7 @@ def _hub_source(repo_id: str) -> ModelSource:
             repo_id,
             allow_patterns=["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
             ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.*"],
+            tqdm_class=download_progress_class(repo_id, on_progress) if on_progress else None,
         )
     except Exception as exc:
         raise ModelError(f"could not download {repo_id!r}: {exc}", repr(exc)) from exc

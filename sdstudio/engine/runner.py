@@ -145,7 +145,8 @@ class Engine:
         cancel = cancel or CancelToken()
         started = time.perf_counter()
         on_event(LoadProgress("Finding the model", 0.0))
-        source = models.resolve(model, self.settings)
+        source = models.resolve(
+            model, self.settings, lambda text, frac: on_event(LoadProgress(text, frac)))
         arch = models.detect_arch(source.path) if source.kind != "file" else None
         cancel.raise_if_cancelled()
         choice = devices.choose_device(self.settings)
