@@ -75,7 +75,6 @@ BAD_INPUT_ERRORS: tuple[type[SDStudioError], ...] = (
     MetadataError,
     PromptListError,
 )
-MAX_INPUT_PIXELS = 8192 * 8192  # init images and masks larger than this are refused
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 DEFAULT_PROMPT = "a lighthouse on a rocky coast at dawn, watercolor"
 
@@ -296,36 +295,10 @@ def check_model_arg(model: str, what: str = "model") -> None:
 def check_image_file(path: str, label: str) -> tuple[int, int]:
     """Open and fully decode an input image without torch: refuses missing files, non-images,
     truncated files and decompression bombs. Returns (width, height)."""
-    from PIL import Image
+    from sdstudio.core.images import open_image
 
-    p = Path(path)
-    if not p.exists():
-        raise ImageInputError(f"{label} not found: {path}")
-    if not p.is_file():
-        raise ImageInputError(f"{label} is not a file: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
-                width, height = img.size
-                if width * height > MAX_INPUT_PIXELS:
-                    raise ImageInputError(
-                        f"{label} {p.name} is too large ({width}x{height}; at most "
-                        f"{MAX_INPUT_PIXELS // 1_000_000} megapixels)"
-                    )
-                img.load()
-    except ImageInputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageInputError(
-            f"{label} {p.name} is refused: it decompresses to an enormous image"
-        ) from None
-    except Image.UnidentifiedImageError:
-        raise ImageInputError(f"{label} {p.name} is not an image PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageInputError(f"{label} {p.name} is damaged or truncated ({reason})") from None
-    return width, height
+    with open_image(path, label) as image:
+        return image.size
 
 
 def check_request_inputs(request: GenerationRequest) -> None:

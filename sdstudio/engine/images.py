@@ -8,51 +8,20 @@ than ``MAX_INPUT_PIXELS`` from the header alone, before decoding any pixel data.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
+from sdstudio.core import images as core_images
 from sdstudio.core.errors import ImageInputError
 
-# Larger inputs are refused from the header alone. PIL's own guard (Image.MAX_IMAGE_PIXELS,
-# left at its default) is kept too: its DecompressionBombWarning is turned into an error here.
-MAX_INPUT_PIXELS = 8192 * 8192
+MAX_INPUT_PIXELS = core_images.MAX_INPUT_PIXELS
 
 
 def load_image(path: str | os.PathLike[str], what: str = "init image",
                mode: str = "RGB") -> Image.Image:
     """Open, check and fully decode an image file; raise ImageInputError on any problem."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageInputError(f"{what} {p} does not exist")
-    if not p.is_file():
-        raise ImageInputError(f"{what} {p} is not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
-                width, height = im.size
-                if width * height > MAX_INPUT_PIXELS:
-                    raise ImageInputError(
-                        f"{what} {p.name} is {width}x{height}, too large "
-                        f"(at most {MAX_INPUT_PIXELS // 1_000_000} megapixels)"
-                    )
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                out = im.convert(mode)
-    except ImageInputError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageInputError(f"{what} {p.name} is not an image file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageInputError(f"{what} {p.name} is too large (decompression bomb?)",
-                              str(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise ImageInputError(f"{what} {p.name} cannot be read (truncated or corrupt: {exc})",
-                              repr(exc)) from None
-    return out
+    return core_images.open_image(path, what).convert(mode)
 
 
 def fit_image(image: Image.Image, width: int, height: int, mode: str,

@@ -11,21 +11,15 @@ import hashlib
 import os
 import re
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from PySide6.QtGui import QImage
 
 from sdstudio.core import paths
 from sdstudio.core.errors import ImageInputError
-
-#: Largest image (in pixels) that :func:`load_image_file` decodes. A 8192² image is 64 MP,
-#: well above any real photo a person would use as a source, far below what exhausts memory.
-MAX_LOAD_PIXELS = 8192 * 8192
-#: Largest side accepted by :func:`load_image_file`.
-MAX_LOAD_SIDE = 16384
+from sdstudio.core.images import open_image
 
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -109,53 +103,12 @@ def array_to_qimage(arr: np.ndarray) -> QImage:
 # Loading
 # --------------------------------------------------------------------------------------------
 def open_image_safely(path: str | Path) -> Image.Image:
-    """Open, verify and fully decode an image file with PIL; raise ImageInputError if unusable.
-
-    Refuses files that are not images, truncated or corrupt files, and decompression bombs
-    (more than :data:`MAX_LOAD_PIXELS` pixels), before allocating the decoded image.
-    Applies the EXIF orientation; returns an RGB, RGBA or L image.
-    """
-    p = Path(path)
-    name = p.name or str(p)
-    if not p.exists():
-        raise ImageInputError(f"{name}: file not found.", str(p))
-    if p.is_dir():
-        raise ImageInputError(f"{name} is a folder, not an image file.", str(p))
-    fmt = "image"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as probe:
-                w, h = probe.size
-                fmt = probe.format or "image"
-                if w <= 0 or h <= 0:
-                    raise ImageInputError(f"{name}: the image has no pixels.", str(p))
-                if w * h > MAX_LOAD_PIXELS or max(w, h) > MAX_LOAD_SIDE:
-                    raise ImageInputError(
-                        f"{name} is too large ({w}×{h}); the limit is "
-                        f"{MAX_LOAD_PIXELS // 1_000_000} megapixels.",
-                        "refused as a possible decompression bomb",
-                    )
-                probe.verify()
-            with Image.open(p) as im:
-                im.load()  # decodes everything: truncated data raises here
-                im = ImageOps.exif_transpose(im) or im
-                out = _normalise_mode(im)
-                if out is im:
-                    out = im.copy()
-    except ImageInputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageInputError(f"{name} is too large to open safely.", str(exc)) from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageInputError(f"{name} is not an image file PIL can read.", str(exc)) from exc
-    except PermissionError as exc:
-        raise ImageInputError(f"{name}: permission denied.", str(exc)) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageInputError(
-            f"{name} is damaged or truncated and cannot be read ({fmt}).", str(exc)
-        ) from exc
-    return out
+    """Open, verify and fully decode an image file (sdstudio.core.images.open_image: refuses
+    non-images, truncated files and decompression bombs with ImageInputError); applies the EXIF
+    orientation and returns an RGB, RGBA or L image."""
+    image = open_image(path, "image")
+    out = _normalise_mode(image)
+    return out if out is not image else image
 
 
 def load_image_file(path: str | Path) -> QImage:

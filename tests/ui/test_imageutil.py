@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from PySide6.QtGui import QColor, QImage
 
+from sdstudio.core import images as core_images
 from sdstudio.core import paths
 from sdstudio.core.errors import ImageInputError
-from sdstudio.ui import imageutil
 from sdstudio.ui.imageutil import (
     array_to_qimage,
     load_image_file,
@@ -156,10 +156,10 @@ def test_decompression_bomb_limit_is_enforced(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "big.png"
     Image.new("L", (300, 300)).save(p)
-    monkeypatch.setattr(imageutil, "MAX_LOAD_PIXELS", 200 * 200)
+    monkeypatch.setattr(core_images, "MAX_INPUT_PIXELS", 200 * 200)
     with pytest.raises(ImageInputError, match="too large"):
         load_image_file(p)
-    monkeypatch.setattr(imageutil, "MAX_LOAD_PIXELS", 300 * 300)
+    monkeypatch.setattr(core_images, "MAX_INPUT_PIXELS", 300 * 300)
     assert load_image_file(p).width() == 300
 
 

@@ -22,8 +22,9 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QFileDialog, QToolButton, QWidget
 
 from sdstudio.core.errors import ImageInputError
+from sdstudio.core.images import MAX_INPUT_PIXELS as MAX_LOAD_PIXELS
 from sdstudio.ui.canvas import icons
-from sdstudio.ui.imageutil import MAX_LOAD_PIXELS, load_image_file
+from sdstudio.ui.imageutil import load_image_file
 
 IMAGE_FILTER = (
     "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
