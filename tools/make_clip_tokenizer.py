@@ -23,25 +23,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sdstudio.core.tokens import bytes_to_unicode  # CLIP's byte table
+
 BPE_MEMBER = "clip/bpe_simple_vocab_16e6.txt.gz"
 MODEL_MAX_LENGTH = 77
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible byte -> printable unicode table (GPT-2 style)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
 def build_vocab(bpe_text: str) -> tuple[dict[str, int], list[str]]:

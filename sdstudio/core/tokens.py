@@ -60,7 +60,7 @@ def default_tokenizer_dir() -> Path:
     return resources_dir() / "tokenizers" / "clip-l"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
     bs = (
         list(range(ord("!"), ord("~") + 1))
@@ -86,7 +86,7 @@ class ClipTokenizer:
         self._loaded = False
         self._encoder: dict[str, int] = {}
         self._ranks: dict[tuple[str, str], int] = {}
-        self._byte_encoder = _bytes_to_unicode()
+        self._byte_encoder = bytes_to_unicode()
         self._split: Callable[[str], list[str]] = re.compile(_FALLBACK_PATTERN).findall
         self._bpe_ids: Callable[[str], tuple[int, ...]] = lru_cache(maxsize=cache_size)(
             self._bpe_ids_uncached

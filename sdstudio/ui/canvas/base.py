@@ -19,7 +19,7 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPalette,
 )
-from PySide6.QtWidgets import QFileDialog, QToolButton, QWidget
+from PySide6.QtWidgets import QBoxLayout, QFileDialog, QLabel, QToolButton, QWidget
 
 from sdstudio.core.errors import ImageInputError
 from sdstudio.core.images import MAX_INPUT_PIXELS as MAX_LOAD_PIXELS
@@ -112,6 +112,24 @@ def tool_button(parent: QWidget, icon_name: str, text: str, tip: str,
     b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon if with_text
                          else Qt.ToolButtonStyle.ToolButtonIconOnly)
     return b
+
+
+def add_info_and_fit(owner: QWidget, bar: QBoxLayout, view: QWidget, fit_tip: str
+                     ) -> tuple[QLabel, QToolButton]:
+    """Append a dimmed status label and a "Fit" button (connected to ``view.fit``) to a
+    canvas's tool bar; returns both."""
+    info = QLabel(owner)
+    info.setTextFormat(Qt.TextFormat.PlainText)
+    pal = info.palette()
+    pal.setColor(QPalette.ColorRole.WindowText,
+                 pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText))
+    info.setPalette(pal)
+    bar.addWidget(info)
+    bar.addSpacing(6)
+    fit = tool_button(owner, "fit", "Fit", fit_tip)
+    fit.clicked.connect(view.fit)
+    bar.addWidget(fit)
+    return info, fit
 
 
 class ToolSeparator(QWidget):

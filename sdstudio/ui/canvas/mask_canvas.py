@@ -31,7 +31,6 @@ from PySide6.QtGui import (
     QKeySequence,
     QMouseEvent,
     QPainter,
-    QPalette,
     QPen,
     QPointingDevice,
     QTabletEvent,
@@ -48,7 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import ImageInputError
-from sdstudio.ui.canvas.base import ImageCanvasBase, ToolSeparator, tool_button
+from sdstudio.ui.canvas.base import ImageCanvasBase, ToolSeparator, add_info_and_fit, tool_button
 from sdstudio.ui.canvas.mask_model import BBox, MaskModel
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.imageutil import array_to_qimage, open_image_safely, qimage_to_array
@@ -398,17 +397,8 @@ class MaskCanvas(ImageCanvasBase):
         bottom.addSpacing(4)
         bottom.addWidget(self.blur_spin)
         bottom.addStretch(1)
-        self.info_label = QLabel(self)
-        pal = self.info_label.palette()
-        pal.setColor(QPalette.ColorRole.WindowText,
-                     pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText))
-        self.info_label.setPalette(pal)
-        bottom.addWidget(self.info_label)
-        bottom.addSpacing(6)
-        self.fit_button = tool_button(self, "fit", "Fit",
-                                      "Fit the image to the view (0; 1 for actual size)")
-        self.fit_button.clicked.connect(self._view.fit)
-        bottom.addWidget(self.fit_button)
+        self.info_label, self.fit_button = add_info_and_fit(
+            self, bottom, self._view, "Fit the image to the view (0; 1 for actual size)")
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)

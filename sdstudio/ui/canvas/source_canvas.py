@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.request import RESIZE_MODES
-from sdstudio.ui.canvas.base import ImageCanvasBase, tool_button
+from sdstudio.ui.canvas.base import ImageCanvasBase, add_info_and_fit, tool_button
 from sdstudio.ui.canvas.viewer import ImageViewer
 
 FIT_MODE_LABELS: dict[str, tuple[str, str]] = {
@@ -173,18 +173,8 @@ class SourceCanvas(ImageCanvasBase):
         bar.addWidget(fit_label)
         bar.addWidget(self.fit_combo)
         bar.addStretch(1)
-        self.info_label = QLabel(self)
-        self.info_label.setTextFormat(Qt.TextFormat.PlainText)
-        pal = self.info_label.palette()
-        pal.setColor(QPalette.ColorRole.WindowText,
-                     pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText))
-        self.info_label.setPalette(pal)
-        bar.addWidget(self.info_label)
-        bar.addSpacing(6)
-        self.fit_button = tool_button(self, "fit", "Fit",
-                                      "Fit the image to the view (double-click, 0)")
-        self.fit_button.clicked.connect(self._view.fit)
-        bar.addWidget(self.fit_button)
+        self.info_label, self.fit_button = add_info_and_fit(
+            self, bar, self._view, "Fit the image to the view (double-click, 0)")
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)

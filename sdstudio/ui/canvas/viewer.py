@@ -67,6 +67,7 @@ class ImageViewer(QWidget):
         self._image: QImage | None = None
         self._pixmap: QPixmap | None = None
         self._zoom = 1.0
+        self._smooth = False  # always scale smoothly (live previews), else only below 2x
         self._offset = QPointF(0.0, 0.0)
         self._auto_fit = True  # refit on resize until the person zooms or pans
         self._placeholder = "No image"
@@ -84,9 +85,13 @@ class ImageViewer(QWidget):
         self.setToolTip("")
 
     # ---------------------------------------------------------------- image
-    def set_image(self, image: QImage | None) -> None:
+    def set_image(self, image: QImage | None, smooth: bool = False) -> None:
         """Show ``image`` (copied by Qt's implicit sharing). Fits to the view when it is the
-        first image or its size differs from the previous one; keeps zoom and pan otherwise."""
+        first image or its size differs from the previous one; keeps zoom and pan otherwise.
+
+        Zoomed in 2x or more, pixels are shown sharp (to inspect them); ``smooth`` scales
+        smoothly at any zoom, for small images shown large such as the live preview."""
+        self._smooth = smooth
         old_size = self._image.size() if self._image is not None else None
         if image is not None and image.isNull():
             image = None
@@ -227,7 +232,8 @@ class ImageViewer(QWidget):
             p.fillRect(target, self._checker)
             p.restore()
         p.save()
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._zoom < 2.0)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
+                        self._smooth or self._zoom < 2.0)
         p.translate(self._offset)
         p.scale(self._zoom, self._zoom)
         p.drawPixmap(0, 0, self._pixmap)
