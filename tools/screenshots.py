@@ -6,7 +6,9 @@ Run in a real (virtual) display so window decorations, fonts and HiDPI scaling a
 
 It drives the real app: the real worker and engine with the tiny demo model (untrained, so
 the generated images are noise), a generation in the text-to-image tab, a source image in the
-image-to-image tab, a painted mask in the inpaint tab, the gallery and the settings dialog.
+image-to-image tab, a painted mask in the inpaint tab, a batch running in the batch tab (some
+items done, one failed with its reason, one running), the gallery and the settings dialog.
+With ``--dark`` only the text-to-image tab is rendered (as ``text-to-image-dark.png``).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def scenery(width: int = 768, height: int = 512) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    parser.add_argument("--dark", action="store_true", help="use the dark palette")
+    parser.add_argument("--dark", action="store_true",
+                        help="use the dark palette (text-to-image only)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-dark" if args.dark else ""
@@ -92,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     window.resize(1560, 940)
     window.show()
     window.start()
+    from sdstudio.app import _add_optional_panels
+    from sdstudio.ui.batch_panel import BatchPanel
+
+    _add_optional_panels(window, queue)  # the batch tab, as the app adds it
     wait(app, lambda: queue.loaded is not None)
     p = window.prompt_panel
 
@@ -122,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     queue.cancel_all()
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
     p.steps_spin.setValue(6)
+    if args.dark:
+        window.close()
+        return 0
 
     # ---- image to image with a source image
     src = Path(os.environ["SDSTUDIO_HOME"]) / "landscape.png"
@@ -159,6 +169,45 @@ def main(argv: list[str] | None = None) -> int:
     window.generate()
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
     shoot("inpaint")
+
+    # ---- batch: a prompt list, some items done, one failed (a damaged init image), one
+    # caught running, the rest pending; a single generation queued behind it
+    panel = next(window.tabs.widget(i) for i in range(window.tabs.count())
+                 if isinstance(window.tabs.widget(i), BatchPanel))
+    queue.clear_finished()
+    home = Path(os.environ["SDSTUDIO_HOME"])
+    damaged = home / "old-photo.png"
+    damaged.write_bytes(src.read_bytes()[:300])  # a truncated PNG
+    prompt_list = home / "overnight-landscapes.txt"
+    prompt_list.write_text(
+        "# landscapes for the calendar, one image each\n"
+        "a lighthouse on a rocky cliff at dusk, dramatic clouds, oil painting\n"
+        "a misty pine forest at dawn, soft light, watercolour\n"
+        "--prompt \"a desert canyon at noon, long shadows\" --seed 7 --cfg_scale 6\n"
+        f"--prompt \"the old farmhouse, restored\" --init_image {damaged} "
+        "--denoising_strength 0.5\n"
+        "--prompt \"a harbour at night, lanterns reflected in the water\" --steps 150\n"
+        "a glacier lake under the northern lights\n"
+        "an alpine meadow with wild flowers, morning dew\n"
+        "--prompt \"a rainy street in a small town, umbrellas\" --negative_prompt "
+        "\"people, cars\"\n", encoding="utf-8")
+    p.set_size(512, 512)
+    p.steps_spin.setValue(6)
+    p.seed_edit.setText("1000")
+    window.tabs.setCurrentWidget(panel)
+    panel.open_list(prompt_list)
+    panel.start()
+    wait(app, lambda: any(state == "running" and line == 6
+                          for line, state, _ in panel.item_states()))
+    running = queue.running_job
+    wait(app, lambda: running is not None and running.step >= 40)
+    window.generate()  # a single image waits for the batch
+    pump(app, 0.3)
+    shoot("batch")
+    panel.cancel()
+    queue.cancel_all()
+    wait(app, lambda: not panel.controller.running and not queue.busy)
+    window.tabs.setCurrentIndex(0)
 
     # ---- gallery
     window.tabs.setCurrentWidget(window.gallery)

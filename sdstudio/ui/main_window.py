@@ -80,6 +80,12 @@ def progress_text(event: Progress) -> tuple[int, int, str]:
     return done, maximum, text
 
 
+def _standard_keys(key: QKeySequence.StandardKey, fallback: str) -> list[QKeySequence]:
+    """The platform's keys for a standard action; many Linux desktops define none for
+    Preferences or Quit, so fall back to the common ones there."""
+    return QKeySequence.keyBindings(key) or [QKeySequence(fallback)]
+
+
 class MainWindow(QMainWindow):
     settingsChanged = Signal(object)  # Settings
 
@@ -149,7 +155,8 @@ class MainWindow(QMainWindow):
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         bar.addWidget(spacer)
         self.settings_action = QAction(icon("settings"), "&Settings…", self)
-        self.settings_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Preferences))
+        self.settings_action.setShortcuts(_standard_keys(QKeySequence.StandardKey.Preferences,
+                                                         "Ctrl+,"))
         self.settings_action.triggered.connect(self.open_settings)
         bar.addAction(self.settings_action)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
@@ -308,7 +315,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.settings_action)
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
+        quit_action.setShortcuts(_standard_keys(QKeySequence.StandardKey.Quit, "Ctrl+Q"))
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
 
@@ -745,7 +752,7 @@ class MainWindow(QMainWindow):
 
     def _on_job_preview(self, job_id: int, image: QImage) -> None:
         if job_id not in self._shown_result:
-            self._viewer_for(job_id).set_image(image)
+            self._viewer_for(job_id).set_image(image, smooth=True)  # small: scale smoothly
 
     def _on_image_ready(self, job_id: int, image: JobImage) -> None:
         if image.qimage is not None and image.index == 0:

@@ -148,7 +148,9 @@ class PromptPanel(QWidget):
         self.cfg_spin.setToolTip("Classifier-free guidance: how strongly the image follows "
                                  "the prompt")
         row = QHBoxLayout()
+        row.setSpacing(6)
         row.addWidget(self.steps_spin, 1)
+        row.addSpacing(12)  # an inline label needs air on its left, like the form's labels
         cfg_label = self._label("C&FG", self.cfg_spin)
         row.addWidget(cfg_label)
         row.addWidget(self.cfg_spin, 1)
@@ -209,7 +211,9 @@ class PromptPanel(QWidget):
         self.batch_count_spin.setAccessibleName("Number of runs")
         self.batch_count_spin.setToolTip("Runs made one after the other")
         row = QHBoxLayout()
+        row.setSpacing(6)
         row.addWidget(self.batch_size_spin, 1)
+        row.addSpacing(12)
         row.addWidget(self._label("R&uns", self.batch_count_spin))
         row.addWidget(self.batch_count_spin, 1)
         form.addRow(self._label("&Images", self.batch_size_spin), row)
