@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -153,9 +155,18 @@ class BatchPanel(QWidget):
         self.open_button.setToolTip("A .txt (one prompt per line, A1111 options allowed), "
                                     ".csv with a header row, or .jsonl file")
         self.open_button.clicked.connect(self.choose_file)
+        self.paste_button = QPushButton("P&aste prompts")
+        self.paste_button.setToolTip("Type or paste prompts instead of opening a file")
+        self.paste_button.clicked.connect(self.show_paste)
+        self.paste_button.setVisible(False)
         self.source_label = QLabel("No list: open one, or paste prompts below")
         self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long path must not widen the window (the full path is in the tooltip)
+        self.source_label.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                        QSizePolicy.Policy.Preferred)
         top.addWidget(self.open_button)
+        top.addWidget(self.paste_button)
+        top.addSpacing(6)
         top.addWidget(self.source_label, 1)
         root.addLayout(top)
 
@@ -176,15 +187,25 @@ class BatchPanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(COL_PROMPT, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(COL_STATE, QHeaderView.ResizeMode.ResizeToContents)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        for col, mode in ((COL_LINE, QHeaderView.ResizeMode.ResizeToContents),
+                          (COL_PROMPT, QHeaderView.ResizeMode.Stretch),
+                          (COL_IMAGES, QHeaderView.ResizeMode.ResizeToContents),
+                          (COL_STATE, QHeaderView.ResizeMode.Stretch)):
+            header.setSectionResizeMode(col, mode)
         split.addWidget(self.table)
         split.setSizes([120, 60, 400])
         root.addWidget(split, 1)
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         self.per_prompt = QSpinBox()
+        self.per_prompt.setMinimumWidth(90)
         self.per_prompt.setRange(1, 10000)
         self.per_prompt.setToolTip("Images for every prompt of the list")
         self.seed_policy = QComboBox()
@@ -212,7 +233,10 @@ class BatchPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("%v/%m images")
         self.status = QLabel("")
+        self.status.setWordWrap(True)  # long messages (folders, reasons) wrap, never widen
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         root.addWidget(self.progress)
         root.addWidget(self.status)
 
@@ -247,12 +271,26 @@ class BatchPanel(QWidget):
     def open_list(self, path: Path) -> bool:
         self.list_path = Path(path)
         self.source_label.setText(str(path))
+        self.source_label.setToolTip(str(path))
         self.paste.blockSignals(True)
         self.paste.clear()
         self.paste.blockSignals(False)
+        self.paste.setVisible(False)  # the list is the file: the table shows it
+        self.paste_button.setVisible(True)
         return self.check()
 
+    def show_paste(self) -> None:
+        """Leave the opened file: type or paste prompts instead."""
+        self.list_path = None
+        self.paste.setVisible(True)
+        self.paste_button.setVisible(False)
+        self.source_label.setText("Pasted prompts")
+        self.source_label.setToolTip("")
+        self.paste.setFocus()
+
     def set_text(self, text: str) -> bool:
+        if not self.paste.isVisibleTo(self):
+            self.show_paste()
         self.paste.setPlainText(text)  # clears list_path through textChanged
         return self.check()
 
@@ -283,6 +321,7 @@ class BatchPanel(QWidget):
         self.bad_lines.setVisible(bool(prompts.errors or prompts.warnings))
         self.good_button.setVisible(bool(prompts.errors) and bool(prompts.items))
         self._fill_table(prompts)
+        self._update_out_placeholder()
         if prompts.errors:
             self._show_message(
                 f"{len(prompts.errors)} bad line(s): fix the file and check again, "
@@ -307,6 +346,10 @@ class BatchPanel(QWidget):
         text = self.out_edit.text().strip()
         if text:
             return Path(text).expanduser()
+        return self.default_output_dir()
+
+    def default_output_dir(self) -> Path:
+        """``batch-<list name>`` in the output folder."""
         base = self._output_dir() if callable(self._output_dir) else self._output_dir
         if base is None:
             from sdstudio.core.paths import default_output_dir
@@ -472,6 +515,7 @@ class BatchPanel(QWidget):
         if images is None or state is None:
             return
         images.setText(f"{row.done}/{row.images}")
+        state.setIcon(_state_icon(row.state))
         text = row.state
         if row.state == FAILED or (row.failed and row.reason):
             text = f"{FAILED}: {row.reason}" if row.state == FAILED else \
@@ -492,10 +536,15 @@ class BatchPanel(QWidget):
         self.start_button.setEnabled(not running)
         self.check_button.setEnabled(not running)
         self.open_button.setEnabled(not running)
+        self.paste_button.setEnabled(not running)
         self.good_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
         self.pause_button.setText("&Resume" if running and self.controller.paused else "&Pause")
+
+    def _update_out_placeholder(self) -> None:
+        """Show where the batch goes when no folder is chosen."""
+        self.out_edit.setPlaceholderText(f"{self.default_output_dir()} (default)")
 
     def _choose_out(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder for the batch",
@@ -507,6 +556,28 @@ class BatchPanel(QWidget):
         if self.paste.toPlainText().strip():
             self.list_path = None
             self.source_label.setText("Pasted prompts")
+
+
+_ICONS: dict[str, QIcon] = {}
+
+
+def _state_icon(state: str) -> QIcon:
+    """A coloured dot per item state (the queue's colours)."""
+    icon = _ICONS.get(state)
+    if icon is None:
+        from sdstudio.ui.widgets import STATE_COLOURS
+
+        colour = STATE_COLOURS.get({PENDING: "queued"}.get(state, state), "#8d8d97")
+        pixmap = QPixmap(24, 24)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(colour))
+        painter.drawEllipse(6, 6, 12, 12)
+        painter.end()
+        icon = _ICONS[state] = QIcon(pixmap)
+    return icon
 
 
 class _CloseWatcher(QObject):
