@@ -43,7 +43,7 @@ from sdstudio.engine import device as devices
 from sdstudio.engine import images as img
 from sdstudio.engine import models
 from sdstudio.engine.memory import MemoryPlan, decide_memory
-from sdstudio.engine.pipelines import PipelineSet
+from sdstudio.engine.pipelines import PipelineSet, module_dtype
 from sdstudio.engine.preview import latents_to_rgb
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
 from sdstudio.engine.text import encode_prompts
@@ -488,22 +488,6 @@ def initial_latents(pipe: Any, gens: list[torch.Generator], width: int, height: 
     shape = (1, channels, height // factor, width // factor)
     noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in gens]
     return torch.cat(noise).to(device=device, dtype=module_dtype(pipe.unet))
-
-
-def module_dtype(module: Any) -> torch.dtype:
-    """``ModelMixin.dtype`` without its walk over every submodule.
-
-    diffusers' ``dtype`` property visits all submodules looking for layerwise-casting hooks
-    (which the engine never installs) before it returns the first floating parameter's dtype:
-    0.3-0.6 ms per read on the tiny model, more on SD 1.5, and the engine read it 7 times per
-    image. Same answer for every model the engine loads; models that keep some modules in
-    fp32 (``_keep_in_fp32_modules``) still go through diffusers."""
-    if getattr(module, "_keep_in_fp32_modules", None) or not isinstance(module, torch.nn.Module):
-        return module.dtype
-    for param in module.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return module.dtype
 
 
 def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image], list[str]]:

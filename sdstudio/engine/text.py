@@ -152,7 +152,9 @@ def encode_prompts(pipe: Any, prompt: str, negative: str, *, clip_skip: int = 1,
             hiddens.append(hidden)
         return torch.cat(hiddens, dim=-1), pooled
 
-    dtype = pipe.unet.dtype
+    from sdstudio.engine.pipelines import module_dtype
+
+    dtype = module_dtype(pipe.unet)  # not pipe.unet.dtype: see module_dtype
     with torch.no_grad():
         pos, pos_pooled = encode(prompt)
         zero_negative = sdxl and not negative and bool(
