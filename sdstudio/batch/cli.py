@@ -309,9 +309,8 @@ class ProgressBar:
             elif isinstance(inner, ModelReady):
                 self.step = f"model {inner.name} on {inner.device}"
                 self._draw()
-        elif isinstance(event, UnitDone):
-            self.finished += 1
-            self.step = ""
+        elif isinstance(event, UnitDone):  # may come while the next unit runs (saving
+            self.finished += 1               # overlaps it): its step stays on the line
             self._draw(line_mode_print=True)
         elif isinstance(event, UnitFailed):
             self.finished += 1

@@ -55,7 +55,7 @@ from sdstudio.batch.events import (
     UnitFailed,
     UnitStarted,
 )
-from sdstudio.batch.plan import SEED_POLICIES, BatchOptions
+from sdstudio.batch.plan import SEED_POLICIES, BatchOptions, WorkUnit
 from sdstudio.batch.qt import BatchController
 from sdstudio.batch.runner import ListChangedError
 from sdstudio.core.errors import SDStudioError
@@ -77,6 +77,7 @@ class _Row:
     done: int = 0
     failed: int = 0
     running: bool = False
+    running_unit: int = -1  # the unit index that set ``running``
     reason: str = ""
 
     @property
@@ -433,16 +434,16 @@ class BatchPanel(QWidget):
         elif isinstance(event, UnitStarted):
             row = self._rows.get(event.unit.item)
             if row is not None:
-                row.running = True
+                row.running, row.running_unit = True, event.unit.index
                 self._refresh_row(event.unit.item)
         elif isinstance(event, UnitDone):
-            self._unit_finished(event.unit.item, ok=True)
+            self._unit_finished(event.unit, ok=True)
             self.imageSaved.emit(str(event.path))
         elif isinstance(event, UnitFailed):
             row = self._rows.get(event.unit.item)
             if row is not None:
                 row.reason = event.reason
-            self._unit_finished(event.unit.item, ok=False)
+            self._unit_finished(event.unit, ok=False)
         elif isinstance(event, BatchPaused):
             self._show_message("Paused" if event.paused else "Running")
             self.stateChanged.emit("paused" if event.paused else "running")
@@ -450,10 +451,14 @@ class BatchPanel(QWidget):
             self.summary = event
             self._show_message(event.line(), error=bool(event.failed))
 
-    def _unit_finished(self, item: int, ok: bool) -> None:
+    def _unit_finished(self, unit: WorkUnit, ok: bool) -> None:
+        item = unit.item
         row = self._rows.get(item)
         if row is not None:
-            row.running = False
+            # the runner saves a unit while it makes the next one, so a line's next image
+            # may already run when this one's report arrives: that one keeps the row running
+            if row.running_unit in (-1, unit.index):
+                row.running = False
             if ok:
                 row.done += 1
             else:
