@@ -117,3 +117,11 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None] | None = None) -> floa
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """(first, third) quartile; the spread to print next to a median."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float("nan"), float("nan"))
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]

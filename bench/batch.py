@@ -1,6 +1,6 @@
 """Batch benchmark: per-image wall time of the batch runner against a bare diffusers loop.
 
-    python bench/batch.py [--prompts 50] [--size 128] [--steps 4] [--rounds 2] [--no-procs]
+    python bench/batch.py [--prompts 50] [--size 128] [--steps 4] [--rounds 3] [--no-procs]
 
 On the tiny model (built locally, untrained), in one run:
 
@@ -10,9 +10,12 @@ On the tiny model (built locally, untrained), in one run:
    in detail by bench/overhead.py);
 3. runner: ``BatchRunner`` in this process on the engine (model loaded before timing, as for
    the baseline), saving every PNG with metadata atomically + fsynced manifest line;
-   bare, engine and runner alternate ``--rounds`` times; the best round of each is compared;
+   bare, engine and runner run ``--rounds`` times in a rotating order; medians (and minima),
+   the paired ratio per round and process CPU time are printed; the engine runs with
+   ``preview_every=0``, as ``sdstudio batch`` does;
 4. cli: ``sdstudio batch`` as a subprocess, wall time including interpreter start, torch
-   import and model load, divided by N;
+   import and model load, divided by N; and its steady per-image time, (wall for N prompts -
+   wall for the first prompt alone) / (N - 1);
 5. two processes: ``accelerate launch --multi_gpu --num_processes 2 -m sdstudio batch`` (gloo on
    CPU) against two bare-loop processes each doing half of the prompts, started together;
    one torch thread per process in both.
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,21 +49,28 @@ def prompts(n: int) -> list[str]:
     return [f"{subjects[i % 5]} {styles[(i // 5) % 5]}, study {i}" for i in range(n)]
 
 
-def bare_loop(model: Path, texts: list[str], size: int, steps: int, seed0: int) -> float:
-    """Seconds for a plain diffusers loop over ``texts`` (pipeline loaded before timing)."""
-    import torch
+def bare_pipe(model: Path, size: int, steps: int) -> object:
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(str(model), safety_checker=None,
                                                    requires_safety_checker=False)
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    pipe(texts[0], num_inference_steps=steps, width=size, height=size)  # warm-up
+    pipe("warm-up", num_inference_steps=steps, width=size, height=size)
+    return pipe
+
+
+def bare_loop(model: Path, texts: list[str], size: int, steps: int, seed0: int,
+              pipe: object = None) -> float:
+    """Seconds for a plain diffusers loop over ``texts`` (pipeline loaded before timing)."""
+    import torch
+
+    pipe = pipe or bare_pipe(model, size, steps)
     t0 = time.perf_counter()
     for i, text in enumerate(texts):
         gen = torch.Generator("cpu").manual_seed(seed0 + i)
-        pipe(text, num_inference_steps=steps, width=size, height=size, guidance_scale=7.0,
-             generator=gen).images[0]
+        pipe(text, num_inference_steps=steps, width=size, height=size,  # type: ignore[operator]
+             guidance_scale=7.0, generator=gen).images[0]
     return time.perf_counter() - t0
 
 
@@ -97,7 +108,7 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads in this process (0 = torch's default)")
     ap.add_argument("--no-procs", action="store_true", help="skip the subprocess parts")
@@ -119,6 +130,7 @@ def main() -> int:
 
     import torch
 
+    from sdstudio.core.settings import EngineSettings
     from sdstudio.engine import Engine
     from sdstudio.engine.tiny import build_tiny_model
 
@@ -131,27 +143,46 @@ def main() -> int:
     print(f"tiny model, {n} prompts, {args.size}x{args.size}, {args.steps} steps, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    engine = Engine()
+    # as `sdstudio batch` runs it: no previews (batch/cli.py sets preview_every=0)
+    engine = Engine(EngineSettings(preview_every=0))
     engine.load(str(model))
+    print(f"engine settings: preview_every {engine.settings.preview_every}, memory mode "
+          f"{engine.settings.memory_mode}, device {engine.settings.device}; Euler a, CFG 7, "
+          "CPU generator per image; runner: PNG with metadata, atomic + fsynced, then an "
+          "fsynced manifest line, saved on the runner's writer thread")
     from sdstudio.core.request import GenerationRequest
 
     engine.generate(GenerationRequest(prompt="warm", width=args.size, height=args.size,
                                       steps=args.steps, seed=1, model=str(model)))
-    bare_t: list[float] = []
-    eng_t: list[float] = []
-    run_t: list[float] = []
-    for r in range(args.rounds):
-        bare_t.append(bare_loop(model, texts, args.size, args.steps, 1000))
-        eng_t.append(engine_loop(engine, model, texts, args.size, args.steps, 1000))
-        run_t.append(runner_loop(engine, model, texts, args.size, args.steps, 1000,
-                                 work / f"out-{r}"))
-        print(f"round {r + 1}: bare {bare_t[-1] / n * 1000:.1f} ms/image, "
-              f"engine {eng_t[-1] / n * 1000:.1f}, runner {run_t[-1] / n * 1000:.1f}")
-    figures: dict[str, float] = {
-        "bare_ms": min(bare_t) / n * 1000,
-        "engine_ms": min(eng_t) / n * 1000,
-        "runner_ms": min(run_t) / n * 1000,
+    pipe = bare_pipe(model, args.size, args.steps)
+    arms = {
+        "bare": lambda r: bare_loop(model, texts, args.size, args.steps, 1000, pipe),
+        "engine": lambda r: engine_loop(engine, model, texts, args.size, args.steps, 1000),
+        "runner": lambda r: runner_loop(engine, model, texts, args.size, args.steps, 1000,
+                                        work / f"out-{r}"),
     }
+    wall: dict[str, list[float]] = {k: [] for k in arms}
+    cpu: dict[str, list[float]] = {k: [] for k in arms}
+    names = list(arms)
+    for r in range(args.rounds):
+        for name in names[r % 3:] + names[:r % 3]:  # rotating order
+            c0 = time.process_time()
+            wall[name].append(arms[name](r))
+            cpu[name].append(time.process_time() - c0)
+        print(f"round {r + 1}: " + ", ".join(
+            f"{k} {wall[k][-1] / n * 1000:.1f} ms/image (CPU {cpu[k][-1] / n * 1000:.1f})"
+            for k in names))
+    med = {k: statistics.median(v) / n * 1000 for k, v in wall.items()}
+    figures: dict[str, float] = {
+        "bare_ms": med["bare"], "engine_ms": med["engine"], "runner_ms": med["runner"],
+        "bare_min_ms": min(wall["bare"]) / n * 1000,
+        "engine_min_ms": min(wall["engine"]) / n * 1000,
+        "runner_min_ms": min(wall["runner"]) / n * 1000,
+    }
+    for k in ("engine", "runner"):
+        figures[f"{k}_paired_ratio"] = statistics.median(
+            a / b for a, b in zip(wall[k], wall["bare"], strict=True))
+        figures[f"{k}_cpu_ratio"] = statistics.median(cpu[k]) / statistics.median(cpu["bare"])
     figures["runner_ratio"] = figures["runner_ms"] / figures["bare_ms"]
     figures["engine_ratio"] = figures["engine_ms"] / figures["bare_ms"]
     figures["runner_vs_engine"] = figures["runner_ms"] / figures["engine_ms"]
@@ -168,8 +199,21 @@ def main() -> int:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sdstudio", *common, "--out",
                         str(work / "cli")], env=env, check=True)
-        figures["cli_ms"] = (time.perf_counter() - t0) / n * 1000
+        t_all = time.perf_counter() - t0
+        figures["cli_ms"] = t_all / n * 1000
         figures["cli_ratio"] = figures["cli_ms"] / figures["bare_ms"]
+        # the same command on the first prompt only: what start-up (interpreter, imports, model
+        # load, first image) costs; the difference is the CLI's steady per-image time
+        one_path = work / "one.txt"
+        one_path.write_text(texts[0] + "\n", encoding="utf-8")
+        one = [one_path if a == str(list_path) else a for a in common]
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sdstudio", *map(str, one), "--out",
+                        str(work / "cli-one")], env=env, check=True)
+        t_one = time.perf_counter() - t0
+        figures["cli_startup_s"] = t_one
+        figures["cli_steady_ms"] = (t_all - t_one) / (n - 1) * 1000
+        figures["cli_steady_ratio"] = figures["cli_steady_ms"] / figures["bare_ms"]
 
         env1 = dict(env, OMP_NUM_THREADS="1")
         half = n // 2
@@ -201,16 +245,26 @@ def main() -> int:
             figures["two_ratio_vs_bare2_wall"] = figures["two_ms"] / figures["bare2_wall_ms"]
 
     print()
-    print(f"{'what':52s} {'ms/image':>9s} {'ratio':>7s}")
-    print(f"{'bare diffusers loop (baseline, in process)':52s} {figures['bare_ms']:9.1f}"
-          f" {1.0:7.3f}")
+    print(f"medians over {args.rounds} rounds (min in brackets); paired = median over rounds "
+          "of the ratio to that round's bare loop; CPU = process CPU time, all threads")
+    print(f"{'what':52s} {'ms/image':>9s} {'(min)':>7s} {'ratio':>7s} {'paired':>7s} "
+          f"{'CPU':>6s}")
+    print(f"{'bare diffusers loop (baseline, in process)':52s} {figures['bare_ms']:9.1f} "
+          f"{figures['bare_min_ms']:7.1f} {1.0:7.3f}")
     print(f"{'Engine.generate loop, no saving (engine overhead)':52s} "
-          f"{figures['engine_ms']:9.1f} {figures['engine_ratio']:7.3f}")
+          f"{figures['engine_ms']:9.1f} {figures['engine_min_ms']:7.1f} "
+          f"{figures['engine_ratio']:7.3f} {figures['engine_paired_ratio']:7.3f} "
+          f"{figures['engine_cpu_ratio']:6.3f}")
     print(f"{'BatchRunner in process (PNG+metadata+manifest)':52s} {figures['runner_ms']:9.1f}"
-          f" {figures['runner_ratio']:7.3f}  ({figures['runner_vs_engine']:.3f} x engine loop)")
+          f" {figures['runner_min_ms']:7.1f} {figures['runner_ratio']:7.3f} "
+          f"{figures['runner_paired_ratio']:7.3f} {figures['runner_cpu_ratio']:6.3f}"
+          f"  ({figures['runner_vs_engine']:.3f} x engine loop; goal <= 1.02 x bare)")
     if "cli_ms" in figures:
         print(f"{'sdstudio batch subprocess (incl. start-up)':52s} {figures['cli_ms']:9.1f}"
-              f" {figures['cli_ratio']:7.3f}")
+              f" {'':7s} {figures['cli_ratio']:7.3f}")
+        print(f"{'sdstudio batch subprocess, per image after start-up':52s} "
+              f"{figures['cli_steady_ms']:9.1f} {'':7s} {figures['cli_steady_ratio']:7.3f}"
+              f"  (start-up + 1 image: {figures['cli_startup_s']:.1f} s)")
         print(f"{'2 bare processes, wall incl. start-up':52s} {figures['bare2_wall_ms']:9.1f}")
         print(f"{'2 bare processes, loop only (slowest)':52s} {figures['bare2_loop_ms']:9.1f}")
     if "two_ms" in figures:
