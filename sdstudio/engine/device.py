@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -105,19 +106,31 @@ def memory_info(device: torch.device) -> tuple[int, int]:
         return 8 << 30, 16 << 30
 
 
-def vram_usage(device: torch.device | None) -> VramUsage | None:
-    """GPU memory in use on a CUDA ``device`` (one read of the caching allocator's counters,
-    cheap enough for every step); None for any other device or when CUDA cannot say."""
+_VRAM_READ_EVERY_S = 0.25
+_vram_cache: dict[int, tuple[float, VramUsage]] = {}
+
+
+def vram_usage(device: torch.device | None, *, max_age_s: float = _VRAM_READ_EVERY_S
+               ) -> VramUsage | None:
+    """GPU memory in use on a CUDA ``device``; None for any other device or when CUDA cannot
+    say. Reading the caching allocator's counters builds a dict of a few hundred entries, so
+    on the per-step path a reading younger than ``max_age_s`` is reused."""
     if device is None or device.type != "cuda":
         return None
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
+        now = time.monotonic()
+        cached = _vram_cache.get(index)
+        if cached is not None and now - cached[0] < max_age_s:
+            return cached[1]
         stats = torch.cuda.memory_stats_as_nested_dict(index)
         allocated = stats.get("allocated_bytes", {}).get("all", {})
         reserved = stats.get("reserved_bytes", {}).get("all", {})
-        return VramUsage(allocated=int(allocated.get("current", 0)),
-                         reserved=int(reserved.get("current", 0)),
-                         peak=int(allocated.get("peak", 0)), total=_cuda_total(index))
+        usage = VramUsage(allocated=int(allocated.get("current", 0)),
+                          reserved=int(reserved.get("current", 0)),
+                          peak=int(allocated.get("peak", 0)), total=_cuda_total(index))
+        _vram_cache[index] = (now, usage)
+        return usage
     except Exception:
         return None
 

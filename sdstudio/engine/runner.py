@@ -186,7 +186,8 @@ class Engine:
         ready = ModelReady(
             name=source.name, arch=arch, device=choice.name, dtype=choice.dtype_name,
             memory=plan.to_dict(), untrained=source.untrained,
-            load_s=round(time.perf_counter() - started, 3), vram=devices.vram_usage(choice.device),
+            load_s=round(time.perf_counter() - started, 3),
+            vram=devices.vram_usage(choice.device, max_age_s=0),
         )
         self.loaded = ready
         on_event(LoadProgress("Model ready", 1.0))
