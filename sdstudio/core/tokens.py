@@ -19,7 +19,6 @@ The vocabulary is loaded lazily on first use (about 0.3 s); importing this modul
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import unicodedata
@@ -99,16 +98,22 @@ class ClipTokenizer:
         with self._lock:
             if self._loaded:
                 return
-            encoder = json.loads((self.folder / "vocab.json").read_text(encoding="utf-8"))
+            # CLIP's vocabulary is its byte symbols, the same with "</w>", one token per merge
+            # and the two special tokens, in that order (exactly how vocab.json is made). It is
+            # rebuilt from merges.txt in a Python loop instead of parsing the 1.5 MB vocab.json:
+            # json.loads would hold the interpreter lock for ~40 ms while the window runs.
+            symbols = list(bytes_to_unicode().values())
+            tokens = symbols + [sym + "</w>" for sym in symbols]
             ranks: dict[tuple[str, str], int] = {}
             with open(self.folder / "merges.txt", encoding="utf-8") as fh:
-                rank = 0
                 for line in fh:
                     if line.startswith("#version") or not line.strip():
                         continue
                     first, _, second = line.rstrip("\n").partition(" ")
-                    ranks[(first, second)] = rank
-                    rank += 1
+                    ranks[(first, second)] = len(ranks)
+                    tokens.append(first + second)
+            tokens += ["<|startoftext|>", "<|endoftext|>"]
+            encoder = {token: index for index, token in enumerate(tokens)}
             try:
                 import regex
 

@@ -177,3 +177,14 @@ def test_import_is_fast_and_lazy() -> None:
                              check=True, cwd=Path(__file__).resolve().parents[2])
         times.append(float(out.stdout.strip()))
     assert min(times) < 0.05, times
+
+
+def test_encoder_rebuilt_from_merges_equals_the_shipped_vocab() -> None:
+    import json
+
+    from sdstudio.core.tokens import ClipTokenizer, default_tokenizer_dir
+
+    tok = ClipTokenizer(default_tokenizer_dir())
+    tok._ensure_loaded()
+    shipped = json.loads((default_tokenizer_dir() / "vocab.json").read_text(encoding="utf-8"))
+    assert tok._encoder == shipped
