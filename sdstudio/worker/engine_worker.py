@@ -193,58 +193,55 @@ class EngineWorker(QObject):
     def run_job(self, job_id: int, request: GenerationRequest, cancel: CancelToken,
                 save: object) -> None:
         """``save`` is ``(out_dir, pattern)`` or None (images are then only reported)."""
-        if cancel.cancelled:
-            self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
-            return
-        self.jobStarted.emit(job_id)
-        engine = self._engine
-        if engine is None:
-            failure = self._engine_failure or Failure("The engine is not running")
-            self.jobDone.emit(job_id, JobState.FAILED.value,
-                              Failure(failure.message, failure.details, failure.kind, job_id))
-            return
-        saved = 0
 
-        def on_event(event: EngineEvent) -> None:
-            nonlocal saved
-            if isinstance(event, Progress):
-                self.jobProgress.emit(job_id, event)
-            elif isinstance(event, Preview):
-                try:
-                    self.jobPreview.emit(job_id, pil_to_qimage(event.image))
-                except Exception:
-                    log.debug("preview conversion failed", exc_info=True)
-            elif isinstance(event, ImageReady):
-                self._deliver(job_id, event, save)
-                saved += 1
-            elif isinstance(event, ModelReady):
-                self.loaded = event
-                self.modelReady.emit(event)
-            elif isinstance(event, LoadProgress):
-                self.loadProgress.emit(event)
-            elif isinstance(event, Notice):
-                self.jobNotice.emit(job_id, event.message)
+        def body(engine: EngineLike) -> JobState:
+            saved = 0
 
-        try:
+            def on_event(event: EngineEvent) -> None:
+                nonlocal saved
+                if isinstance(event, Progress):
+                    self.jobProgress.emit(job_id, event)
+                elif isinstance(event, Preview):
+                    try:
+                        self.jobPreview.emit(job_id, pil_to_qimage(event.image))
+                    except Exception:
+                        log.debug("preview conversion failed", exc_info=True)
+                elif isinstance(event, ImageReady):
+                    self._deliver(job_id, event, save)
+                    saved += 1
+                elif isinstance(event, ModelReady):
+                    self.loaded = event
+                    self.modelReady.emit(event)
+                elif isinstance(event, LoadProgress):
+                    self.loadProgress.emit(event)
+                elif isinstance(event, Notice):
+                    self.jobNotice.emit(job_id, event.message)
+
             results = engine.generate(request, on_event, cancel)
-        except CancelledError:
-            self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
-            return
-        except BaseException as exc:
-            log.info("job %s failed: %s", job_id, exc)
-            self.jobDone.emit(job_id, JobState.FAILED.value,
-                              Failure.from_exception(exc, job_id=job_id))
-            return
-        # An engine that returns images without reporting them still gets them saved.
-        for event in list(results or [])[saved:]:
-            self._deliver(job_id, event, save)
-        self.jobDone.emit(job_id, JobState.DONE.value, None)
+            # An engine that returns images without reporting them still gets them saved.
+            for event in list(results or [])[saved:]:
+                self._deliver(job_id, event, save)
+            return JobState.DONE
+
+        self._run_guarded(job_id, cancel, "job", body)
 
     @Slot(int, object, object)
     def run_task(self, job_id: int, task: WorkerTask, cancel: CancelToken) -> None:
         """Run ``task(context)`` here, with this thread's engine; nothing else runs meanwhile.
         CancelledError (or a cancelled token) ends it as cancelled; any other exception
         fails the job with a one-line message."""
+
+        def body(engine: EngineLike) -> JobState:
+            task(TaskContext(self, job_id, engine, cancel))
+            return JobState.CANCELLED if cancel.cancelled else JobState.DONE
+
+        self._run_guarded(job_id, cancel, "task", body)
+
+    def _run_guarded(self, job_id: int, cancel: CancelToken, what: str,
+                     body: Callable[[EngineLike], JobState]) -> None:
+        """The frame every job and task runs in: skipped when already cancelled, failed when
+        the engine is not running, and every outcome reported exactly once by ``jobDone``
+        (CancelledError = cancelled; any other exception = failed, with a one-line cause)."""
         if cancel.cancelled:
             self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
             return
@@ -256,16 +253,15 @@ class EngineWorker(QObject):
                               Failure(failure.message, failure.details, failure.kind, job_id))
             return
         try:
-            task(TaskContext(self, job_id, engine, cancel))
+            state = body(engine)
         except CancelledError:
             self.jobDone.emit(job_id, JobState.CANCELLED.value, None)
             return
         except BaseException as exc:
-            log.info("task %s failed: %s", job_id, exc)
+            log.info("%s %s failed: %s", what, job_id, exc)
             self.jobDone.emit(job_id, JobState.FAILED.value,
                               Failure.from_exception(exc, job_id=job_id))
             return
-        state = JobState.CANCELLED if cancel.cancelled else JobState.DONE
         self.jobDone.emit(job_id, state.value, None)
 
     @Slot(object)
