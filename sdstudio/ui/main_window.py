@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
         scroll.setWidget(self.prompt_panel)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setMinimumWidth(360)
+        scroll.setMinimumWidth(310)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.prompt_scroll = scroll
 
@@ -270,7 +270,7 @@ class MainWindow(QMainWindow):
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.queue_view = QueueView(self.queue, dock)
         dock.setWidget(self.queue_view)
-        dock.setMinimumWidth(250)
+        dock.setMinimumWidth(220)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.queue_dock = dock
 

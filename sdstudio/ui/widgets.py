@@ -219,11 +219,13 @@ class QueueView(QWidget):
         lay.addWidget(self.placeholder)
         row = QHBoxLayout()
         row.setSpacing(4)
-        self.cancel_button = QPushButton(icon("stop"), "Cancel r&unning", self)
+        self.cancel_button = QPushButton(icon("stop"), "Canc&el", self)
+        self.cancel_button.setToolTip("Cancel the running job (Esc)")
         self.remove_button = QPushButton(icon("delete"), "&Remove", self)
         self.remove_button.setToolTip("Remove the selected jobs (Delete); a running job is "
                                       "cancelled")
         self.clear_button = QPushButton("Clear &finished", self)
+        self.clear_button.setToolTip("Take the finished, failed and cancelled jobs off the list")
         for b in (self.cancel_button, self.remove_button, self.clear_button):
             row.addWidget(b)
         lay.addLayout(row)

@@ -19,7 +19,14 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPalette,
 )
-from PySide6.QtWidgets import QBoxLayout, QFileDialog, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QBoxLayout,
+    QFileDialog,
+    QLabel,
+    QSizePolicy,
+    QToolButton,
+    QWidget,
+)
 
 from sdstudio.core.errors import ImageInputError
 from sdstudio.core.images import MAX_INPUT_PIXELS as MAX_LOAD_PIXELS
@@ -120,6 +127,9 @@ def add_info_and_fit(owner: QWidget, bar: QBoxLayout, view: QWidget, fit_tip: st
     canvas's tool bar; returns both."""
     info = QLabel(owner)
     info.setTextFormat(Qt.TextFormat.PlainText)
+    # status text only: it may be cut off rather than widen the window
+    info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    info.setMinimumWidth(0)
     pal = info.palette()
     pal.setColor(QPalette.ColorRole.WindowText,
                  pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText))
