@@ -6,7 +6,14 @@ be reached without pulling torch in at import time.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# transformers and diffusers print warnings meant for library developers (a missing
+# torchvision for image processors SD Studio never uses, deprecations) on every start; the
+# app reports what matters itself. An explicit setting in the environment still wins.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 if TYPE_CHECKING:
     from sdstudio.engine.runner import Engine
