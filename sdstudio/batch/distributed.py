@@ -13,7 +13,8 @@ appends to its own ``manifest.rank<k>.jsonl`` (see storage/manifest.py), so no f
 writers.
 
 accelerate (and so torch) is imported only when the process was started by a distributed
-launcher; a plain ``sdstudio batch`` uses ``Single``, which needs neither.
+launcher, through ``sdstudio.engine.distributed`` (the only package that imports torch & co.);
+a plain ``sdstudio batch`` uses ``Single``, which needs neither.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -63,57 +64,11 @@ class Single:
         return list(items)
 
 
-class AccelerateProcesses:
-    """Backed by ``accelerate.PartialState`` (started by ``accelerate launch``)."""
-
-    def __init__(self, state: Any | None = None) -> None:
-        if state is None:
-            from accelerate import PartialState
-
-            # Without CUDA, accelerate only sets up a process group when told to use the CPU
-            # (gloo); otherwise every process would believe it is alone and make every image.
-            state = PartialState(cpu=not _cuda_available())
-            expected = _world_size()
-            if int(state.num_processes) != expected:
-                from sdstudio.core.errors import SDStudioError
-
-                raise SDStudioError(
-                    f"started as {expected} processes but accelerate set up "
-                    f"{state.num_processes}; refusing to run every image in every process"
-                )
-        self._state = state
-        self.rank = int(state.process_index)
-        self.world = int(state.num_processes)
-        self.device = str(state.device)
-
-    @property
-    def is_main(self) -> bool:
-        return bool(self._state.is_main_process)
-
-    def main_process_first(self) -> contextlib.AbstractContextManager[None]:
-        return self._state.main_process_first()  # type: ignore[no-any-return]
-
-    def wait_for_everyone(self) -> None:
-        self._state.wait_for_everyone()
-
-    def split(self, items: Sequence[T]) -> list[T]:
-        with self._state.split_between_processes(list(items)) as mine:
-            return list(mine)
-
-
 def _world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
-
-
-def _cuda_available() -> bool:
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def launched_distributed() -> bool:
@@ -123,4 +78,9 @@ def launched_distributed() -> bool:
 
 
 def detect_processes() -> Processes:
-    return AccelerateProcesses() if launched_distributed() else Single()
+    if not launched_distributed():
+        return Single()
+    # accelerate imports torch: that side lives in the engine package (import boundary)
+    from sdstudio.engine.distributed import AccelerateProcesses
+
+    return AccelerateProcesses(expected_world=_world_size())
