@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
@@ -151,20 +153,10 @@ class SettingsDialog(QDialog):
         label = QLabel("&Device", dev)
         label.setBuddy(self.device_combo)
         dform.addRow(label, self.device_combo)
-        self.precision_combo = QComboBox(dev)
-        for value in PRECISIONS:
-            self.precision_combo.addItem(PRECISION_LABELS.get(value, value), value)
-        self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(eng.precision)))
-        label = QLabel("P&recision", dev)
-        label.setBuddy(self.precision_combo)
-        dform.addRow(label, self.precision_combo)
-        self.memory_combo = QComboBox(dev)
-        for value in MEMORY_MODES:
-            self.memory_combo.addItem(MEMORY_LABELS.get(value, value), value)
-        self.memory_combo.setCurrentIndex(max(0, self.memory_combo.findData(eng.memory_mode)))
-        label = QLabel("Memory &mode", dev)
-        label.setBuddy(self.memory_combo)
-        dform.addRow(label, self.memory_combo)
+        self.precision_combo = _choice_row(dform, dev, "P&recision", PRECISIONS,
+                                           PRECISION_LABELS, eng.precision)
+        self.memory_combo = _choice_row(dform, dev, "Memory &mode", MEMORY_MODES,
+                                        MEMORY_LABELS, eng.memory_mode)
         note = QLabel("Device and precision changes apply when the next model loads.", dev)
         note.setWordWrap(True)
         note.setEnabled(False)
@@ -208,3 +200,16 @@ class SettingsDialog(QDialog):
             filename_pattern=self.pattern_edit.text().strip() or "{index}-{seed}",
             engine=eng,
         )
+
+
+def _choice_row(form: QFormLayout, parent: QWidget, text: str, values: Sequence[str],
+                labels: Mapping[str, str], current: str) -> QComboBox:
+    """A labelled combo box of ``values`` (shown by ``labels``) added to ``form``."""
+    combo = QComboBox(parent)
+    for value in values:
+        combo.addItem(labels.get(value, value), value)
+    combo.setCurrentIndex(max(0, combo.findData(current)))
+    label = QLabel(text, parent)
+    label.setBuddy(combo)
+    form.addRow(label, combo)
+    return combo

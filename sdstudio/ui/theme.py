@@ -46,8 +46,17 @@ def system_prefers_dark() -> bool:
         return False
 
 
-def light_palette() -> QPalette:
+def _palette(colours: dict[QPalette.ColorRole, str], disabled_text: str) -> QPalette:
     p = QPalette()
+    for role, colour in colours.items():
+        p.setColor(role, QColor(colour))
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
+                 QPalette.ColorRole.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(disabled_text))
+    return p
+
+
+def light_palette() -> QPalette:
     c = {
         QPalette.ColorRole.Window: "#f3f3f6",
         QPalette.ColorRole.WindowText: "#1d1d22",
@@ -69,16 +78,10 @@ def light_palette() -> QPalette:
         QPalette.ColorRole.HighlightedText: "#ffffff",
         QPalette.ColorRole.Link: "#5b2ee0",
     }
-    for role, colour in c.items():
-        p.setColor(role, QColor(colour))
-    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
-                 QPalette.ColorRole.ButtonText):
-        p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#a3a3ab"))
-    return p
+    return _palette(c, disabled_text="#a3a3ab")
 
 
 def dark_palette() -> QPalette:
-    p = QPalette()
     c = {
         QPalette.ColorRole.Window: "#232328",
         QPalette.ColorRole.WindowText: "#e8e8ed",
@@ -100,12 +103,7 @@ def dark_palette() -> QPalette:
         QPalette.ColorRole.HighlightedText: "#ffffff",
         QPalette.ColorRole.Link: "#b39dff",
     }
-    for role, colour in c.items():
-        p.setColor(role, QColor(colour))
-    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
-                 QPalette.ColorRole.ButtonText):
-        p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6c6c74"))
-    return p
+    return _palette(c, disabled_text="#6c6c74")
 
 
 STYLE_SHEET = """

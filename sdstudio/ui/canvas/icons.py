@@ -155,30 +155,27 @@ def _invert(p: QPainter, c: QColor) -> None:
     p.drawPath(half)
 
 
-def _save(p: QPainter, c: QColor) -> None:
+def _arrow_over_tray(p: QPainter, c: QColor, tail_y: float, head_y: float) -> None:
+    """A vertical arrow from ``tail_y`` to ``head_y`` above an open tray (save / load)."""
     _pen(p, c)
-    p.drawLine(QPointF(12, 3.5), QPointF(12, 14))
-    p.drawLine(QPointF(12, 14), QPointF(7.5, 9.5))
-    p.drawLine(QPointF(12, 14), QPointF(16.5, 9.5))
+    barb = 4.5 if head_y > tail_y else -4.5
+    p.drawLine(QPointF(12, tail_y), QPointF(12, head_y))
+    p.drawLine(QPointF(12, head_y), QPointF(7.5, head_y - barb))
+    p.drawLine(QPointF(12, head_y), QPointF(16.5, head_y - barb))
     path = QPainterPath()
     path.moveTo(4, 15)
     path.lineTo(4, 20)
     path.lineTo(20, 20)
     path.lineTo(20, 15)
     p.drawPath(path)
+
+
+def _save(p: QPainter, c: QColor) -> None:
+    _arrow_over_tray(p, c, tail_y=3.5, head_y=14)
 
 
 def _load(p: QPainter, c: QColor) -> None:
-    _pen(p, c)
-    p.drawLine(QPointF(12, 14.5), QPointF(12, 4))
-    p.drawLine(QPointF(12, 4), QPointF(7.5, 8.5))
-    p.drawLine(QPointF(12, 4), QPointF(16.5, 8.5))
-    path = QPainterPath()
-    path.moveTo(4, 15)
-    path.lineTo(4, 20)
-    path.lineTo(20, 20)
-    path.lineTo(20, 15)
-    p.drawPath(path)
+    _arrow_over_tray(p, c, tail_y=14.5, head_y=4)
 
 
 def _fit(p: QPainter, c: QColor) -> None:
