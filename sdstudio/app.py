@@ -115,7 +115,7 @@ def install_exception_hooks() -> _ErrorRelay:
 
 def _engine_factory() -> Any:
     if os.environ.get("SDSTUDIO_FAKE_ENGINE") == "1":
-        from sdstudio.worker.fake import fake_engine_factory
+        from sdstudio.testing.fake_engine import fake_engine_factory
 
         return fake_engine_factory()
     return None  # the worker's default: sdstudio.engine.Engine, created in the worker thread

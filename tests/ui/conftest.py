@@ -47,9 +47,9 @@ def make_window(qtbot: Any, tmp_path: Path, isolated_config: Path
     makes (in the worker thread); otherwise the real engine loads ``model`` (a tiny model
     folder). Windows are closed (worker stopped) at teardown."""
     from sdstudio.core.settings import EngineSettings, Settings, save_settings
+    from sdstudio.testing.fake_engine import fake_engine_factory
     from sdstudio.ui.main_window import MainWindow
     from sdstudio.worker import JobQueue
-    from sdstudio.worker.fake import fake_engine_factory
 
     windows: list[Any] = []
 

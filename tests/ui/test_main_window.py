@@ -15,9 +15,9 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.testing.fake_engine import FakeScript
 from sdstudio.ui.main_window import TAB_IMG2IMG, TAB_INPAINT, MainWindow
 from sdstudio.worker import JobState
-from sdstudio.worker.fake import FakeScript
 from tests.ui.helpers import send_drag_and_drop
 
 L = Qt.MouseButton.LeftButton

@@ -13,10 +13,10 @@ from PySide6.QtCore import Qt
 
 from sdstudio.core.events import GIB, VramUsage
 from sdstudio.core.settings import EngineSettings
+from sdstudio.testing.fake_engine import FakeScript
 from sdstudio.ui.batch_panel import BatchPanel
 from sdstudio.ui.main_window import MainWindow
 from sdstudio.worker import JobState
-from sdstudio.worker.fake import FakeScript
 
 LOAD_TIMEOUT = 120_000  # the first test of a run imports torch in the worker thread
 RUN_TIMEOUT = 60_000

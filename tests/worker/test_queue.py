@@ -10,8 +10,8 @@ from PySide6.QtCore import QThread
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import GenerationRequest
+from sdstudio.testing.fake_engine import FakeEngine, FakeScript, fake_engine_factory
 from sdstudio.worker import JobQueue, JobState
-from sdstudio.worker.fake import FakeEngine, FakeScript, fake_engine_factory
 
 REQ = GenerationRequest(prompt="a cat", width=64, height=64, steps=2, seed=5)
 
