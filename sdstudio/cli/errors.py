@@ -1,0 +1,87 @@
+"""Errors -> one line on stderr and an exit status: 2 bad input, 1 failure, 130 cancelled.
+Unexpected errors also leave their traceback in the CLI log; none is printed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sdstudio.cli.common import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILURE, PROG
+from sdstudio.core import paths
+from sdstudio.core.errors import (
+    CancelledError,
+    ImageInputError,
+    MetadataError,
+    ModelError,
+    PromptListError,
+    RequestError,
+    SDStudioError,
+)
+
+BAD_INPUT_ERRORS: tuple[type[SDStudioError], ...] = (
+    RequestError,
+    ImageInputError,
+    ModelError,
+    MetadataError,
+    PromptListError,
+)
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, SDStudioError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{reason}{where}".splitlines()[0]
+    text = str(exc).strip()
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__).splitlines()[0]
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """Bad input (exit 2): the listed errors, a missing file, and any SDStudioError that is
+    also a ValueError (a bad file name pattern, say)."""
+    return isinstance(exc, (*BAD_INPUT_ERRORS, FileNotFoundError)) or (
+        isinstance(exc, SDStudioError) and isinstance(exc, ValueError)
+    )
+
+
+def log_unexpected(exc: BaseException, argv: Sequence[str]) -> Path | None:
+    """Append the traceback to the CLI log in the platform's log folder."""
+    try:
+        folder = paths.log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "cli.log"
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"--- {datetime.datetime.now().isoformat(timespec='seconds')} "
+                     f"{PROG} {' '.join(argv)}\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return log
+    except OSError:
+        return None
+
+
+def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
+                argv: Sequence[str]) -> int:
+    """Run a subcommand: every error becomes one line on stderr and an exit status."""
+    try:
+        return int(handler(args) or 0)
+    except (CancelledError, KeyboardInterrupt):
+        print(f"{PROG}: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (SDStudioError, OSError) as exc:
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILURE
+    except MemoryError:
+        print(f"{PROG}: error: out of memory; try a smaller size or fewer images per run",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:
+        log = log_unexpected(exc, argv)
+        where = f" (details in {log})" if log else ""
+        print(f"{PROG}: error: unexpected {one_line(exc)}{where}", file=sys.stderr)
+        return EXIT_FAILURE
