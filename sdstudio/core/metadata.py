@@ -34,44 +34,22 @@ from typing import Any
 
 from sdstudio import __version__
 from sdstudio.core.errors import MetadataError, RequestError
-from sdstudio.core.request import (
-    SAMPLER_NAMES,
-    GenerationInfo,
-    GenerationRequest,
-    LoraSpec,
-    Mode,
-)
+from sdstudio.core.fields import FieldSpec, InfotextKey, infotext_keys
+from sdstudio.core.request import FIELD_NAMES, GenerationInfo, GenerationRequest, LoraSpec
 
 # AUTOMATIC1111's parameter regex (modules/infotext_utils.py): "Key: value" or "Key: "json""
 RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 
 SDSTUDIO_FORMAT = "sdstudio"
 SDSTUDIO_FORMAT_VERSION = 1
 NEGATIVE_PREFIX = "Negative prompt:"
-DEFAULT_SAMPLER: str = GenerationRequest.__dataclass_fields__["sampler"].default
 
-# Keys whose values become request fields (or ParsedInfotext fields); everything else is extra.
-_CONSUMED = frozenset({
-    "Steps", "Sampler", "CFG scale", "Seed", "Size", "Model", "Model hash",
-    "Denoising strength", "Mask blur", "Inpaint area", "Masked area padding", "Clip skip", "RNG",
-})
+# Keys the info (not the request) supplies: read into ParsedInfotext, never extras.
+_INFO_KEYS = frozenset({"Model", "Model hash"})
 
-# Sampler spellings used by other tools (ComfyUI/Fooocus internal names, old k-diffusion names)
-_SAMPLER_ALIASES: dict[str, str] = {
-    "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a", "euler_ancestral": "Euler a",
-    "euler a": "Euler a", "euler_a": "Euler a",
-    "k_euler": "Euler", "euler": "Euler",
-    "k_lms": "LMS", "lms": "LMS",
-    "k_heun": "Heun", "heun": "Heun",
-    "k_dpm_2": "DPM2", "dpm_2": "DPM2",
-    "k_dpm_2_a": "DPM2 a", "k_dpm_2_ancestral": "DPM2 a", "dpm_2_ancestral": "DPM2 a",
-    "dpmpp_2m": "DPM++ 2M", "k_dpmpp_2m": "DPM++ 2M",
-    "dpmpp_sde": "DPM++ SDE", "dpmpp_sde_gpu": "DPM++ SDE",
-    "dpmpp_2m_sde": "DPM++ 2M SDE", "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
-    "ddim": "DDIM", "plms": "PLMS", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "unipc": "UniPC",
-}
-_SAMPLERS_LOWER = {name.lower(): name for name in SAMPLER_NAMES}
+
+def _request_keys() -> list[tuple[InfotextKey, FieldSpec]]:
+    return infotext_keys(GenerationRequest)
 
 
 @dataclass(frozen=True)
@@ -130,39 +108,39 @@ def infotext_params(
 ) -> dict[str, Any]:
     """The parameter line's keys and values, in AUTOMATIC1111's order (values unquoted)."""
     info = info or GenerationInfo()
-    params: dict[str, Any] = {
-        "Steps": request.steps,
-        "Sampler": request.sampler,
-        "CFG scale": request.cfg_scale,
-        "Seed": request.seed,
-        "Size": f"{request.width}x{request.height}",
-    }
-    if info.model_hash:
-        params["Model hash"] = info.model_hash
-    if info.model_name:
-        params["Model"] = info.model_name
-    if info.vae_sha256:
-        params["VAE hash"] = info.vae_sha256[:10]
-    if info.vae_name:
-        params["VAE"] = info.vae_name
-    mode = request.mode
-    if mode in (Mode.IMG2IMG, Mode.INPAINT):
-        params["Denoising strength"] = request.strength
-    if request.clip_skip != 1:
-        params["Clip skip"] = request.clip_skip
-    if request.rng == "cpu":  # A1111: a missing RNG key means the GPU generator
-        params["RNG"] = "CPU"
-    if mode is Mode.INPAINT:
-        params["Mask blur"] = request.mask_blur
-        if request.inpaint_only_masked:
-            params["Inpaint area"] = "Only masked"
-            params["Masked area padding"] = request.inpaint_padding
+    params: dict[str, Any] = {}
+    for key, sp in _request_keys():
+        _put(params, key.key, key.write(request, sp))
+    _put(params, "Model hash", info.model_hash or None)
+    _put(params, "Model", info.model_name or None)
+    _put(params, "VAE hash", info.vae_sha256[:10] or None)
+    _put(params, "VAE", info.vae_name or None)
     if info.lora_hashes:
         params["Lora hashes"] = ", ".join(
             f"{_lora_name(name)}: {digest}" for name, digest in info.lora_hashes.items()
         )
     params["Version"] = f"sdstudio {__version__}"
-    return params
+    extra = _A1111_ORDER.index(_EXTRA)
+    ranked = sorted(enumerate(params), key=lambda p: (
+        _A1111_ORDER.index(p[1]) if p[1] in _A1111_ORDER else extra, p[0]))
+    return {key: params[key] for _, key in ranked}
+
+
+# The order of AUTOMATIC1111's parameter line (modules/processing.py create_infotext): its
+# own keys, then the extra generation parameters (img2img's mask keys, hires fix, LoRA
+# hashes, ...) in the order they were added, then the version. Keys not named here are extras.
+_EXTRA = "*extra*"
+_A1111_ORDER = (
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Size",
+    "Model hash", "Model", "VAE hash", "VAE", "Variation seed", "Variation seed strength",
+    "Seed resize from", "Denoising strength", "Clip skip", "RNG",
+    "Mask blur", "Inpaint area", "Masked area padding", _EXTRA, "Lora hashes", "Version",
+)
+
+
+def _put(params: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        params[key] = value
 
 
 def to_infotext(request: GenerationRequest, info: GenerationInfo | None = None) -> str:
@@ -224,47 +202,15 @@ def _parse_infotext(text: str) -> ParsedInfotext:
     prompt = "\n".join(prompt_lines).strip()
     negative = "\n".join(negative_lines).strip()
 
-    extras = {k: v for k, v in params.items() if k not in _CONSUMED}
+    keys = _request_keys()
+    consumed = _INFO_KEYS.union(*(k.consumes for k, _ in keys))
+    extras = {k: v for k, v in params.items() if k not in consumed}
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
-    fields["steps"] = _int(params, "Steps")
-    if "CFG scale" in params:
-        fields["cfg_scale"] = _float(params, "CFG scale")
-    if "Seed" in params:
-        fields["seed"] = _int(params, "Seed")
-    if "Size" in params:
-        m = RE_IMAGESIZE.match(params["Size"].strip())
-        if not m:
-            raise MetadataError(f"Size {params['Size']!r} is not WIDTHxHEIGHT")
-        fields["width"], fields["height"] = int(m.group(1)), int(m.group(2))
-    if "Denoising strength" in params:
-        fields["strength"] = _float(params, "Denoising strength")
-    if "Mask blur" in params:
-        fields["mask_blur"] = _int(params, "Mask blur")
-    if "Inpaint area" in params:
-        area = params["Inpaint area"].strip().lower()
-        fields["inpaint_only_masked"] = area == "only masked"
-        if area not in ("only masked", "whole picture"):
-            extras["Inpaint area"] = params["Inpaint area"]
-    if "Masked area padding" in params:
-        fields["inpaint_padding"] = _int(params, "Masked area padding")
-    if "Clip skip" in params:
-        fields["clip_skip"] = _int(params, "Clip skip")
-    rng = params.get("RNG", "GPU").strip().upper()
-    fields["rng"] = "cpu" if rng == "CPU" else "device"
-    if rng not in ("CPU", "GPU"):
-        extras["RNG"] = params["RNG"]
-
-    sampler, used_schedule = _resolve_sampler(
-        params.get("Sampler", ""), params.get("Schedule type") or params.get("Scheduler") or ""
-    )
-    if sampler is None:
-        if "Sampler" in params:
-            extras["Sampler"] = params["Sampler"]
-        sampler = DEFAULT_SAMPLER
-    if used_schedule:
-        extras.pop("Schedule type", None)
-        extras.pop("Scheduler", None)
-    fields["sampler"] = sampler
+    for key, sp in keys:
+        try:
+            key.read(params, extras, sp, fields)
+        except ValueError as exc:
+            raise MetadataError(str(exc)) from None
 
     loras = _fooocus_loras(extras.get("Lora weights", ""))
     if loras:
@@ -280,60 +226,6 @@ def _parse_infotext(text: str) -> ParsedInfotext:
         model_name=params.get("Model", "").strip(),
         model_hash=model_hash,
     )
-
-
-def _int(params: Mapping[str, str], key: str) -> int:
-    text = params[key].strip()
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise MetadataError(f"{key} {params[key]!r} is not a whole number") from None
-
-
-def _float(params: Mapping[str, str], key: str) -> float:
-    try:
-        value = float(params[key].strip())
-    except ValueError:
-        raise MetadataError(f"{key} {params[key]!r} is not a number") from None
-    if not math.isfinite(value):
-        raise MetadataError(f"{key} {params[key]!r} is not a finite number")
-    return value
-
-
-def _known_sampler(name: str) -> str | None:
-    key = name.strip().lower()
-    return _SAMPLERS_LOWER.get(key) or _SAMPLER_ALIASES.get(key)
-
-
-def _resolve_sampler(name: str, schedule: str) -> tuple[str | None, bool]:
-    """(our sampler name or None, whether the schedule type was folded into it).
-
-    "DPM++ 2M" + "Karras" -> "DPM++ 2M Karras"; "Automatic" (or none) keeps the sampler;
-    Krita's "Default - DPM++ 2M" preset names give the part after " - "."""
-    name = name.strip()
-    if not name:
-        return None, False
-    candidates = [name]
-    if " - " in name:
-        candidates.append(name.rsplit(" - ", 1)[1])
-    schedule = schedule.strip().lower()
-    for candidate in candidates:
-        base = _known_sampler(candidate)
-        if base is None:
-            continue
-        if schedule == "karras" and not base.endswith("Karras"):
-            combined = _known_sampler(f"{base} Karras")
-            if combined:
-                return combined, True
-            return base, False  # e.g. "Euler a" + Karras: keep the schedule as an extra
-        return base, schedule in ("", "automatic", "karras")
-    return None, False
 
 
 def _fooocus_loras(text: str) -> tuple[LoraSpec, ...]:
@@ -389,7 +281,7 @@ def parse_sdstudio_json(text: str | bytes) -> tuple[GenerationRequest, Generatio
     if not isinstance(req_data, dict) or not isinstance(info_data, dict):
         raise MetadataError("sdstudio metadata lacks the request or info object")
     if version > SDSTUDIO_FORMAT_VERSION:  # written by a newer SD Studio: keep what we know
-        known = set(GenerationRequest.__dataclass_fields__)
+        known = set(FIELD_NAMES)
         req_data = {k: v for k, v in req_data.items() if k in known}
     try:
         request = GenerationRequest.from_dict(req_data)

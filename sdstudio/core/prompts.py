@@ -46,29 +46,29 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import PromptListError, RequestError
-from sdstudio.core.request import FIELD_NAMES, SAMPLER_NAMES, GenerationRequest
+from sdstudio.core.fields import InfotextKey
+from sdstudio.core.infotext_keys import parse_size
+from sdstudio.core.request import FIELD_NAMES, FIELDS, GenerationRequest
+from sdstudio.core.sampler_names import normalize_sampler
 
 FORMATS = ("txt", "csv", "jsonl")
 
-# Other names people use for request fields (A1111 script options, A1111 infotext keys, API).
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+# Other names people use for request fields: each field's aliases (A1111 script options, the
+# API, CSV headers) and its A1111 infotext key where that holds the plain value ("Denoising
+# strength", "CFG scale"); "size" (the infotext's Size: WIDTHxHEIGHT) sets width and height.
 ALIASES: dict[str, str] = {
-    "sampler_name": "sampler",
-    "sampler_index": "sampler",  # only when the value is a name, see _sampler()
-    "n_iter": "batch_count",
-    "denoising_strength": "strength",
-    "sd_model": "model",
-    "sd_model_checkpoint": "model",
-    "checkpoint": "model",
-    "cfg": "cfg_scale",
-    "negative": "negative_prompt",
-    "init": "init_image",
-    "image": "init_image",
-    "init_images": "init_image",
-    "mask_image": "mask",
-    "inpaint_full_res": "inpaint_only_masked",
-    "inpaint_full_res_padding": "inpaint_padding",
-    "lora": "loras",
+    **{_key(s.infotext.key): s.name for s in FIELDS
+       if s.infotext is not None and type(s.infotext) is InfotextKey},
+    **{_key(alias): s.name for s in FIELDS for alias in s.aliases},
 }
+SIZE = "size"
+_NAMES = frozenset((*FIELD_NAMES, SIZE))
 
 # A1111 script options that only steer A1111's own saving: ignored with a warning.
 IGNORED_OPTIONS = frozenset(
@@ -242,7 +242,7 @@ def detect_format(text: str) -> str:
         except (csv.Error, StopIteration):
             return "txt"
         names = {_field_name(c) for c in cells if c.strip()}
-        if len(cells) > 1 and "prompt" in names and names <= set(FIELD_NAMES) | {"size"}:
+        if len(cells) > 1 and "prompt" in names and names <= _NAMES:
             return "csv"
         return "txt"
     return "txt"
@@ -297,7 +297,7 @@ def _a1111_options(
         if tag in UNSUPPORTED_OPTIONS:
             return LineError(line_no, f"option {arg} is not supported by SD Studio", tag)
         fld = _field_name(tag)
-        if fld not in FIELD_NAMES and fld != "size":
+        if fld not in _NAMES:
             return LineError(line_no, f"unknown option {arg}", tag)
         res[tag] = value
     return res
@@ -317,7 +317,7 @@ def _parse_csv(text: str, warnings: list[LineError]) -> list[_Parsed]:
                 if row[0].lstrip().startswith("#"):
                     continue
                 header = [c.strip() for c in row]
-                unknown = [h for h in header if h and _field_name(h) not in (*FIELD_NAMES, "size")]
+                unknown = [h for h in header if h and _field_name(h) not in _NAMES]
                 if unknown:
                     raise PromptListError(
                         f"CSV header (line {start}) names unknown columns: "
@@ -362,7 +362,7 @@ def _parse_jsonl(text: str, warnings: list[LineError]) -> list[_Parsed]:
 
 # --------------------------------------------------------------------------------- building
 def _field_name(name: str) -> str:
-    key = re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+    key = _key(name)
     return ALIASES.get(key, key)
 
 
@@ -374,27 +374,11 @@ def _defaults_dict(defaults: GenerationRequest | Mapping[str, Any] | None) -> di
     return {_field_name(k): v for k, v in defaults.items()}
 
 
-def _sampler(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-
-    def norm(s: str) -> str:
-        s = s.strip().lower()
-        s = s.removeprefix("k_")
-        return re.sub(r"[\s_\-]+", "", s)
-
-    wanted = norm(value)
-    for name in SAMPLER_NAMES:
-        if norm(name) == wanted:
-            return name
-    return value.strip()  # validation reports it with the list of known names
-
-
 def _size(line_no: int, value: Any) -> tuple[int, int] | LineError:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(value))
-    if not m:
-        return LineError(line_no, f"size {value!r} is not WIDTHxHEIGHT", "size")
-    return int(m.group(1)), int(m.group(2))
+    try:
+        return parse_size(value)
+    except ValueError:
+        return LineError(line_no, f"size {value!r} is not WIDTHxHEIGHT", SIZE)
 
 
 def _build(
@@ -403,7 +387,7 @@ def _build(
     fields: dict[str, Any] = {}
     for key, value in raw.items():
         name = _field_name(key)
-        if name == "size":
+        if name == SIZE:
             size = _size(line_no, value)
             if isinstance(size, LineError):
                 return size
@@ -413,8 +397,8 @@ def _build(
             return LineError(line_no, f"unknown field {key!r}", str(key))
         if name in fields and _field_name(key) != key:
             continue  # the field's own name wins over an alias given on the same line
-        if name == "sampler":
-            value = _sampler(value)
+        if name == "sampler" and isinstance(value, str):
+            value = normalize_sampler(value)
         fields[name] = value
     prompt = fields.get("prompt", base.get("prompt", ""))
     if not isinstance(prompt, str) or not prompt.strip():

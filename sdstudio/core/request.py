@@ -13,31 +13,25 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from sdstudio.core.errors import RequestError
-
-# Sampler names as people know them from AUTOMATIC1111. engine/samplers.py maps each one to a
-# diffusers scheduler; a test checks the two lists agree.
-SAMPLER_NAMES: tuple[str, ...] = (
-    "Euler a",
-    "Euler",
-    "DPM++ 2M",
-    "DPM++ 2M Karras",
-    "DPM++ SDE",
-    "DPM++ SDE Karras",
-    "DPM++ 2M SDE",
-    "DPM++ 2M SDE Karras",
-    "DPM2",
-    "DPM2 a",
-    "DDIM",
-    "PLMS",
-    "LMS",
-    "LMS Karras",
-    "Heun",
-    "UniPC",
+from sdstudio.core.fields import (
+    IMAGE_MODES,
+    INPAINT_ONLY,
+    FieldSpec,
+    InfotextKey,
+    Mode,
+    Ui,
+    field_map,
+    request_fields,
+    spec,
 )
+from sdstudio.core.infotext_keys import FlagWordsKey, RngKey, SamplerKey, SizeKey, WhenKey
+from sdstudio.core.sampler_names import SAMPLER_NAMES
+
+__all__ = ["FIELD_NAMES", "MAX_SEED", "SAMPLER_NAMES", "GenerationInfo", "GenerationRequest",
+           "LoraSpec", "Mode", "request_spec"]
 
 RESIZE_MODES: tuple[str, ...] = ("resize", "crop", "fill")
 
@@ -49,12 +43,7 @@ MAX_BATCH_COUNT = 10000
 MAX_SEED = 2**32 - 1
 
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
-
-
-class Mode(str, Enum):
-    TXT2IMG = "txt2img"
-    IMG2IMG = "img2img"
-    INPAINT = "inpaint"
+_SIZE_KEY = SizeKey()
 
 
 @dataclass(frozen=True)
@@ -65,30 +54,109 @@ class LoraSpec:
     weight: float = 1.0
 
 
+def _size(name: str) -> dict[str, FieldSpec]:
+    return spec("int", name.capitalize(), help=f"{name} in pixels (a multiple of 8)",
+                minimum=64, maximum=MAX_SIDE, multiple_of=8, bounds_style="limits",
+                cli=(f"--{name}", f"-{name[0].upper()}"), metavar="PX", infotext=_SIZE_KEY,
+                ui=Ui("sampling", label="Si&ze" if name == "width" else "",
+                      inline=name == "height", widget="size", step=64))
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str
-    negative_prompt: str = ""
-    width: int = 512
-    height: int = 512
-    steps: int = 20
-    cfg_scale: float = 7.0
-    seed: int = -1  # -1 = random; the engine records the seed it used
-    sampler: str = "Euler a"
-    batch_size: int = 1  # images per run (one denoising call)
-    batch_count: int = 1  # number of runs
-    strength: float = 0.75  # denoising strength for img2img and inpaint
-    init_image: str | None = None  # path of the source image (img2img, inpaint)
-    mask: str | None = None  # path of the mask (white = repaint); needs init_image
-    mask_blur: int = 4  # pixels
-    inpaint_only_masked: bool = False  # work on the masked area's bounding box at full res
-    inpaint_padding: int = 32  # pixels around that box
-    resize_mode: str = "resize"  # how the init image fits width x height: resize, crop, fill
-    model: str = ""  # path, name in the model folders, or hub id; "" = configured or demo
-    vae: str = ""  # separate VAE file; "" = the model's own
-    loras: tuple[LoraSpec, ...] = ()  # besides the <lora:name:w> tags in the prompt
-    clip_skip: int = 1
-    rng: str = "cpu"  # where the initial noise is drawn: "cpu" (same on every device) or "device"
+    """Every field is declared once, with its :class:`~sdstudio.core.fields.FieldSpec`."""
+
+    prompt: str = field(metadata=spec(
+        "text", "Prompt", help="what to draw (<lora:name:weight> tags allowed)",
+        cli=("--prompt", "-p"), metavar="TEXT", ui=Ui("prompt", "&Prompt", widget="prompt")))
+    negative_prompt: str = field(default="", metadata=spec(
+        "text", "Negative prompt", help="what to avoid", cli=("--negative-prompt", "-n"),
+        metavar="TEXT", aliases=("negative",),
+        ui=Ui("prompt", "&Negative prompt", widget="prompt")))
+    width: int = field(default=512, metadata=_size("width"))
+    height: int = field(default=512, metadata=_size("height"))
+    steps: int = field(default=20, metadata=spec(
+        "int", "Steps", help="denoising steps", minimum=1, maximum=MAX_STEPS,
+        cli=("--steps", "-s"), metavar="N", infotext=InfotextKey("Steps"),
+        ui=Ui("sampling", "S&teps")))
+    cfg_scale: float = field(default=7.0, metadata=spec(
+        "float", "CFG scale", help="classifier-free guidance: how strongly the image follows "
+        "the prompt", noun="CFG scale", minimum=0, maximum=100, cli=("--cfg-scale", "-c"),
+        metavar="X", aliases=("cfg",), infotext=InfotextKey("CFG scale"),
+        ui=Ui("sampling", "C&FG", inline=True, step=0.5, decimals=1)))
+    seed: int = field(default=-1, metadata=spec(
+        "int", "Seed", help="-1 picks a new random seed for every run", minimum=0,
+        maximum=MAX_SEED, special=-1, special_meaning="random", metavar="N",
+        infotext=InfotextKey("Seed"), ui=Ui("sampling", "S&eed", widget="seed")))
+    sampler: str = field(default="Euler a", metadata=spec(
+        "choice", "Sampler", help="the sampling method (AUTOMATIC1111 names)",
+        choices=SAMPLER_NAMES, choice_message="unknown sampler {value!r}; choose one of: "
+        "{choices}", metavar="NAME", aliases=("sampler_name", "sampler_index"),
+        infotext=SamplerKey(), ui=Ui("sampling", "Sa&mpler")))
+    batch_size: int = field(default=1, metadata=spec(
+        "int", "Images per run", help="images made together in one run (uses more memory)",
+        minimum=1, maximum=MAX_BATCH_SIZE, cli=("--batch-size", "-b"), metavar="N",
+        ui=Ui("sampling", "&Images")))
+    batch_count: int = field(default=1, metadata=spec(
+        "int", "Number of runs", help="runs made one after the other", minimum=1,
+        maximum=MAX_BATCH_COUNT, metavar="N", aliases=("n_iter",),
+        ui=Ui("sampling", "R&uns", inline=True)))
+    strength: float = field(default=0.75, metadata=spec(
+        "float", "Denoising strength", help="how much the source image changes: 0 keeps it, "
+        "1 ignores it", minimum=0.0, maximum=1.0, metavar="X", modes=IMAGE_MODES,
+        aliases=("denoising_strength",),
+        infotext=InfotextKey("Denoising strength", modes=IMAGE_MODES),
+        ui=Ui("image", "Stren&gth", step=0.05, decimals=2)))
+    init_image: str | None = field(default=None, metadata=spec(
+        "path", "Init image", help="source image (img2img, inpaint)", cli=("--init-image", "-i"),
+        metavar="FILE", aliases=("init", "image", "init_images"), ui=Ui("external"),
+        persist=False))
+    mask: str | None = field(default=None, metadata=spec(
+        "path", "Mask", help="inpaint mask (white = repaint); needs an init image",
+        metavar="FILE", aliases=("mask_image",), ui=Ui("external"), persist=False))
+    mask_blur: int = field(default=4, metadata=spec(
+        "int", "Mask blur", help="soften the mask's edge by this many pixels", minimum=0,
+        maximum=256, metavar="PX", modes=INPAINT_ONLY,
+        infotext=InfotextKey("Mask blur", modes=INPAINT_ONLY),
+        ui=Ui("inpaint", "Mask b&lur", suffix=" px")))
+    inpaint_only_masked: bool = field(default=False, metadata=spec(
+        "bool", "Only masked area", help="inpaint the masked area's bounding box at full "
+        "resolution, then paste it back", modes=INPAINT_ONLY, aliases=("inpaint_full_res",),
+        infotext=FlagWordsKey("Inpaint area", "Only masked", "Whole picture", INPAINT_ONLY),
+        ui=Ui("inpaint", "Only &masked area")))
+    inpaint_padding: int = field(default=32, metadata=spec(
+        "int", "Padding", help="pixels of context around the masked area", noun="inpaint "
+        "padding", minimum=0, maximum=1024, metavar="PX", modes=INPAINT_ONLY,
+        aliases=("inpaint_full_res_padding",),
+        infotext=WhenKey("Masked area padding", lambda r: r.inpaint_only_masked, INPAINT_ONLY),
+        ui=Ui("inpaint", "Pa&dding", inline=True, suffix=" px")))
+    resize_mode: str = field(default="resize", metadata=spec(
+        "choice", "Resize mode", help="how the source image fits the size: resize (stretch), "
+        "crop, fill", choices=RESIZE_MODES, modes=IMAGE_MODES, ui=Ui("external")))
+    model: str = field(default="", metadata=spec(
+        "model", "Model", help="model folder or file, or a name in the model folders "
+        "(default: the configured model, else the untrained demo model)",
+        cli=("--model", "-m"), metavar="PATH|NAME",
+        aliases=("sd_model", "sd_model_checkpoint", "checkpoint"), ui=Ui("external"),
+        persist=False))
+    vae: str = field(default="", metadata=spec(
+        "model", "VAE", help="a separate VAE file or name in the VAE folders (default: the "
+        "model's own)", noun="VAE", metavar="PATH|NAME",
+        ui=Ui("advanced", "&VAE", widget="file-choice")))
+    loras: tuple[LoraSpec, ...] = field(default=(), metadata=spec(
+        "loras", "LoRAs", help="apply a LoRA (repeatable), besides the <lora:name:w> tags in "
+        "the prompt", noun="loras", cli=("--lora",), metavar="NAME:WEIGHT", aliases=("lora",),
+        ui=Ui("external"), persist=False))
+    clip_skip: int = field(default=1, metadata=spec(
+        "int", "Clip skip", help="stop at this CLIP layer from the end (1 = the last)",
+        minimum=1, maximum=12, metavar="N", infotext=InfotextKey("Clip skip",
+                                                                   omit_default=True),
+        ui=Ui("advanced", "C&lip skip")))
+    rng: str = field(default="cpu", metadata=spec(
+        "choice", "RNG", help="where the initial noise is drawn: cpu (the same image on every "
+        "device, as A1111's CPU setting) or device (the GPU's generator)", noun="rng",
+        choices=("cpu", "device"), choice_labels=("CPU", "GPU"), infotext=RngKey(),
+        ui=Ui("advanced", "&RNG")))
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -129,20 +197,10 @@ class GenerationRequest:
     def validated(self) -> GenerationRequest:
         """Return this request if every value is usable, else raise RequestError naming the
         field. Cheap: never touches files or allocates images."""
-        _check(isinstance(self.prompt, str), "prompt", "prompt must be text")
-        _check(isinstance(self.negative_prompt, str), "negative_prompt", "must be text")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            _check(_is_int(value), name, f"{name} must be a whole number, not {value!r}")
-            _check(value >= 64, name, f"{name} {value} is too small (at least 64)")
-            _check(
-                value <= MAX_SIDE, name, f"{name} {value} is too large (at most {MAX_SIDE})"
-            )
-            if value % 8:
-                lower, upper = value - value % 8, value - value % 8 + 8
-                raise RequestError(
-                    name, f"{name} {value} is not a multiple of 8 (use {lower} or {upper})"
-                )
+        for s in request_fields(type(self)):
+            problem = s.problem(getattr(self, s.name))
+            if problem:
+                raise RequestError(s.name, problem)
         _check(
             self.width * self.height <= MAX_PIXELS,
             "width",
@@ -150,74 +208,25 @@ class GenerationRequest:
             f"(at most {MAX_PIXELS // 1_000_000} megapixels)",
         )
         _check(
-            _is_int(self.steps) and 1 <= self.steps <= MAX_STEPS,
-            "steps",
-            f"steps must be between 1 and {MAX_STEPS}, not {self.steps!r}",
-        )
-        _check(
-            _is_num(self.cfg_scale) and 0 <= self.cfg_scale <= 100,
-            "cfg_scale",
-            f"CFG scale must be between 0 and 100, not {self.cfg_scale!r}",
-        )
-        _check(
-            _is_int(self.seed) and -1 <= self.seed <= MAX_SEED,
-            "seed",
-            f"seed must be -1 (random) or between 0 and {MAX_SEED}, not {self.seed!r}",
-        )
-        _check(
-            self.sampler in SAMPLER_NAMES,
-            "sampler",
-            f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}",
-        )
-        _check(
-            _is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
-            "batch_size",
-            f"images per run must be between 1 and {MAX_BATCH_SIZE}, not {self.batch_size!r}",
-        )
-        _check(
-            _is_int(self.batch_count) and 1 <= self.batch_count <= MAX_BATCH_COUNT,
-            "batch_count",
-            f"number of runs must be between 1 and {MAX_BATCH_COUNT}, not {self.batch_count!r}",
-        )
-        _check(
-            _is_num(self.strength) and 0.0 <= self.strength <= 1.0,
-            "strength",
-            f"denoising strength must be between 0 and 1, not {self.strength!r}",
-        )
-        _check(
             self.mask is None or bool(self.init_image),
             "mask",
             "a mask needs an init image to inpaint",
         )
-        _check(
-            _is_int(self.mask_blur) and 0 <= self.mask_blur <= 256,
-            "mask_blur",
-            f"mask blur must be between 0 and 256 pixels, not {self.mask_blur!r}",
-        )
-        _check(
-            _is_int(self.inpaint_padding) and 0 <= self.inpaint_padding <= 1024,
-            "inpaint_padding",
-            f"inpaint padding must be between 0 and 1024 pixels, not {self.inpaint_padding!r}",
-        )
-        _check(
-            self.resize_mode in RESIZE_MODES,
-            "resize_mode",
-            f"resize mode must be one of {', '.join(RESIZE_MODES)}, not {self.resize_mode!r}",
-        )
-        _check(
-            _is_int(self.clip_skip) and 1 <= self.clip_skip <= 12,
-            "clip_skip",
-            f"clip skip must be between 1 and 12, not {self.clip_skip!r}",
-        )
-        _check(self.rng in ("cpu", "device"), "rng", f"rng must be cpu or device, not {self.rng!r}")
         self.prompt_loras()  # raises on a malformed LoRA tag
         return self
 
     # --------------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """Every field, JSON-ready (LoRAs as ``{"name", "weight"}`` objects)."""
+        data = {s.name: getattr(self, s.name) for s in request_fields(type(self))}
         data["loras"] = [{"name": lo.name, "weight": lo.weight} for lo in self.loras]
         return data
+
+    def changed_dict(self) -> dict[str, Any]:
+        """Only the fields whose value differs from the default, as in :meth:`to_dict`."""
+        data = self.to_dict()
+        return {s.name: data[s.name] for s in request_fields(type(self))
+                if s.name == "prompt" or getattr(self, s.name) != s.default}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationRequest:
@@ -225,16 +234,23 @@ class GenerationRequest:
         values are converted to the field's type where that is lossless."""
         if "prompt" not in data:
             raise RequestError("prompt", "a request needs a prompt")
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = field_map(cls)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key not in known:
+            s = known.get(key)
+            if s is None:
                 raise RequestError(key, f"unknown request field {key!r}")
-            kwargs[key] = _coerce(key, known[key], value)
+            kwargs[key] = _coerce(s, value)
         return cls(**kwargs)
 
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest))
+FIELDS: tuple[FieldSpec, ...] = request_fields(GenerationRequest)
+FIELD_NAMES: tuple[str, ...] = tuple(s.name for s in FIELDS)
+
+
+def request_spec(name: str) -> FieldSpec:
+    """The spec of one request field (KeyError for an unknown name)."""
+    return field_map(GenerationRequest)[name]
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
@@ -242,61 +258,34 @@ def _check(ok: bool, field_name: str, message: str) -> None:
         raise RequestError(field_name, message)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def parse_loras(value: Any) -> tuple[LoraSpec, ...]:
+    """LoRAs from a list of "name", "name:weight", {"name", "weight"} or a comma list."""
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    out = []
+    for item in value or ():
+        try:
+            if isinstance(item, LoraSpec):
+                out.append(item)
+            elif isinstance(item, Mapping):
+                out.append(LoraSpec(str(item["name"]), float(item.get("weight", 1.0))))
+            else:  # "name" or "name:weight"
+                name, sep, weight = str(item).rpartition(":")
+                if not sep:
+                    name, weight = weight, ""
+                out.append(LoraSpec(name.strip(), float(weight) if weight.strip() else 1.0))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RequestError("loras", f"loras: {item!r} is not a LoRA (name:weight)") from exc
+    return tuple(out)
 
 
-def _is_num(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _coerce(key: str, fld: dataclasses.Field[Any], value: Any) -> Any:
-    default = fld.default
-    if key == "loras":
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        out = []
-        for item in value or ():
-            try:
-                if isinstance(item, LoraSpec):
-                    out.append(item)
-                elif isinstance(item, Mapping):
-                    out.append(LoraSpec(str(item["name"]), float(item.get("weight", 1.0))))
-                else:  # "name" or "name:weight"
-                    name, _, weight = str(item).partition(":")
-                    out.append(LoraSpec(name.strip(), float(weight) if weight else 1.0))
-            except (ValueError, TypeError, KeyError) as exc:
-                raise RequestError(key, f"loras: {item!r} is not a LoRA (name:weight)") from exc
-        return tuple(out)
-    if key in ("init_image", "mask"):
-        return None if value in (None, "") else str(value)
-    if value is None:
-        return value
+def _coerce(s: FieldSpec, value: Any) -> Any:
+    if s.kind == "loras":
+        return parse_loras(value)
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                return int(value.strip())
-            return value
-        if isinstance(default, float):
-            if isinstance(value, (int, str)) and not isinstance(value, bool):
-                return float(value)
-            return value
-        if isinstance(default, str) or key == "prompt":
-            return value if isinstance(value, str) else str(value)
+        return s.coerce(value)
     except ValueError as exc:
-        raise RequestError(key, f"{key}: {value!r} is not a valid value") from exc
-    return value
+        raise RequestError(s.name, f"{s.name}: {value!r} is not a valid value") from exc
 
 
 @dataclass(frozen=True)
