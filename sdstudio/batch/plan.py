@@ -18,6 +18,18 @@ A line that sets its own ``seed`` always gets seed, seed+1, ... for its images, 
 policy. Units are identified by a **content key** (a hash of the item's resolved request and
 its occurrence number) plus the image index, so that a resume after editing the list keeps
 the images already made for unchanged lines.
+
+Key encodings (the manifest header's ``version`` says which one a batch folder uses; a folder
+keeps its encoding until it is restarted, so records written by an older SD Studio still
+match):
+
+- **2** (current): the request as ``GenerationRequest.changed_dict()`` (the prompt and only
+  the fields whose value differs from the field's default), as JSON with sorted keys, ASCII
+  escapes and no spaces; key = first 16 hex digits of its sha256. A new field with a default
+  changes no key.
+- **1** (SD Studio 0.1 manifests): ``to_dict()`` of the 22 fields that existed then
+  (:data:`V1_FIELDS`), every value included, same JSON rules. Fields added later join only
+  when they differ from their default, so an unchanged line hashes as it did.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from typing import Any
 from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import MAX_SEED, GenerationRequest
 from sdstudio.core.settings import DEFAULT_FILENAME_PATTERN
+from sdstudio.storage.manifest import MANIFEST_VERSION
 
 SEED_POLICIES: tuple[str, ...] = ("fixed", "increment", "random")
 BATCH_TAG = "sdstudio-batch"
@@ -101,23 +114,50 @@ def images_per_item(request: GenerationRequest, per_prompt: int) -> int:
     return per_prompt * request.batch_size * request.batch_count
 
 
-def item_keys(prompts: PromptList) -> list[str]:
+# The request fields of key encoding 1: a format definition (frozen), not a field list to
+# extend. New fields never go here.
+V1_FIELDS: tuple[str, ...] = (
+    "prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "seed", "sampler",
+    "batch_size", "batch_count", "strength", "init_image", "mask", "mask_blur",
+    "inpaint_only_masked", "inpaint_padding", "resize_mode", "model", "vae", "loras",
+    "clip_skip", "rng",
+)
+KEY_ENCODINGS = (1, 2)
+
+
+def request_key_data(request: GenerationRequest, encoding: int = MANIFEST_VERSION
+                     ) -> dict[str, Any]:
+    """What a content key hashes of ``request`` in key ``encoding`` (see the module doc)."""
+    changed = request.changed_dict()
+    if encoding == 1:
+        full = request.to_dict()
+        return {**{n: full[n] for n in V1_FIELDS},
+                **{n: v for n, v in changed.items() if n not in V1_FIELDS}}
+    if encoding != 2:
+        raise ValueError(f"unknown batch key encoding {encoding}")
+    return changed
+
+
+def item_keys(prompts: PromptList, encoding: int = MANIFEST_VERSION) -> list[str]:
     """A stable key per item: hash of its resolved request + which occurrence of it this is."""
     seen: dict[str, int] = {}
     keys: list[str] = []
     for item in prompts.items:
-        digest = hashlib.sha256(_canonical(item.request.to_dict()).encode()).hexdigest()[:16]
+        data = request_key_data(item.request, encoding)
+        digest = hashlib.sha256(_canonical(data).encode()).hexdigest()[:16]
         n = seen.get(digest, 0)
         seen[digest] = n + 1
         keys.append(f"{digest}.{n}")
     return keys
 
 
-def fingerprint(prompts: PromptList, per_prompt: int, seed_policy: str) -> str:
+def fingerprint(prompts: PromptList, per_prompt: int, seed_policy: str,
+                encoding: int = MANIFEST_VERSION) -> str:
     """Changes when (and only when) the plan changes: a comment edit keeps it."""
     data = {
         "items": [
-            {"request": it.request.to_dict(), "seed_set": it.sets_seed} for it in prompts.items
+            {"request": request_key_data(it.request, encoding), "seed_set": it.sets_seed}
+            for it in prompts.items
         ],
         "per_prompt": per_prompt,
         "seed_policy": seed_policy,
@@ -169,8 +209,9 @@ def decide_seeds(
     return seeds
 
 
-def plan_units(prompts: PromptList, per_prompt: int, seeds: Sequence[int]) -> list[WorkUnit]:
-    keys = item_keys(prompts)
+def plan_units(prompts: PromptList, per_prompt: int, seeds: Sequence[int],
+               encoding: int = MANIFEST_VERSION) -> list[WorkUnit]:
+    keys = item_keys(prompts, encoding)
     units: list[WorkUnit] = []
     k = 0
     for i, item in enumerate(prompts.items):

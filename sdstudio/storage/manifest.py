@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "manifest.jsonl"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # also the batch key encoding (sdstudio.batch.plan); 1 = SD Studio 0.1
 _RANK_FILE = re.compile(r"^manifest(?:\.rank(\d+))?\.jsonl$")
 
 
