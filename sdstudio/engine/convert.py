@@ -24,20 +24,22 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.core import paths
 from sdstudio.core.errors import ModelError
+from sdstudio.engine import checkpoint, single_file
+from sdstudio.engine.ldm_layout import (
+    CONFIG_METADATA_KEY,
+    SD1_TEXT_PREFIX,
+    SD2_TEXT_PREFIX,
+    SDXL_TEXT1_PREFIX,
+    SDXL_TEXT2_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    embedded_config,
+    read_config,
+)
 
 if TYPE_CHECKING:
     import torch
-
-CONFIG_METADATA_KEY = "sdstudio.diffusers_config"
-
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-SD1_TEXT_PREFIX = "cond_stage_model.transformer."
-SD2_TEXT_PREFIX = "cond_stage_model.model."
-SDXL_TEXT1_PREFIX = "conditioner.embedders.0.transformer."
-SDXL_TEXT2_PREFIX = "conditioner.embedders.1.model."
 
 _UNET_FIXED = {
     "time_embedding.linear_1": "time_embed.0",
@@ -223,10 +225,6 @@ def open_clip_to_ldm(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str
 
 
 # ----------------------------------------------------------------------------- whole models
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _component_state(folder: Path, name: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -241,10 +239,10 @@ def _component_state(folder: Path, name: str) -> dict[str, torch.Tensor]:
 
 def folder_family(folder: Path) -> str:
     """"sd1", "sd2" or "sdxl" for a diffusers folder."""
-    index = _read_json(folder / "model_index.json")
+    index = read_config(folder / "model_index.json")
     if "text_encoder_2" in index:
         return "sdxl"
-    te = _read_json(folder / "text_encoder" / "config.json")
+    te = read_config(folder / "text_encoder" / "config.json")
     return "sd2" if te.get("hidden_act") == "gelu" or te.get("pad_token_id") == 0 else "sd1"
 
 
@@ -263,8 +261,8 @@ def diffusers_to_ldm(
         return states[name] if states is not None else _component_state(folder, name)
 
     out: dict[str, Any] = {}
-    out.update(unet_to_ldm(state_of("unet"), _read_json(folder / "unet" / "config.json")))
-    out.update(vae_to_ldm(state_of("vae"), _read_json(folder / "vae" / "config.json")))
+    out.update(unet_to_ldm(state_of("unet"), read_config(folder / "unet" / "config.json")))
+    out.update(vae_to_ldm(state_of("vae"), read_config(folder / "vae" / "config.json")))
     if family == "sd1":
         out.update(clip_to_ldm(state_of("text_encoder"), SD1_TEXT_PREFIX))
     elif family == "sd2":
@@ -273,72 +271,6 @@ def diffusers_to_ldm(
         out.update(clip_to_ldm(state_of("text_encoder"), SDXL_TEXT1_PREFIX))
         out.update(open_clip_to_ldm(state_of("text_encoder_2"), SDXL_TEXT2_PREFIX))
     return out
-
-
-def embedded_config(folder: Path) -> dict[str, Any]:
-    """The folder's configs as one JSON-able dict (what :data:`CONFIG_METADATA_KEY` holds).
-
-    Tokenizers are stored by reference (``"clip-l"`` / ``"clip-g"``, the files shipped in
-    ``resources/tokenizers``) when they are the standard CLIP vocabulary, else in full.
-    """
-    folder = Path(folder)
-    index = _read_json(folder / "model_index.json")
-    data: dict[str, Any] = {"model_index": index}
-    for name, spec in index.items():
-        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
-            continue
-        sub = folder / name
-        if name.startswith("tokenizer"):
-            data[name] = _tokenizer_entry(sub)
-        elif name == "scheduler":
-            data[name] = _read_json(sub / "scheduler_config.json")
-        else:
-            data[name] = _read_json(sub / "config.json")
-    return data
-
-
-def _tokenizer_entry(sub: Path) -> dict[str, Any]:
-    entry: dict[str, Any] = {}
-    for meta in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (sub / meta).is_file():
-            entry[meta] = _read_json(sub / meta)
-    shipped = paths.resources_dir() / "tokenizers"
-    for ref in ("clip-l", "clip-g"):
-        if all(
-            (sub / f).is_file() and (sub / f).read_bytes() == (shipped / ref / f).read_bytes()
-            for f in ("vocab.json", "merges.txt")
-        ):
-            entry["vocab_ref"] = ref
-            return entry
-    entry["vocab.json"] = (sub / "vocab.json").read_text(encoding="utf-8")
-    entry["merges.txt"] = (sub / "merges.txt").read_text(encoding="utf-8")
-    return entry
-
-
-def materialize_config(data: Mapping[str, Any], dest: Path) -> Path:
-    """Write an :func:`embedded_config` dict back out as a diffusers config folder."""
-    shipped = paths.resources_dir() / "tokenizers"
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "model_index.json").write_text(json.dumps(data["model_index"], indent=2))
-    for name, entry in data.items():
-        if name == "model_index":
-            continue
-        sub = dest / name
-        sub.mkdir(exist_ok=True)
-        if name.startswith("tokenizer"):
-            for meta in ("tokenizer_config.json", "special_tokens_map.json"):
-                if meta in entry:
-                    (sub / meta).write_text(json.dumps(entry[meta], indent=2))
-            for f in ("vocab.json", "merges.txt"):
-                if "vocab_ref" in entry:
-                    (sub / f).write_bytes((shipped / entry["vocab_ref"] / f).read_bytes())
-                else:
-                    (sub / f).write_text(entry[f], encoding="utf-8")
-        elif name == "scheduler":
-            (sub / "scheduler_config.json").write_text(json.dumps(entry, indent=2))
-        else:
-            (sub / "config.json").write_text(json.dumps(entry, indent=2))
-    return dest
 
 
 def _save_safetensors(
@@ -376,9 +308,7 @@ def folder_to_single_file(folder: Path, out: Path, *, embed_config: bool = True)
 def ckpt_to_safetensors(src: Path, out: Path) -> Path:
     """A pickle checkpoint -> safetensors, through the safe loader only. Tensors that share
     storage are copied (safetensors forbids shared storage)."""
-    from sdstudio.engine.checkpoint import load_state_dict
-
-    state = load_state_dict(Path(src))
+    state = checkpoint.load_state_dict(Path(src))
     seen: set[tuple[int, int]] = set()
     clean: dict[str, Any] = {}
     for key, tensor in state.items():
@@ -392,12 +322,10 @@ def single_file_to_folder(src: Path, out: Path) -> Path:
     """A single-file checkpoint -> a diffusers folder (safetensors weights)."""
     import torch
 
-    from sdstudio.engine.single_file import load_single_file
-
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out} already exists and is not empty; choose another output folder")
-    pipe = load_single_file(Path(src), device=torch.device("cpu"), dtype=torch.float32)
+    pipe = single_file.load_single_file(Path(src), device=torch.device("cpu"), dtype=torch.float32)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -420,8 +348,6 @@ def single_file_to_folder(src: Path, out: Path) -> Path:
 def convert(src: Path, out: Path, *, log: Callable[[str], None] = print) -> Path:
     """``sdstudio convert IN OUT``: chooses the conversion from what IN is (by its bytes or its
     folder layout) and what OUT names (a ``.safetensors`` file or a folder)."""
-    from sdstudio.engine.checkpoint import detect_format
-
     src, out = Path(src), Path(out)
     if not src.exists():
         raise ModelError(f"Not found: {src}")
@@ -433,7 +359,7 @@ def convert(src: Path, out: Path, *, log: Callable[[str], None] = print) -> Path
             raise ModelError("A diffusers folder converts to a single file: name OUT *.safetensors")
         log(f"Writing {src.name} as one single-file checkpoint (LDM layout)...")
         return folder_to_single_file(src, out)
-    fmt = detect_format(src)
+    fmt = checkpoint.detect_format(src)
     if wants_file:
         if fmt == "safetensors":
             raise ModelError(f"{src.name} is already a safetensors file")

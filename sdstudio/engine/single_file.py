@@ -20,7 +20,7 @@ Configs: the standard architectures load with the diffusers configs shipped in
 checkpoint's key shapes are checked against that config so a non-standard model fails with a
 clear message instead of a shape error deep in diffusers. Two sources override the shipped
 configs: an explicit ``config=`` folder, and configs embedded in the safetensors metadata by
-``sdstudio convert`` (:data:`sdstudio.engine.convert.CONFIG_METADATA_KEY`) - that is how
+``sdstudio convert`` (:data:`sdstudio.engine.ldm_layout.CONFIG_METADATA_KEY`) - that is how
 custom-size (and the test suite's tiny) models written as single files round-trip exactly.
 
 The weights are read once through :mod:`sdstudio.engine.checkpoint` (safe loading), converted
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from sdstudio.core import paths
 from sdstudio.core.errors import ModelError
 from sdstudio.engine import checkpoint
-from sdstudio.engine.convert import (
+from sdstudio.engine.ldm_layout import (
     CONFIG_METADATA_KEY,
     SD1_TEXT_PREFIX,
     SD2_TEXT_PREFIX,
