@@ -6,7 +6,7 @@ recursively, as A1111's ``models/Stable-diffusion`` and ComfyUI's ``models/check
 
 * Architecture of a single file from its tensor names and shapes only
   (:func:`sdstudio.engine.single_file.describe`: the safetensors header, no tensor data read);
-  of a diffusers folder from its configs (:func:`sdstudio.engine.models.detect_arch`, pure JSON).
+  of a diffusers folder from its configs (:func:`sdstudio.engine.arch.detect_arch`, pure JSON).
   Files that are not checkpoints (a LoRA, a VAE, an embedding dropped in the wrong folder, a
   corrupt file) are listed with ``problem`` set and are never resolved as models.
 * Short hash: AUTOMATIC1111's "Model hash", the first 10 hex digits of the file's sha256. A
@@ -24,7 +24,6 @@ No torch is imported here: ``sdstudio models`` stays fast.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import Literal
 
 from sdstudio.core.errors import ModelError
-from sdstudio.engine import hashing
+from sdstudio.engine import checkpoint, hashing, single_file
+from sdstudio.engine.arch import detect_arch
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 Kind = Literal["single-file", "diffusers"]
@@ -138,24 +138,16 @@ class HashJob:
 # -------------------------------------------------------------------------------- scan
 def _folder_arch(folder: Path) -> tuple[str, str]:
     try:
-        from sdstudio.engine.models import detect_arch
-
         return detect_arch(folder), ""
-    except ImportError:  # pragma: no cover - engine without models.py
-        index = json.loads((folder / "model_index.json").read_text("utf-8"))
-        return ("sdxl" if "text_encoder_2" in index else "sd"), ""
     except Exception as exc:
         return "?", str(exc)
 
 
 def _file_arch(path: Path) -> tuple[str, str]:
-    from sdstudio.engine import checkpoint
-    from sdstudio.engine.single_file import describe
-
     try:
         if checkpoint.detect_format(path) == "torch-pickle":
             return "?", ""  # legacy pickles cannot be inspected without loading them
-        return describe(path).label, ""
+        return single_file.describe(path).label, ""
     except Exception as exc:
         return "?", str(exc)
 

@@ -4,8 +4,8 @@ A reference is one of:
 - ``""``: ``settings.default_model``, else the built-in tiny demo model (built on first use);
 - a path to a diffusers folder (``model_index.json``);
 - a path to a single checkpoint file -> ``sdstudio.engine.single_file.load_single_file``;
-- a bare name looked up in ``settings.model_dirs`` -> ``sdstudio.engine.library.resolve_model_name``
-  (falls back to ``<dir>/<name>`` folders when that module is absent);
+- a bare name looked up in ``settings.model_dirs`` ->
+  ``sdstudio.engine.library.resolve_model_name``;
 - a Hugging Face repo id ``org/name``: only through the standard HF cache; offline
   (``HF_HUB_OFFLINE=1``) or without network it fails at once with a ModelError.
 
@@ -22,15 +22,20 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.settings import EngineSettings
+from sdstudio.engine import library, single_file, tiny
+from sdstudio.engine.arch import ARCHS as ARCHS  # re-exported: models.detect_arch & co
+from sdstudio.engine.arch import arch_from_configs as arch_from_configs
+from sdstudio.engine.arch import arch_from_pipe as arch_from_pipe
+from sdstudio.engine.arch import detect_arch as detect_arch
+from sdstudio.engine.arch import read_json as read_json
 
-ARCHS = ("sd1", "sd1-inpaint", "sd2", "sd2-inpaint", "sd2-v", "sdxl", "sdxl-inpaint")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _SD_COMPONENTS = ("unet", "vae", "text_encoder")
 _MAX_HEADER = 100 * 1024 * 1024
@@ -56,8 +61,6 @@ def resolve(ref: str, settings: EngineSettings,
             on_progress: ProgressCallback | None = None) -> ModelSource:
     """Turn a model reference into a local source. Raises ModelError; never downloads unless
     online and given a hub id (then ``on_progress(message, fraction)`` follows the download)."""
-    from sdstudio.engine import tiny
-
     ref = (ref or "").strip() or (settings.default_model or "").strip()
     if not ref:
         folder = tiny.ensure_demo_model()
@@ -83,8 +86,6 @@ def resolve(ref: str, settings: EngineSettings,
 
 
 def _local_source(path: Path, ref: str) -> ModelSource:
-    from sdstudio.engine import tiny
-
     path = path.resolve()
     if path.is_dir():
         check_diffusers_folder(path)
@@ -99,19 +100,7 @@ def _local_source(path: Path, ref: str) -> ModelSource:
 def _find_in_dirs(name: str, dirs: tuple[str, ...]) -> Path | None:
     if not dirs:
         return None
-    try:
-        from sdstudio.engine.library import resolve_model_name
-    except ImportError:
-        resolve_model_name = None
-    if resolve_model_name is not None:
-        found = resolve_model_name(name, dirs)
-        return Path(found) if found is not None else None
-    for folder in dirs:
-        base = Path(folder).expanduser()
-        for candidate in (base / name, base / f"{name}.safetensors"):
-            if candidate.exists():
-                return candidate
-    return None
+    return library.resolve_model_name(name, dirs)
 
 
 def download_progress_class(repo_id: str, on_progress: ProgressCallback) -> type:
@@ -200,18 +189,6 @@ def _hub_reachable(timeout: float = 1.5) -> bool:  # offline must fail in < 2 s 
 
 
 # ------------------------------------------------------------------------- folder checks
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} is not a JSON object")
-    return data
-
-
 def check_safetensors(path: Path) -> None:
     """Refuse a safetensors file whose header does not parse or whose data is cut short."""
     try:
@@ -276,65 +253,6 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
     return index
 
 
-# ------------------------------------------------------------------------ architecture
-def detect_arch(folder: Path) -> str:
-    """Architecture from the folder's own configs (never from its name)."""
-    index = read_json(folder / "model_index.json")
-    unet = read_json(folder / "unet" / "config.json")
-    sched_path = folder / "scheduler" / "scheduler_config.json"
-    scheduler = read_json(sched_path) if sched_path.is_file() else {}
-    text_path = folder / "text_encoder" / "config.json"
-    text = read_json(text_path) if text_path.is_file() else {}
-    tok_path = folder / "tokenizer" / "special_tokens_map.json"
-    tok = read_json(tok_path) if tok_path.is_file() else {}
-    return arch_from_configs(index.get("_class_name", ""), unet, scheduler, text,
-                             has_text_encoder_2=bool(index.get("text_encoder_2")),
-                             pad_token=_token_text(tok.get("pad_token")))
-
-
-def _token_text(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return str(value.get("content", ""))
-    return str(value or "")
-
-
-def arch_from_configs(
-    class_name: str,
-    unet: Mapping[str, Any],
-    scheduler: Mapping[str, Any],
-    text: Mapping[str, Any],
-    *,
-    has_text_encoder_2: bool,
-    pad_token: str = "",
-) -> str:
-    inpaint = int(unet.get("in_channels", 4)) == 9
-    if has_text_encoder_2 or "XL" in class_name or unet.get("addition_embed_type") == "text_time":
-        return "sdxl-inpaint" if inpaint else "sdxl"
-    cross = unet.get("cross_attention_dim")
-    sd2 = (
-        cross == 1024
-        or text.get("hidden_act") == "gelu"  # OpenCLIP ViT-H (SD 2.x); CLIP ViT-L is quick_gelu
-        or pad_token == "!"  # SD 2.x tokenizer pads with "!"
-    )
-    if inpaint:
-        return "sd2-inpaint" if sd2 else "sd1-inpaint"
-    if scheduler.get("prediction_type") == "v_prediction":
-        return "sd2-v"
-    return "sd2" if sd2 else "sd1"
-
-
-def arch_from_pipe(pipe: Any) -> str:
-    """Architecture of an already-loaded pipeline (single-file loads)."""
-    unet = dict(pipe.unet.config)
-    text_encoder = getattr(pipe, "text_encoder", None)
-    text = text_encoder.config.to_dict() if text_encoder is not None else {}
-    tokenizer = getattr(pipe, "tokenizer", None)
-    pad = str(getattr(tokenizer, "pad_token", "") or "")
-    return arch_from_configs(type(pipe).__name__, unet, dict(pipe.scheduler.config), text,
-                             has_text_encoder_2=getattr(pipe, "text_encoder_2", None) is not None,
-                             pad_token=pad)
-
-
 def weights_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*.safetensors") if p.is_file())
 
@@ -369,11 +287,8 @@ def load_pipeline(source: ModelSource, arch: str | None, *, device: Any, dtype: 
                   settings: EngineSettings) -> Any:
     """Load the components as a txt2img pipeline (weights on the CPU; the caller moves them)."""
     if source.kind == "file":
-        try:
-            from sdstudio.engine.single_file import load_single_file
-        except ImportError:
-            raise ModelError("single-file checkpoints are not supported yet") from None
-        return load_single_file(source.path, device=device, dtype=dtype, settings=settings)
+        return single_file.load_single_file(source.path, device=device, dtype=dtype,
+                                            settings=settings)
     assert arch is not None
     cls = pipeline_class(arch)
     kwargs: dict[str, Any] = {
