@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import LoraSpec
-from sdstudio.engine import checkpoint
+from sdstudio.engine import checkpoint, hashing
+from sdstudio.engine.single_file import configs_root
 
 if TYPE_CHECKING:
     import torch
@@ -69,9 +70,7 @@ def find_file(name: str, dirs: Iterable[str], suffixes: tuple[str, ...]) -> Path
 
 
 def short_hash(path: Path) -> str:
-    from sdstudio.engine.hashing import file_sha256
-
-    return file_sha256(path)[:10]
+    return hashing.file_sha256(path)[:10]
 
 
 # -------------------------------------------------------------------------------- LoRA
@@ -157,8 +156,6 @@ def active_loras(pipe: Any) -> list[str]:
 def _vae_config_for(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """A diffusers AutoencoderKL config from LDM VAE weight shapes (standard SD VAE values
     when the shapes are those of the standard VAE)."""
-    from sdstudio.engine.single_file import configs_root
-
     levels = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.down.")})
     channels = [int(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) for i in levels]
     per_level = len({k.split(".")[4] for k in state if k.startswith("encoder.down.0.block.")})
@@ -222,8 +219,6 @@ def load_vae(
             if config_path.is_file():
                 config = json.loads(config_path.read_text("utf-8"))
             else:
-                from sdstudio.engine.single_file import configs_root
-
                 config = json.loads(
                     (configs_root() / "sd15" / "vae" / "config.json").read_text("utf-8"))
             config.update(extra)

@@ -5,10 +5,12 @@ imports Qt; it reports with ``on_event(event)`` (core.events) and checks a Cance
 the denoising loop, raising CancelledError there so a cancelled run stops within one step and
 never reaches the VAE decode.
 
-Hooks for issue 3 (filled by ``sdstudio.engine.lora``; absent modules are tolerated):
+Model add-ons come from ``sdstudio.engine.lora``:
 - ``apply_loras(pipe, specs, settings) -> dict[name, short hash]`` is called before a run when
   the request has LoRAs, and once with ``()`` after LoRAs were used so they can be removed;
-- ``load_vae(path, *, device, dtype, settings) -> AutoencoderKL`` for ``request.vae``.
+- ``apply_embeddings(pipe, settings)`` loads the textual-inversion embeddings once;
+- ``load_vae(path, *, device, dtype, settings, scaling_factor) -> AutoencoderKL`` for
+  ``request.vae``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from PIL import Image
 
 from sdstudio.core.cancel import CancelToken
-from sdstudio.core.errors import ModelError, OutOfMemoryError, RequestError, SDStudioError
+from sdstudio.core.errors import OutOfMemoryError, RequestError, SDStudioError
 from sdstudio.core.events import (
     EventCallback,
     ImageReady,
@@ -40,8 +42,8 @@ from sdstudio.core.events import (
 from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
 from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
+from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
-from sdstudio.engine import models
 from sdstudio.engine.memory import MemoryPlan, decide_memory
 from sdstudio.engine.pipelines import PipelineSet, module_dtype
 from sdstudio.engine.preview import latents_to_rgb
@@ -247,17 +249,11 @@ class Engine:
             base.to(loaded.choice.device)
             loaded.offloaded, loaded.offload_owner = False, None
 
-    # ------------------------------------------------------------------ hooks (issue 3)
+    # ------------------------------------------------------------------ add-ons (lora.py)
     def _apply_loras(self, loaded: _Loaded, specs: tuple[LoraSpec, ...]) -> dict[str, str]:
         if not specs and not loaded.loras_active:
             return {}
-        try:
-            from sdstudio.engine.lora import apply_loras
-        except ImportError:
-            if specs:
-                raise ModelError("LoRAs are not supported yet") from None
-            return {}
-        hashes = apply_loras(loaded.pipes.base, specs, self.settings)
+        hashes = lora.apply_loras(loaded.pipes.base, specs, self.settings)
         loaded.loras_active = bool(specs)
         if loaded.offloaded:
             loaded.offload_owner = None  # re-install offload hooks on the changed modules
@@ -267,11 +263,7 @@ class Engine:
         """Textual-inversion embeddings from ``settings.embedding_dirs`` (loaded once)."""
         if not self.settings.embedding_dirs:
             return []
-        try:
-            from sdstudio.engine.lora import apply_embeddings
-        except ImportError:
-            return []
-        skipped = apply_embeddings(loaded.pipes.base, self.settings) or {}
+        skipped = lora.apply_embeddings(loaded.pipes.base, self.settings) or {}
         return [f"embedding {token} skipped: {why}" for token, why in skipped.items()]
 
     def _apply_vae(self, loaded: _Loaded, ref: str) -> None:
@@ -281,19 +273,13 @@ class Engine:
         if not ref:
             vae, name, sha = loaded.original_vae, "", ""
         else:
-            try:
-                from sdstudio.engine.lora import load_vae
-            except ImportError:
-                raise ModelError("separate VAE files are not supported yet") from None
-            vae = load_vae(Path(ref), device=loaded.choice.device, dtype=loaded.choice.dtype,
-                           settings=self.settings,
-                           scaling_factor=loaded.original_vae.config.scaling_factor)
+            vae = lora.load_vae(Path(ref), device=loaded.choice.device,
+                                dtype=loaded.choice.dtype, settings=self.settings,
+                                scaling_factor=loaded.original_vae.config.scaling_factor)
             name = Path(ref).stem
             sha = ""
             if Path(ref).is_file():
-                from sdstudio.engine.hashing import file_sha256
-
-                sha = file_sha256(ref)
+                sha = hashing.file_sha256(ref)
             if not loaded.offloaded:
                 vae.to(loaded.choice.device)
         loaded.pipes.set_component("vae", vae)
@@ -303,10 +289,8 @@ class Engine:
 
     def _model_sha(self, loaded: _Loaded) -> str:
         if loaded.sha256 is None:
-            from sdstudio.engine.hashing import model_sha256
-
             try:
-                loaded.sha256 = model_sha256(loaded.source.path)
+                loaded.sha256 = hashing.model_sha256(loaded.source.path)
             except OSError:
                 loaded.sha256 = ""
         return loaded.sha256
