@@ -441,7 +441,7 @@ class MainWindow(QMainWindow):
                 raise ImageInputError("Open, paste or drop an image to inpaint first")
             if not self.mask_canvas.has_mask():
                 raise ImageInputError("Paint a mask over the part to repaint first")
-            mask = self.mask_canvas.mask()
+            mask = self.mask_canvas.mask_image()
             assert mask is not None
             request = request.replace(init_image=str(save_input_image(image, "init")),
                                       mask=str(save_input_image(mask, "mask")))

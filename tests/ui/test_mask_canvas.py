@@ -88,7 +88,7 @@ def _capsule_dist(shape: tuple[int, int], pts: list[tuple[float, float]]) -> np.
 
 
 def _mask(c: MaskCanvas) -> np.ndarray:
-    m = c.mask()
+    m = c.mask_image()
     assert m is not None
     return qimage_to_array(m)
 
@@ -115,7 +115,7 @@ def test_mask_has_exactly_the_image_size_at_other_zoom(canvas: MaskCanvas,
     canvas.set_image(_image(301, 199))
     canvas.viewer.set_zoom(3.3)
     _stroke(qtbot, canvas, [(150, 100), (152, 101)])
-    m = canvas.mask()
+    m = canvas.mask_image()
     assert m is not None
     assert (m.width(), m.height()) == (301, 199)
     assert m.format() == QImage.Format.Format_Grayscale8
@@ -172,14 +172,14 @@ def test_e_toggles_eraser(canvas: MaskCanvas, qtbot: QtBot) -> None:
     _stroke(qtbot, canvas, [(50, 50), (150, 50)])
     canvas.viewer.setFocus()
     qtbot.keyClick(canvas.viewer, Qt.Key.Key_E)
-    assert canvas.eraser() and canvas.eraser_button.isChecked()
+    assert canvas.eraser() and canvas.toolbar.eraser_button.isChecked()
     hit = _stroke(qtbot, canvas, [(100, 40), (100, 60)])
     m = _mask(canvas)
     assert m[50, 100] == 0 and m[50, 60] == 255
     d = _capsule_dist(m.shape, hit)
     assert (m[d <= 9] == 0).all()
     qtbot.keyClick(canvas.viewer, Qt.Key.Key_E)
-    assert not canvas.eraser() and canvas.brush_button.isChecked()
+    assert not canvas.eraser() and canvas.toolbar.brush_button.isChecked()
 
 
 def test_bracket_keys_change_brush_size(canvas: MaskCanvas, qtbot: QtBot) -> None:
@@ -191,7 +191,7 @@ def test_bracket_keys_change_brush_size(canvas: MaskCanvas, qtbot: QtBot) -> Non
     qtbot.keyClick(canvas.viewer, Qt.Key.Key_BracketLeft)
     qtbot.keyClick(canvas.viewer, Qt.Key.Key_BracketLeft)
     assert canvas.brush_size() < bigger and canvas.brush_size() < size
-    assert canvas.size_spin.value() == canvas.brush_size()
+    assert canvas.toolbar.size_spin.value() == canvas.brush_size()
     canvas.set_brush_size(1)
     qtbot.keyClick(canvas.viewer, Qt.Key.Key_BracketLeft)
     assert canvas.brush_size() == 1
@@ -200,11 +200,11 @@ def test_bracket_keys_change_brush_size(canvas: MaskCanvas, qtbot: QtBot) -> Non
 
 
 def test_size_slider_and_spin(canvas: MaskCanvas) -> None:
-    canvas.size_spin.setValue(64)
+    canvas.toolbar.size_spin.setValue(64)
     assert canvas.brush_size() == 64
-    canvas.size_slider.setValue(canvas.size_slider.maximum())
+    canvas.toolbar.size_slider.setValue(canvas.toolbar.size_slider.maximum())
     assert canvas.brush_size() == 1024
-    canvas.hardness_slider.setValue(30)
+    canvas.toolbar.hardness_slider.setValue(30)
     assert canvas.hardness() == pytest.approx(0.3)
 
 
@@ -256,7 +256,8 @@ def test_undo_redo_keys(canvas: MaskCanvas, qtbot: QtBot) -> None:
     qtbot.keyClick(v, Qt.Key.Key_Z, CTRL)
     qtbot.keyClick(v, Qt.Key.Key_Y, CTRL)
     np.testing.assert_array_equal(_mask(canvas), painted)
-    assert canvas.undo_button.isEnabled() and not canvas.redo_button.isEnabled()
+    tools = canvas.toolbar
+    assert tools.undo_button.isEnabled() and not tools.redo_button.isEnabled()
 
 
 def test_new_stroke_clears_redo(canvas: MaskCanvas, qtbot: QtBot) -> None:
@@ -287,20 +288,21 @@ def test_clear_fill_invert_are_undoable_steps(canvas: MaskCanvas, qtbot: QtBot) 
 
 
 def test_buttons(canvas: MaskCanvas, qtbot: QtBot) -> None:
-    qtbot.mouseClick(canvas.fill_button, L)
+    qtbot.mouseClick(canvas.toolbar.fill_button, L)
     assert (_mask(canvas) == 255).all()
-    qtbot.mouseClick(canvas.invert_button, L)
+    qtbot.mouseClick(canvas.toolbar.invert_button, L)
     assert not canvas.has_mask()
-    qtbot.mouseClick(canvas.undo_button, L)
+    qtbot.mouseClick(canvas.toolbar.undo_button, L)
     assert canvas.has_mask()
-    qtbot.mouseClick(canvas.clear_button, L)
+    qtbot.mouseClick(canvas.toolbar.clear_button, L)
     assert not canvas.has_mask()
-    qtbot.mouseClick(canvas.eraser_button, L)
+    qtbot.mouseClick(canvas.toolbar.eraser_button, L)
     assert canvas.eraser()
-    for b in (canvas.undo_button, canvas.redo_button, canvas.clear_button, canvas.fill_button,
-              canvas.invert_button, canvas.eraser_button, canvas.brush_button,
-              canvas.load_mask_button, canvas.save_mask_button, canvas.open_button,
-              canvas.paste_button):
+    tools = canvas.toolbar
+    for b in (tools.undo_button, tools.redo_button, tools.clear_button, tools.fill_button,
+              tools.invert_button, tools.eraser_button, tools.brush_button,
+              tools.load_mask_button, tools.save_mask_button, tools.open_button,
+              tools.paste_button):
         assert b.toolTip() and not b.icon().isNull()
 
 
@@ -311,7 +313,7 @@ def test_signals(canvas: MaskCanvas, qtbot: QtBot) -> None:
     with qtbot.waitSignals([canvas.imageChanged, canvas.maskChanged], timeout=1000):
         canvas.set_image(_image(64, 32))
     assert not canvas.has_mask() and not canvas.can_undo()
-    m = canvas.mask()
+    m = canvas.mask_image()
     assert m is not None and (m.width(), m.height()) == (64, 32)
 
 
@@ -377,7 +379,7 @@ def test_blur_preview_changes_the_view_not_the_mask(canvas: MaskCanvas,
     edge = _at(canvas, 120 + 17, 80)
     sharp = v.grab().toImage().pixelColor(edge)
     canvas.set_blur_preview(8)
-    assert canvas.blur_spin.value() == 8
+    assert canvas.toolbar.blur_spin.value() == 8
     blurred = v.grab().toImage().pixelColor(edge)
     assert sharp != blurred
     np.testing.assert_array_equal(_mask(canvas), m)
@@ -435,4 +437,4 @@ def test_nothing_happens_without_image(qtbot: QtBot) -> None:
     c.fill()
     c.invert()
     c.undo()
-    assert c.mask() is None and not c.has_mask() and not c.can_undo()
+    assert c.mask_image() is None and not c.has_mask() and not c.can_undo()

@@ -121,6 +121,18 @@ def tool_button(parent: QWidget, icon_name: str, text: str, tip: str,
     return b
 
 
+def open_and_paste_buttons(canvas: ImageCanvasBase) -> tuple[QToolButton, QToolButton]:
+    """"Open…" and "Paste" buttons (with text) for a canvas's tool bar, connected to its
+    ``open_dialog`` and ``paste``."""
+    open_button = tool_button(canvas, "open", "Open…", "Open an image file (Ctrl+O)",
+                              with_text=True)
+    paste_button = tool_button(canvas, "paste", "Paste",
+                               "Paste an image from the clipboard (Ctrl+V)", with_text=True)
+    open_button.clicked.connect(canvas.open_dialog)
+    paste_button.clicked.connect(canvas.paste)
+    return open_button, paste_button
+
+
 def add_info_and_fit(owner: QWidget, bar: QBoxLayout, view: QWidget, fit_tip: str
                      ) -> tuple[QLabel, QToolButton]:
     """Append a dimmed status label and a "Fit" button (connected to ``view.fit``) to a

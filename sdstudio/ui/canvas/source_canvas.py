@@ -32,7 +32,12 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.request import RESIZE_MODES
-from sdstudio.ui.canvas.base import ImageCanvasBase, add_info_and_fit, tool_button
+from sdstudio.ui.canvas.base import (
+    ImageCanvasBase,
+    add_info_and_fit,
+    open_and_paste_buttons,
+    tool_button,
+)
 from sdstudio.ui.canvas.viewer import ImageViewer
 
 FIT_MODE_LABELS: dict[str, tuple[str, str]] = {
@@ -146,15 +151,9 @@ class SourceCanvas(ImageCanvasBase):
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
         bar.setSpacing(2)
-        self.open_button = tool_button(self, "open", "Open…",
-                                       "Open an image file (Ctrl+O)", with_text=True)
-        self.paste_button = tool_button(self, "paste", "Paste",
-                                        "Paste an image from the clipboard (Ctrl+V)",
-                                        with_text=True)
+        self.open_button, self.paste_button = open_and_paste_buttons(self)
         self.clear_button = tool_button(self, "remove", "Remove",
                                         "Remove the source image", with_text=True)
-        self.open_button.clicked.connect(self.open_dialog)
-        self.paste_button.clicked.connect(self.paste)
         self.clear_button.clicked.connect(lambda: self.set_image(None))
         for b in (self.open_button, self.paste_button, self.clear_button):
             bar.addWidget(b)
