@@ -8,7 +8,8 @@ generations and never alongside one. The queue shows it as one job with its prog
 cancelling it there cancels the batch. Pause takes effect after the current image and holds
 the worker (queued generations run after the batch is resumed or cancelled).
 
-Every ``BatchEvent`` is relayed as a Qt signal, which Qt queues to the GUI thread.
+Every ``BatchEvent`` is relayed as the ``batchEvent`` signal, which Qt queues to the GUI
+thread (not ``event``: that name would hide ``QObject.event``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class BatchController(QObject):
-    event = Signal(object)  # BatchEvent (from the worker thread, queued to the GUI thread)
+    batchEvent = Signal(object)  # BatchEvent (from the worker thread, queued to the GUI thread)
     failed = Signal(object)  # SDStudioError raised before or instead of running (list changed...)
     finished = Signal()  # the batch's job has ended (after the summary or a failure)
 
@@ -132,7 +133,7 @@ class _BatchTask:
 
         def on_event(event: BatchEvent) -> None:
             self._report(ctx, event)
-            self.controller.event.emit(event)
+            self.controller.batchEvent.emit(event)
 
         try:
             runner = BatchRunner(ctx.engine, self.prompts, self.options, on_event=on_event,

@@ -8,7 +8,7 @@ batch runner as one job of the window's queue, on the worker thread with the wor
 (pending, running, done, failed with the reason); overall progress shows images done, s/image
 and time left. Pause takes effect after the current image. When the output folder holds a
 batch of a changed list, the panel asks whether to resume or restart. Finished images go to
-``on_image`` (the gallery).
+``on_image`` (the gallery). The item table is :mod:`sdstudio.ui.batch_items`.
 
 ``app.py`` adds it as a tab through ``create_panel(window, queue, settings)``.
 """
@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -40,8 +36,6 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSpinBox,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -55,40 +49,17 @@ from sdstudio.batch.events import (
     UnitFailed,
     UnitStarted,
 )
-from sdstudio.batch.plan import SEED_POLICIES, BatchOptions, WorkUnit
+from sdstudio.batch.plan import SEED_POLICIES, BatchOptions
 from sdstudio.batch.qt import BatchController
 from sdstudio.batch.runner import ListChangedError
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.prompts import PromptList, parse_prompt_list
 from sdstudio.core.request import GenerationRequest
 from sdstudio.core.settings import DEFAULT_FILENAME_PATTERN
+from sdstudio.ui.batch_items import BatchItemTable
 
 PANEL_TITLE = "&Batch"
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
-COL_LINE, COL_PROMPT, COL_IMAGES, COL_STATE = range(4)
-
 Asker = Callable[[str], "str | None"]  # message -> "resume" | "restart" | None (cancel)
-
-
-@dataclass
-class _Row:
-    line_no: int
-    images: int
-    done: int = 0
-    failed: int = 0
-    running: bool = False
-    running_unit: int = -1  # the unit index that set ``running``
-    reason: str = ""
-
-    @property
-    def state(self) -> str:
-        if self.running:
-            return RUNNING
-        if self.failed and self.done + self.failed >= self.images:
-            return FAILED
-        if self.done >= self.images:
-            return DONE
-        return PENDING
 
 
 def ask_on_change(parent: QWidget, message: str) -> str | None:
@@ -132,8 +103,6 @@ class BatchPanel(QWidget):
         self._ask: Asker = ask or (lambda message: ask_on_change(self, message))
         self.prompts: PromptList | None = None
         self.list_path: Path | None = None
-        self._rows: dict[int, _Row] = {}  # item index -> row
-        self._row_index: dict[int, int] = {}  # item index -> table row
         self._assigned = 0
         self._finished = 0
         self._started = 0.0
@@ -143,7 +112,7 @@ class BatchPanel(QWidget):
         self._build(pattern)
         if on_image is not None:
             self.imageSaved.connect(on_image)
-        self.controller.event.connect(self._on_event)
+        self.controller.batchEvent.connect(self._on_event)
         self.controller.failed.connect(self._on_failed)
         self.controller.finished.connect(self._on_finished)
         self._update_buttons()
@@ -183,22 +152,7 @@ class BatchPanel(QWidget):
         self.bad_lines.setVisible(False)
         split.addWidget(self.bad_lines)
 
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Line", "Prompt", "Images", "State"])
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.table.setAlternatingRowColors(True)
-        self.table.setShowGrid(False)
-        header = self.table.horizontalHeader()
-        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        for col, mode in ((COL_LINE, QHeaderView.ResizeMode.ResizeToContents),
-                          (COL_PROMPT, QHeaderView.ResizeMode.Stretch),
-                          (COL_IMAGES, QHeaderView.ResizeMode.ResizeToContents),
-                          (COL_STATE, QHeaderView.ResizeMode.Stretch)):
-            header.setSectionResizeMode(col, mode)
+        self.table = BatchItemTable()
         split.addWidget(self.table)
         split.setSizes([120, 60, 400])
         root.addWidget(split, 1)
@@ -311,7 +265,7 @@ class BatchPanel(QWidget):
         except SDStudioError as exc:
             self.prompts = None
             self._show_message(str(exc), error=True)
-            self._fill_table(None)
+            self.table.show_list(None, self.per_prompt.value())
             return False
         self.prompts = prompts
         self.bad_lines.clear()
@@ -321,7 +275,7 @@ class BatchPanel(QWidget):
             self.bad_lines.addItem(f"{warning} (warning)")
         self.bad_lines.setVisible(bool(prompts.errors or prompts.warnings))
         self.good_button.setVisible(bool(prompts.errors) and bool(prompts.items))
-        self._fill_table(prompts)
+        self.table.show_list(prompts, self.per_prompt.value())
         self._update_out_placeholder()
         if prompts.errors:
             self._show_message(
@@ -410,7 +364,7 @@ class BatchPanel(QWidget):
 
     def item_states(self) -> list[tuple[int, str, str]]:
         """(line number, state, reason) per item, in list order (for tests and tooltips)."""
-        return [(r.line_no, r.state, r.reason) for _, r in sorted(self._rows.items())]
+        return self.table.item_states()
 
     # ---------------------------------------------------------------------------- events
     def _on_event(self, event: BatchEvent) -> None:
@@ -418,32 +372,20 @@ class BatchPanel(QWidget):
             self._assigned = event.assigned
             self._finished = 0
             self._started = time.perf_counter()
-            for row in self._rows.values():
-                row.done = row.failed = 0
-                row.running = False
-                row.reason = ""
-            for unit in event.units:
-                if unit.slot in event.done_slots and unit.item in self._rows:
-                    self._rows[unit.item].done += 1
-            for item in self._rows:
-                self._refresh_row(item)
+            self.table.planned(event.units, event.done_slots)
             self.progress.setRange(0, max(event.assigned, 1))
             self.progress.setValue(0)
             skipped = f" ({event.already_done} already done)" if event.already_done else ""
             self._show_message(f"{event.assigned} image(s) to make{skipped} in {event.out_dir}")
         elif isinstance(event, UnitStarted):
-            row = self._rows.get(event.unit.item)
-            if row is not None:
-                row.running, row.running_unit = True, event.unit.index
-                self._refresh_row(event.unit.item)
+            self.table.unit_started(event.unit)
         elif isinstance(event, UnitDone):
-            self._unit_finished(event.unit, ok=True)
+            self.table.unit_finished(event.unit, ok=True)
+            self._count_finished()
             self.imageSaved.emit(str(event.path))
         elif isinstance(event, UnitFailed):
-            row = self._rows.get(event.unit.item)
-            if row is not None:
-                row.reason = event.reason
-            self._unit_finished(event.unit, ok=False)
+            self.table.unit_finished(event.unit, ok=False, reason=event.reason)
+            self._count_finished()
         elif isinstance(event, BatchPaused):
             self._show_message("Paused" if event.paused else "Running")
             self.stateChanged.emit("paused" if event.paused else "running")
@@ -451,19 +393,7 @@ class BatchPanel(QWidget):
             self.summary = event
             self._show_message(event.line(), error=bool(event.failed))
 
-    def _unit_finished(self, unit: WorkUnit, ok: bool) -> None:
-        item = unit.item
-        row = self._rows.get(item)
-        if row is not None:
-            # the runner saves a unit while it makes the next one, so a line's next image
-            # may already run when this one's report arrives: that one keeps the row running
-            if row.running_unit in (-1, unit.index):
-                row.running = False
-            if ok:
-                row.done += 1
-            else:
-                row.failed += 1
-            self._refresh_row(item)
+    def _count_finished(self) -> None:
         self._finished += 1
         self.progress.setValue(self._finished)
         elapsed = time.perf_counter() - self._started
@@ -491,43 +421,6 @@ class BatchPanel(QWidget):
                                    "again to resume or restart")
 
     # --------------------------------------------------------------------------- helpers
-    def _fill_table(self, prompts: PromptList | None) -> None:
-        self.table.setRowCount(0)
-        self._rows.clear()
-        self._row_index.clear()
-        if prompts is None:
-            return
-        per = self.per_prompt.value()
-        self.table.setRowCount(len(prompts.items))
-        for i, item in enumerate(prompts.items):
-            self._rows[i] = _Row(item.line_no, per * item.request.image_count)
-            self._row_index[i] = i
-            self.table.setItem(i, COL_LINE, QTableWidgetItem(str(item.line_no)))
-            prompt = QTableWidgetItem(item.request.prompt.replace("\n", " "))
-            prompt.setToolTip(item.request.prompt)
-            self.table.setItem(i, COL_PROMPT, prompt)
-            self.table.setItem(i, COL_IMAGES, QTableWidgetItem(""))
-            self.table.setItem(i, COL_STATE, QTableWidgetItem(""))
-            self._refresh_row(i)
-
-    def _refresh_row(self, item: int) -> None:
-        row = self._rows.get(item)
-        r = self._row_index.get(item)
-        if row is None or r is None:
-            return
-        images = self.table.item(r, COL_IMAGES)
-        state = self.table.item(r, COL_STATE)
-        if images is None or state is None:
-            return
-        images.setText(f"{row.done}/{row.images}")
-        state.setIcon(_state_icon(row.state))
-        text = row.state
-        if row.state == FAILED or (row.failed and row.reason):
-            text = f"{FAILED}: {row.reason}" if row.state == FAILED else \
-                f"{row.state} ({row.failed} failed: {row.reason})"
-        state.setText(text)
-        state.setToolTip(row.reason)
-
     def _image_total(self, prompts: PromptList) -> int:
         return sum(self.per_prompt.value() * it.request.image_count for it in prompts.items)
 
@@ -561,28 +454,6 @@ class BatchPanel(QWidget):
         if self.paste.toPlainText().strip():
             self.list_path = None
             self.source_label.setText("Pasted prompts")
-
-
-_ICONS: dict[str, QIcon] = {}
-
-
-def _state_icon(state: str) -> QIcon:
-    """A coloured dot per item state (the queue's colours)."""
-    icon = _ICONS.get(state)
-    if icon is None:
-        from sdstudio.ui.widgets import STATE_COLOURS
-
-        colour = STATE_COLOURS.get({PENDING: "queued"}.get(state, state), "#8d8d97")
-        pixmap = QPixmap(24, 24)
-        pixmap.fill(Qt.GlobalColor.transparent)
-        painter = QPainter(pixmap)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor(colour))
-        painter.drawEllipse(6, 6, 12, 12)
-        painter.end()
-        icon = _ICONS[state] = QIcon(pixmap)
-    return icon
 
 
 class _CloseWatcher(QObject):
