@@ -9,7 +9,6 @@ the last used model while the window already responds.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import logging.handlers
 import os
@@ -122,23 +121,13 @@ def _engine_factory() -> Any:
 
 
 def _add_optional_panels(window: Any, queue: Any) -> None:
-    """The batch panel (sdstudio.ui.batch_panel) joins as a tab when that module exists."""
-    import importlib
-    import importlib.util
+    """Add the batch panel (sdstudio.ui.batch_panel) as a tab. A panel that fails to build is
+    logged and left out: the rest of the window keeps working."""
+    from sdstudio.ui.batch_panel import PANEL_TITLE, create_panel
 
     try:
-        if importlib.util.find_spec("sdstudio.ui.batch_panel") is None:
-            return
-        module = importlib.import_module("sdstudio.ui.batch_panel")
-        factory = getattr(module, "create_panel", None) or getattr(module, "BatchPanel", None)
-        if factory is None:
-            return
-        available = {"window": window, "queue": queue, "settings": window.settings,
-                     "parent": window}
-        params = inspect.signature(factory).parameters
-        kwargs = {k: v for k, v in available.items() if k in params}
-        panel = factory(**kwargs)
-        window.add_panel(panel, getattr(module, "PANEL_TITLE", "&Batch"), "batch")
+        panel = create_panel(window, queue, window.settings)
+        window.add_panel(panel, PANEL_TITLE, "batch")
     except Exception:
         log.exception("the batch panel could not be added")
 
