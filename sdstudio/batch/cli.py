@@ -28,7 +28,7 @@ from sdstudio.batch.events import (
     UnitStarted,
 )
 from sdstudio.batch.plan import SEED_POLICIES, BatchOptions, count_units, fingerprint
-from sdstudio.core.errors import SDStudioError
+from sdstudio.core.errors import SDStudioError, describe_error
 from sdstudio.core.events import LoadProgress, ModelReady, Progress
 from sdstudio.core.request import SAMPLER_NAMES, GenerationRequest
 
@@ -128,8 +128,12 @@ def run(args: argparse.Namespace) -> int:
         print("\nsdstudio: interrupted: run the same command again to resume", file=err)
         return EXIT_INTERRUPTED
     except SDStudioError as exc:
-        print(f"sdstudio: error: {exc}", file=err)
+        print(_error_line(exc), file=err)
         return EXIT_USAGE
+
+
+def _error_line(exc: BaseException, what: str = "") -> str:
+    return f"sdstudio: error: {what}{describe_error(exc)}"
 
 
 def _run(args: argparse.Namespace, err: TextIO) -> int:
@@ -141,7 +145,7 @@ def _run(args: argparse.Namespace, err: TextIO) -> int:
     try:
         defaults = defaults_from_args(args).validated()
     except SDStudioError as exc:
-        print(f"sdstudio: error: bad default: {exc}", file=err)
+        print(_error_line(exc, "bad default: "), file=err)
         return EXIT_USAGE
     prompts = parse_prompt_list(list_path, defaults)
     for warning in prompts.warnings:
@@ -168,8 +172,11 @@ def _run(args: argparse.Namespace, err: TextIO) -> int:
         from sdstudio.storage.naming import check_pattern
 
         check_pattern(options.pattern)
-    except (ValueError, SDStudioError) as exc:
-        print(f"sdstudio: error: {exc}", file=err)
+    except SDStudioError as exc:
+        print(_error_line(exc), file=err)
+        return EXIT_USAGE
+    except ValueError as exc:  # BatchOptions.check's, worded for the person: no class name
+        print(_error_line(SDStudioError(str(exc))), file=err)
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(prompts, options, err)
@@ -200,7 +207,7 @@ def _run(args: argparse.Namespace, err: TextIO) -> int:
     try:
         runner.prepare()
     except ListChangedError as exc:
-        print(f"sdstudio: error: {exc}", file=err)
+        print(_error_line(exc), file=err)
         print("run again with --resume or --restart", file=err)
         return EXIT_USAGE
     with install_cancel_handler(control.cancel_token):

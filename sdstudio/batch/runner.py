@@ -62,7 +62,12 @@ from sdstudio.batch.plan import (
     plan_units,
 )
 from sdstudio.core.cancel import CancelToken
-from sdstudio.core.errors import CancelledError, PromptListError, SDStudioError
+from sdstudio.core.errors import (
+    CancelledError,
+    PromptListError,
+    SDStudioError,
+    describe_error,
+)
 from sdstudio.core.events import EngineEvent, ImageReady
 from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import GenerationRequest
@@ -207,7 +212,8 @@ class BatchRunner:
                 except SDStudioError as exc:  # re-raised after the barrier, never inside it
                     error = exc
                 except OSError as exc:
-                    error = SDStudioError(f"cannot use the output folder {self.out_dir}: {exc}")
+                    error = SDStudioError(
+                        f"cannot use the output folder {self.out_dir}: {describe_error(exc)}")
         if error is not None:
             raise error
         state = read_manifest(self.out_dir)
@@ -438,7 +444,7 @@ class _Saver:
         self._put(("save", unit, ready, info, gen_s))
 
     def fail(self, unit: WorkUnit, exc: Exception, gen_s: float) -> None:
-        reason = str(exc) if isinstance(exc, SDStudioError) else f"{type(exc).__name__}: {exc}"
+        reason = describe_error(exc)
         details = getattr(exc, "details", "") or "".join(traceback.format_exception(exc))
         if not isinstance(exc, SDStudioError):
             log.error("batch unit %d failed", unit.index, exc_info=exc)
@@ -509,9 +515,7 @@ class _Saver:
         try:
             path = save_image(ready.image, ready.request, info, self._out_dir, self._pattern)
         except Exception as exc:  # the disk refused this image: recorded, the batch goes on
-            reason = str(exc) if isinstance(exc, SDStudioError) else (
-                f"{type(exc).__name__}: {exc}"
-            )
+            reason = describe_error(exc)
             if not isinstance(exc, SDStudioError):
                 log.error("batch unit %d failed", unit.index, exc_info=exc)
             elapsed = gen_s + time.perf_counter() - t0

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from sdstudio.cli.checks import check_out_dir, check_request_inputs
 from sdstudio.cli.common import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILURE, EXIT_OK, PROG
-from sdstudio.cli.errors import is_bad_input, one_line
+from sdstudio.cli.errors import is_bad_input
 from sdstudio.cli.request_args import engine_settings_from_args, request_from_args
 from sdstudio.cli.terminal import ProgressBar, install_cancel_handler, quiet_libraries
 from sdstudio.core.cancel import CancelToken
-from sdstudio.core.errors import CancelledError, ImageInputError, SDStudioError
+from sdstudio.core.errors import CancelledError, ImageInputError, SDStudioError, describe_error
 
 if TYPE_CHECKING:
     from sdstudio.core.events import EngineEvent
@@ -135,7 +135,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 raise ImageInputError(f"not a file: {name}")
             md = read_image_metadata(path)
         except (SDStudioError, OSError) as exc:
-            print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+            print(f"{PROG}: error: {describe_error(exc)}", file=sys.stderr)
             status = EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILURE
             continue
         if args.json:

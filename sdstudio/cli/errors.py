@@ -20,6 +20,8 @@ from sdstudio.core.errors import (
     PromptListError,
     RequestError,
     SDStudioError,
+    describe_error,
+    is_out_of_memory,
 )
 
 BAD_INPUT_ERRORS: tuple[type[SDStudioError], ...] = (
@@ -31,15 +33,7 @@ BAD_INPUT_ERRORS: tuple[type[SDStudioError], ...] = (
 )
 
 
-def one_line(exc: BaseException) -> str:
-    if isinstance(exc, SDStudioError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{reason}{where}".splitlines()[0]
-    text = str(exc).strip()
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__).splitlines()[0]
+one_line = describe_error  # its name in the CLI before it moved to sdstudio.core.errors
 
 
 def is_bad_input(exc: BaseException) -> bool:
@@ -73,15 +67,11 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
     except (CancelledError, KeyboardInterrupt):
         print(f"{PROG}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
-    except (SDStudioError, OSError) as exc:
-        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILURE
-    except MemoryError:
-        print(f"{PROG}: error: out of memory; try a smaller size or fewer images per run",
-              file=sys.stderr)
-        return EXIT_FAILURE
     except Exception as exc:
+        if isinstance(exc, (SDStudioError, OSError)) or is_out_of_memory(exc):
+            print(f"{PROG}: error: {describe_error(exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILURE
         log = log_unexpected(exc, argv)
         where = f" (details in {log})" if log else ""
-        print(f"{PROG}: error: unexpected {one_line(exc)}{where}", file=sys.stderr)
+        print(f"{PROG}: error: unexpected {describe_error(exc)}{where}", file=sys.stderr)
         return EXIT_FAILURE

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from sdstudio.core.errors import CancelledError, SDStudioError
+from sdstudio.core.errors import CancelledError, SDStudioError, describe_error
 from sdstudio.core.request import GenerationInfo, GenerationRequest
 
 if TYPE_CHECKING:
@@ -44,13 +44,8 @@ class Failure:
     @classmethod
     def from_exception(cls, exc: BaseException, job_id: int | None = None,
                        context: str = "") -> Failure:
-        if isinstance(exc, SDStudioError):
-            message = str(exc)
-            extra = exc.details
-        else:
-            text = str(exc).strip().splitlines()
-            message = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-            extra = ""
+        message = describe_error(exc)
+        extra = exc.details if isinstance(exc, SDStudioError) else ""
         if context:
             message = f"{context}: {message}"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
