@@ -28,26 +28,16 @@ from sdstudio.batch.events import (
     UnitStarted,
 )
 from sdstudio.batch.plan import SEED_POLICIES, BatchOptions, count_units, fingerprint
+from sdstudio.cli.request_args import (
+    add_engine_arguments,
+    add_request_arguments,
+    request_from_args,
+)
 from sdstudio.core.errors import SDStudioError, describe_error
 from sdstudio.core.events import LoadProgress, ModelReady, Progress
-from sdstudio.core.request import SAMPLER_NAMES, GenerationRequest
+from sdstudio.core.request import GenerationRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-# request defaults: (flag, field, type, help)
-_DEFAULT_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
-    ("--negative-prompt", "negative_prompt", str, "negative prompt for lines without one"),
-    ("--steps", "steps", int, "denoising steps (default 20)"),
-    ("--width", "width", int, "image width, a multiple of 8 (default 512)"),
-    ("--height", "height", int, "image height, a multiple of 8 (default 512)"),
-    ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (default 7)"),
-    ("--sampler", "sampler", str, "sampler, A1111 name (default 'Euler a')"),
-    ("--seed", "seed", int, "base seed; -1 = random, drawn once per batch (default -1)"),
-    ("--strength", "strength", float, "denoising strength for lines with an init image"),
-    ("--clip-skip", "clip_skip", int, "CLIP skip (default 1)"),
-    ("--init-image", "init_image", str, "init image for lines without one (img2img)"),
-)
-
 
 def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -64,7 +54,6 @@ def register(subparsers: Any) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("list", metavar="LIST", help="prompt list: .txt (A1111 options), .csv, .jsonl")
-    p.add_argument("--model", default=None, help="model path or name (default: configured/demo)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: <output folder>/batch-<list name>)")
     p.add_argument("--per-prompt", type=int, default=1, metavar="N", help="images per prompt")
@@ -84,28 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check the list and show the plan without generating")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    from sdstudio.cli import add_engine_arguments
-
     add_engine_arguments(p)
-    for flag, fld, typ, help_text in _DEFAULT_FLAGS:
-        kwargs: dict[str, Any] = {"type": typ, "default": None, "dest": f"default_{fld}",
-                                  "help": help_text}
-        if fld == "sampler":
-            kwargs["metavar"] = "NAME"
-            help_text += f"; one of: {', '.join(SAMPLER_NAMES)}"
-            kwargs["help"] = help_text
-        p.add_argument(flag, **kwargs)
+    add_request_arguments(p, prompt_required=False, line_defaults=True)
 
 
 def defaults_from_args(args: argparse.Namespace) -> GenerationRequest:
-    fields: dict[str, Any] = {"prompt": ""}
-    for _, fld, _, _ in _DEFAULT_FLAGS:
-        value = getattr(args, f"default_{fld}", None)
-        if value is not None:
-            fields[fld] = value
-    if args.model:
-        fields["model"] = args.model
-    return GenerationRequest.from_dict(fields)
+    """The request options as the defaults of every line (not validated)."""
+    return request_from_args(args, base=GenerationRequest(prompt=""))
 
 
 def default_out_dir(list_path: Path) -> Path:
@@ -245,11 +219,11 @@ def _dry_run(prompts: Any, options: BatchOptions, err: TextIO) -> int:
 
     total = count_units(prompts, options.per_prompt)
     state = read_manifest(options.out_dir)
-    fp = fingerprint(prompts, options.per_prompt, options.seed_policy)
     print(f"{len(prompts.items)} prompts, {total} images into {options.out_dir}", file=sys.stdout)
     if state.header is None:
         print("nothing done yet: a new batch would start", file=sys.stdout)
-    elif state.header.fingerprint == fp:
+    elif state.header.fingerprint == fingerprint(prompts, options.per_prompt,
+                                                 options.seed_policy, state.header.version):
         done = len(state.done())
         print(f"{done} already done: a run would resume with {total - done} images",
               file=sys.stdout)

@@ -65,7 +65,6 @@ from sdstudio.cli.request_args import (
     add_request_arguments,
     engine_settings_from_args,
     looks_like_path,
-    normalize_sampler,
     parse_lora,
     request_from_args,
 )
@@ -75,6 +74,7 @@ from sdstudio.cli.terminal import (
     install_cancel_handler,
     quiet_libraries,
 )
+from sdstudio.core.sampler_names import normalize_sampler
 
 __all__ = [
     "BAD_INPUT_ERRORS",

@@ -10,62 +10,75 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import RequestError
-from sdstudio.core.request import (
-    FIELD_NAMES,
-    RESIZE_MODES,
-    SAMPLER_NAMES,
-    GenerationRequest,
-    LoraSpec,
-)
+from sdstudio.core.fields import ALL_MODES, FieldSpec
+from sdstudio.core.request import FIELDS, GenerationRequest, LoraSpec
 
 if TYPE_CHECKING:
     from sdstudio.core.settings import EngineSettings, Settings
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+_GROUPS = ("image", "img2img and inpaint", "model")
 
 
-def add_request_arguments(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
-    """Every GenerationRequest field as an option; unset options keep the request defaults."""
-    g = parser.add_argument_group("image")
-    g.add_argument("--prompt", "-p", required=prompt_required, default=None, metavar="TEXT",
-                   help="what to draw (<lora:name:weight> tags allowed)")
-    g.add_argument("--negative-prompt", "-n", default=None, metavar="TEXT", help="what to avoid")
-    g.add_argument("--width", "-W", type=int, default=None, metavar="PX",
-                   help="multiple of 8 (default 512)")
-    g.add_argument("--height", "-H", type=int, default=None, metavar="PX",
-                   help="multiple of 8 (default 512)")
-    g.add_argument("--steps", "-s", type=int, default=None, metavar="N",
-                   help="denoising steps (default 20)")
-    g.add_argument("--cfg-scale", "-c", type=float, default=None, metavar="X",
-                   help="guidance (default 7)")
-    g.add_argument("--seed", type=int, default=None, metavar="N", help="-1 = random (default)")
-    g.add_argument("--sampler", default=None, metavar="NAME",
-                   help=f"one of: {', '.join(SAMPLER_NAMES)} (default Euler a)")
-    g.add_argument("--batch-size", "-b", type=int, default=None, metavar="N", help="images per run")
-    g.add_argument("--batch-count", type=int, default=None, metavar="N", help="number of runs")
-    g.add_argument("--rng", choices=("cpu", "device"), default=None,
-                   help="where initial noise is drawn (cpu: same image on every device)")
-    g = parser.add_argument_group("img2img and inpaint")
-    g.add_argument("--init-image", "-i", default=None, metavar="FILE", help="source image")
-    g.add_argument("--strength", type=float, default=None, metavar="X",
-                   help="denoising strength 0..1")
-    g.add_argument("--mask", default=None, metavar="FILE", help="inpaint mask (white = repaint)")
-    g.add_argument("--mask-blur", type=int, default=None, metavar="PX", help="pixels (default 4)")
-    g.add_argument("--inpaint-only-masked", action="store_true", default=None,
-                   help="work on the masked area at full resolution")
-    g.add_argument("--inpaint-padding", type=int, default=None, metavar="PX",
-                   help="pixels around the mask")
-    g.add_argument("--resize-mode", default=None, choices=RESIZE_MODES,
-                   help="how the source image fits the size (default resize)")
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", "-m", default=None, metavar="PATH|NAME",
-                   help="model folder or file, or a name in the model folders "
-                        "(default: the configured model, else the untrained demo model)")
-    g.add_argument("--vae", default=None, metavar="PATH|NAME", help="separate VAE")
-    g.add_argument("--lora", action="append", default=None, metavar="NAME:WEIGHT",
-                   help="apply a LoRA (repeatable)")
-    g.add_argument("--clip-skip", type=int, default=None, metavar="N",
-                   help="1 = last CLIP layer (default)")
+def _group(spec: FieldSpec) -> str:
+    if spec.kind in ("model", "loras"):
+        return "model"
+    if spec.modes != ALL_MODES or spec.kind == "path":
+        return "img2img and inpaint"
+    return "image"
+
+
+_LISTED_CHOICES = 8  # up to this many choices argparse lists in the usage; more: in the help
+
+
+def _help(spec: FieldSpec) -> str:
+    text = spec.help or spec.label
+    if spec.kind == "choice" and len(spec.choices) > _LISTED_CHOICES:
+        text += f"; one of: {', '.join(spec.choices)}"
+    if spec.default not in (None, "", ()) and spec.kind != "bool":
+        default = spec.default if spec.kind == "choice" else spec.display(spec.default)
+        text += f" (default {default})"
+    return text.replace("%", "%%")
+
+
+def _argument(spec: FieldSpec) -> dict[str, Any]:
+    """argparse keywords for a field's option; unset options are None."""
+    kw: dict[str, Any] = {"dest": spec.name, "default": None, "help": _help(spec)}
+    if spec.metavar:
+        kw["metavar"] = spec.metavar
+    if spec.kind == "int":
+        kw["type"] = int
+    elif spec.kind == "float":
+        kw["type"] = float
+    elif spec.kind == "bool":
+        kw["action"] = argparse.BooleanOptionalAction
+    elif spec.kind == "choice":
+        kw["type"] = spec.coerce  # "Crop" -> "crop", "GPU" -> "device", "euler_a" -> "Euler a"
+        if len(spec.choices) <= _LISTED_CHOICES:
+            kw["choices"] = spec.choices
+    elif spec.kind == "loras":
+        kw["action"] = "append"
+        kw["type"] = parse_lora
+    return kw
+
+
+def add_request_arguments(parser: argparse.ArgumentParser, *, prompt_required: bool,
+                          line_defaults: bool = False) -> None:
+    """Every GenerationRequest field with a CLI option (the field table's ``cli``); unset
+    options keep the request defaults. ``line_defaults``: for ``batch``, where the options
+    are the defaults of every prompt-list line and the prompt comes from the list."""
+    if line_defaults:
+        group = parser.add_argument_group("defaults for every line (a line's own value wins)")
+        groups = dict.fromkeys(_GROUPS, group)
+    else:
+        groups = {name: parser.add_argument_group(name) for name in _GROUPS}
+    for spec in FIELDS:
+        if not spec.options or (line_defaults and spec.name == "prompt"):
+            continue
+        kw = _argument(spec)
+        if spec.name == "prompt":
+            kw["required"] = prompt_required
+        groups[_group(spec)].add_argument(*spec.options, **kw)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,19 +90,6 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default=None, choices=("auto", "fp16", "bf16", "fp32"))
     g.add_argument("--memory-mode", default=None, choices=("auto", "low", "off"),
                    help="memory savers: auto (from free memory), low (all), off")
-
-
-def normalize_sampler(name: str) -> str:
-    """Accept "euler_a", "dpmpp_2m_karras", "DPM++ 2M Karras"...; unknown names pass through
-    (validation then lists the choices)."""
-    def key(text: str) -> str:
-        return "".join(c for c in text.lower().replace("++", "pp") if c.isalnum())
-
-    wanted = key(name)
-    for known in SAMPLER_NAMES:
-        if key(known) == wanted:
-            return known
-    return name
 
 
 def parse_lora(text: str) -> LoraSpec:
@@ -123,24 +123,16 @@ def request_from_args(
     """The request the options describe: set options override ``base`` (or the defaults).
     Not validated: call ``.validated()``."""
     changes: dict[str, Any] = {}
-    for name in FIELD_NAMES:
-        value = getattr(args, name, None)
+    for spec in FIELDS:
+        value = getattr(args, spec.name, None)
         if value is None:
             continue
-        if name == "loras":
-            continue
-        changes[name] = value
-    if getattr(args, "lora", None):
-        changes["loras"] = tuple(parse_lora(t) for t in args.lora)
-    if isinstance(changes.get("sampler"), str):
-        changes["sampler"] = normalize_sampler(changes["sampler"])
-    for name in ("init_image", "mask"):
-        if changes.get(name):
-            changes[name] = _abs_path(changes[name])
-    for name in ("model", "vae"):
-        value = changes.get(name)
-        if value and looks_like_path(value):
-            changes[name] = _abs_path(value)
+        if spec.kind == "loras":
+            value = tuple(value)
+        elif value and (spec.kind == "path"
+                        or (spec.kind == "model" and looks_like_path(value))):
+            value = _abs_path(value)
+        changes[spec.name] = value
     if base is not None:
         return base.replace(**changes)
     if "prompt" not in changes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -71,6 +71,7 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     choice_labels: tuple[str, ...] = ()  # shown instead of the choices (same order)
     choice_message: str = ""  # "{value!r}" and "{choices}" filled in
+    normalize: Callable[[str], str] | None = None  # other spellings -> a choice
     cli: tuple[str, ...] | None = None  # option strings; None = "--field-name"; () = none
     metavar: str | None = None
     aliases: tuple[str, ...] = ()  # other spellings in prompt lists (A1111, CSV headers)
@@ -180,6 +181,8 @@ class FieldSpec:
             if isinstance(value, (int, str)) and not isinstance(value, bool):
                 return float(value)
             return value
+        if kind == "choice" and isinstance(value, str) and self.normalize is not None:
+            return self.normalize(value)
         if kind == "choice" and isinstance(value, str):
             wanted = value.strip().lower()
             for names in (self.choices, self.choice_labels):

@@ -145,10 +145,7 @@ def _put(params: dict[str, Any], key: str, value: Any) -> None:
 
 def to_infotext(request: GenerationRequest, info: GenerationInfo | None = None) -> str:
     """AUTOMATIC1111's infotext for ``request`` (the request of one image, its actual seed)."""
-    prompt = request.prompt
-    tags = "".join(f" <lora:{lo.name}:{format_number(lo.weight)}>" for lo in request.loras)
-    if tags:
-        prompt = (prompt + tags) if prompt else tags.strip()
+    prompt = request.prompt_with_lora_tags()
     negative = f"\n{NEGATIVE_PREFIX} {request.negative_prompt}" if request.negative_prompt else ""
     params = infotext_params(request, info)
     line = ", ".join(f"{key}: {quote(value)}" for key, value in params.items())

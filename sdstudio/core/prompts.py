@@ -49,7 +49,6 @@ from sdstudio.core.errors import PromptListError, RequestError
 from sdstudio.core.fields import InfotextKey
 from sdstudio.core.infotext_keys import parse_size
 from sdstudio.core.request import FIELD_NAMES, FIELDS, GenerationRequest
-from sdstudio.core.sampler_names import normalize_sampler
 
 FORMATS = ("txt", "csv", "jsonl")
 
@@ -397,8 +396,6 @@ def _build(
             return LineError(line_no, f"unknown field {key!r}", str(key))
         if name in fields and _field_name(key) != key:
             continue  # the field's own name wins over an alias given on the same line
-        if name == "sampler" and isinstance(value, str):
-            value = normalize_sampler(value)
         fields[name] = value
     prompt = fields.get("prompt", base.get("prompt", ""))
     if not isinstance(prompt, str) or not prompt.strip():

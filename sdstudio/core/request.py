@@ -24,11 +24,12 @@ from sdstudio.core.fields import (
     Mode,
     Ui,
     field_map,
+    num,
     request_fields,
     spec,
 )
 from sdstudio.core.infotext_keys import FlagWordsKey, RngKey, SamplerKey, SizeKey, WhenKey
-from sdstudio.core.sampler_names import SAMPLER_NAMES
+from sdstudio.core.sampler_names import SAMPLER_NAMES, normalize_sampler
 
 __all__ = ["FIELD_NAMES", "MAX_SEED", "SAMPLER_NAMES", "GenerationInfo", "GenerationRequest",
            "LoraSpec", "Mode", "request_spec"]
@@ -73,6 +74,12 @@ class GenerationRequest:
         "text", "Negative prompt", help="what to avoid", cli=("--negative-prompt", "-n"),
         metavar="TEXT", aliases=("negative",),
         ui=Ui("prompt", "&Negative prompt", widget="prompt")))
+    sampler: str = field(default="Euler a", metadata=spec(
+        "choice", "Sampler", help="the sampling method (AUTOMATIC1111 names)",
+        choices=SAMPLER_NAMES, normalize=normalize_sampler,
+        choice_message="unknown sampler {value!r}; choose one of: {choices}", metavar="NAME",
+        aliases=("sampler_name", "sampler_index"),
+        infotext=SamplerKey(), ui=Ui("sampling", "Sa&mpler")))
     width: int = field(default=512, metadata=_size("width"))
     height: int = field(default=512, metadata=_size("height"))
     steps: int = field(default=20, metadata=spec(
@@ -88,11 +95,6 @@ class GenerationRequest:
         "int", "Seed", help="-1 picks a new random seed for every run", minimum=0,
         maximum=MAX_SEED, special=-1, special_meaning="random", metavar="N",
         infotext=InfotextKey("Seed"), ui=Ui("sampling", "S&eed", widget="seed")))
-    sampler: str = field(default="Euler a", metadata=spec(
-        "choice", "Sampler", help="the sampling method (AUTOMATIC1111 names)",
-        choices=SAMPLER_NAMES, choice_message="unknown sampler {value!r}; choose one of: "
-        "{choices}", metavar="NAME", aliases=("sampler_name", "sampler_index"),
-        infotext=SamplerKey(), ui=Ui("sampling", "Sa&mpler")))
     batch_size: int = field(default=1, metadata=spec(
         "int", "Images per run", help="images made together in one run (uses more memory)",
         minimum=1, maximum=MAX_BATCH_SIZE, cli=("--batch-size", "-b"), metavar="N",
@@ -189,6 +191,14 @@ class GenerationRequest:
             found.append(LoraSpec(m.group(1).strip(), weight))
         clean = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", self.prompt)).strip(" ,")
         return clean, (*self.loras, *found)
+
+    def prompt_with_lora_tags(self) -> str:
+        """The prompt with ``loras`` (the LoRAs given apart from it) as ``<lora:name:w>``
+        tags after it: the same LoRAs, as infotext and the window carry them."""
+        tags = "".join(f" <lora:{lo.name}:{num(lo.weight)}>" for lo in self.loras)
+        if not tags:
+            return self.prompt
+        return self.prompt + tags if self.prompt else tags.strip()
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
