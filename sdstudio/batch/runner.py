@@ -70,7 +70,7 @@ from sdstudio.core.errors import (
 )
 from sdstudio.core.events import EngineEvent, ImageReady
 from sdstudio.core.prompts import PromptList
-from sdstudio.core.request import GenerationRequest
+from sdstudio.core.request import GenerationInfo, GenerationRequest
 from sdstudio.storage.manifest import (
     ManifestHeader,
     ManifestWriter,
@@ -414,6 +414,44 @@ class _Saved:
     details: str = ""
 
 
+@dataclass(frozen=True)
+class _SaveJob:
+    """Save a decoded image, then append its ``done`` record."""
+
+    unit: WorkUnit
+    ready: ImageReady
+    info: GenerationInfo  # ``ready.info`` with the batch tag
+    gen_s: float  # the generation's time; the save's is added
+
+
+@dataclass(frozen=True)
+class _FailJob:
+    """Append the ``failed`` record of a unit that was not made (or not saved)."""
+
+    unit: WorkUnit
+    reason: str
+    kind: str
+    details: str
+    elapsed_s: float
+
+    @classmethod
+    def of(cls, unit: WorkUnit, exc: Exception, elapsed_s: float) -> _FailJob:
+        """The failure of ``unit`` by ``exc``; logged with its traceback unless it is one of
+        SD Studio's errors (a message meant for the person)."""
+        if not isinstance(exc, SDStudioError):
+            log.error("batch unit %d failed", unit.index, exc_info=exc)
+        details = getattr(exc, "details", "") or "".join(traceback.format_exception(exc))
+        return cls(unit, describe_error(exc), type(exc).__name__, details, elapsed_s)
+
+
+@dataclass(frozen=True)
+class _StopJob:
+    """Ends the writer thread, after every job queued before it."""
+
+
+_WriterJob = _SaveJob | _FailJob | _StopJob
+
+
 class _Saver:
     """The writer thread: saves each image, then appends its manifest record, in submission
     order (see the module docstring). ``save``/``fail`` queue work (blocking while one unit
@@ -423,8 +461,6 @@ class _Saver:
     in the calling thread by its next ``save``, ``fail``, ``finished``, ``flush`` or ``close``, so
     it ends the run as it did when the runner wrote the manifest itself."""
 
-    _STOP = object()
-
     def __init__(self, writer: ManifestWriter, out_dir: Path, pattern: str, run_id: str,
                  rank: int) -> None:
         self._writer = writer
@@ -432,7 +468,7 @@ class _Saver:
         self._pattern = pattern
         self._run_id = run_id
         self._rank = rank
-        self._jobs: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._jobs: queue.Queue[_WriterJob] = queue.Queue(maxsize=1)
         self._results: collections.deque[_Saved] = collections.deque()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="sdstudio-batch-writer",
@@ -440,15 +476,11 @@ class _Saver:
         self._thread.start()
 
     # ------------------------------------------------------------------ calling thread
-    def save(self, unit: WorkUnit, ready: ImageReady, info: Any, gen_s: float) -> None:
-        self._put(("save", unit, ready, info, gen_s))
+    def save(self, unit: WorkUnit, ready: ImageReady, info: GenerationInfo, gen_s: float) -> None:
+        self._put(_SaveJob(unit, ready, info, gen_s))
 
     def fail(self, unit: WorkUnit, exc: Exception, gen_s: float) -> None:
-        reason = describe_error(exc)
-        details = getattr(exc, "details", "") or "".join(traceback.format_exception(exc))
-        if not isinstance(exc, SDStudioError):
-            log.error("batch unit %d failed", unit.index, exc_info=exc)
-        self._put(("fail", unit, reason, type(exc).__name__, details, gen_s))
+        self._put(_FailJob.of(unit, exc, gen_s))
 
     def has_finished(self) -> bool:
         return bool(self._results)
@@ -467,7 +499,7 @@ class _Saver:
 
     def close(self) -> list[_Saved]:
         if self._thread.is_alive():
-            self._jobs.put(self._STOP)
+            self._jobs.put(_StopJob())
             self._thread.join()
         return self.finished()
 
@@ -478,10 +510,10 @@ class _Saver:
         # on an error in the calling thread (a KeyboardInterrupt, say) the queued images are
         # still saved before it propagates; their reports are dropped with the run
         if self._thread.is_alive():
-            self._jobs.put(self._STOP)
+            self._jobs.put(_StopJob())
             self._thread.join()
 
-    def _put(self, job: tuple[Any, ...]) -> None:
+    def _put(self, job: _WriterJob) -> None:
         self._raise()
         self._jobs.put(job)
 
@@ -494,7 +526,7 @@ class _Saver:
         while True:
             job = self._jobs.get()
             try:
-                if job is self._STOP:
+                if isinstance(job, _StopJob):
                     return
                 if self._error is None:  # after a manifest error nothing more is written
                     self._results.append(self._do(job))
@@ -503,27 +535,21 @@ class _Saver:
             finally:
                 self._jobs.task_done()
 
-    def _do(self, job: tuple[Any, ...]) -> _Saved:
+    def _do(self, job: _SaveJob | _FailJob) -> _Saved:
+        if isinstance(job, _FailJob):
+            return self._fail(job)
+        return self._save(job)
+
+    def _save(self, job: _SaveJob) -> _Saved:
         from sdstudio.storage.png import save_image
 
         t0 = time.perf_counter()
-        if job[0] == "fail":
-            _, unit, reason, kind, details, gen_s = job
-            self._record_failure(unit, reason, gen_s)
-            return _Saved(unit, reason=reason, kind=kind, details=details)
-        _, unit, ready, info, gen_s = job
+        unit, ready = job.unit, job.ready
         try:
-            path = save_image(ready.image, ready.request, info, self._out_dir, self._pattern)
+            path = save_image(ready.image, ready.request, job.info, self._out_dir, self._pattern)
         except Exception as exc:  # the disk refused this image: recorded, the batch goes on
-            reason = describe_error(exc)
-            if not isinstance(exc, SDStudioError):
-                log.error("batch unit %d failed", unit.index, exc_info=exc)
-            elapsed = gen_s + time.perf_counter() - t0
-            self._record_failure(unit, reason, elapsed)
-            return _Saved(unit, reason=reason, kind=type(exc).__name__,
-                          details=getattr(exc, "details", "")
-                          or "".join(traceback.format_exception(exc)))
-        elapsed = gen_s + time.perf_counter() - t0  # the unit's own work, not its queue wait
+            return self._fail(_FailJob.of(unit, exc, job.gen_s + time.perf_counter() - t0))
+        elapsed = job.gen_s + time.perf_counter() - t0  # the unit's own work, not its queue wait
         rel = path.relative_to(self._out_dir).as_posix()
         self._writer.write_record(UnitRecord(
             "done", self._run_id, unit.index, unit.item, unit.line_no, unit.image,
@@ -531,11 +557,13 @@ class _Saver:
         ))
         return _Saved(unit, path=path, elapsed_s=elapsed, image=ready.image)
 
-    def _record_failure(self, unit: WorkUnit, reason: str, elapsed: float) -> None:
+    def _fail(self, job: _FailJob) -> _Saved:
+        unit = job.unit
         self._writer.write_record(UnitRecord(
             "failed", self._run_id, unit.index, unit.item, unit.line_no, unit.image,
-            unit.key, unit.seed, reason=reason, rank=self._rank, elapsed_s=elapsed,
+            unit.key, unit.seed, reason=job.reason, rank=self._rank, elapsed_s=job.elapsed_s,
         ))
+        return _Saved(unit, reason=job.reason, kind=job.kind, details=job.details)
 
 
 def _subfolders(folder: Path) -> list[str]:

@@ -120,6 +120,30 @@ def test_a_save_that_fails_is_recorded_and_the_batch_goes_on(
     check_complete(tmp_path, prompts)
 
 
+def test_a_save_the_system_refuses_is_recorded_with_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not one of SD Studio's errors: the reason is the system's one line, the details keep
+    the traceback, and the next image is still saved."""
+    prompts = plist(3)
+    real_save = png_mod.save_image
+
+    def refused(image: Any, request: GenerationRequest, *args: Any, **kw: Any) -> Path:
+        if request.prompt == "prompt 0":
+            raise PermissionError(13, "Permission denied", str(tmp_path / "0.png"))
+        return real_save(image, request, *args, **kw)
+
+    monkeypatch.setattr(png_mod, "save_image", refused)
+    events: list[BatchEvent] = []
+    summary = BatchRunner(FakeEngine(), prompts, BatchOptions(tmp_path),
+                          on_event=events.append).run()
+    assert (summary.done, summary.failed) == (2, 1)
+    [failed] = [e for e in events if isinstance(e, UnitFailed)]
+    assert failed.reason == f"Permission denied: {tmp_path / '0.png'}"
+    assert failed.kind == "PermissionError" and "Traceback" in failed.details
+    [record] = read_manifest(tmp_path).failed().values()
+    assert record.reason == failed.reason and record.line_no == 1
+
+
 def test_a_manifest_that_cannot_be_written_stops_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     prompts = plist(5)
