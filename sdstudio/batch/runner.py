@@ -54,6 +54,7 @@ from sdstudio.batch.events import (
     ignore_batch_event,
 )
 from sdstudio.batch.plan import (
+    KEY_ENCODINGS,
     BatchOptions,
     WorkUnit,
     decide_seeds,
@@ -72,6 +73,7 @@ from sdstudio.core.events import EngineEvent, ImageReady
 from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import GenerationInfo, GenerationRequest
 from sdstudio.storage.manifest import (
+    MANIFEST_VERSION,
     ManifestHeader,
     ManifestWriter,
     UnitRecord,
@@ -200,7 +202,6 @@ class BatchRunner:
             raise BadLinesError(prompts)
         if not prompts.items:
             raise PromptListError("the prompt list has no prompts to run")
-        fp = fingerprint(prompts, opts.per_prompt, opts.seed_policy)
         procs = self.processes
         error: SDStudioError | None = None
         resumed = False
@@ -208,7 +209,7 @@ class BatchRunner:
         with procs.main_process_first():
             if procs.is_main:
                 try:
-                    resumed, adopted, removed = self._decide_run(fp)
+                    resumed, adopted, removed = self._decide_run()
                 except SDStudioError as exc:  # re-raised after the barrier, never inside it
                     error = exc
                 except OSError as exc:
@@ -218,11 +219,11 @@ class BatchRunner:
             raise error
         state = read_manifest(self.out_dir)
         header = state.header
-        if header is None or header.fingerprint != fp:
-            if header is None:
-                raise SDStudioError(f"no batch manifest in {self.out_dir}")
+        if header is None:
+            raise SDStudioError(f"no batch manifest in {self.out_dir}")
+        if header.fingerprint != self._fingerprint(header.version):
             raise ListChangedError(header, prompts.source_sha256, self.out_dir)
-        units = tuple(plan_units(prompts, opts.per_prompt, header.seeds))
+        units = tuple(plan_units(prompts, opts.per_prompt, header.seeds, header.version))
         done = state.done()
         pending = tuple(u for u in units if u.slot not in done)
         procs.wait_for_everyone()  # nobody writes a record before everyone has read
@@ -232,24 +233,36 @@ class BatchRunner:
         )
         return self.prepared
 
-    def _decide_run(self, fp: str) -> tuple[bool, int, int]:
-        """Main process only: write the header when a run starts; clean up after a crash."""
+    def _fingerprint(self, encoding: int) -> str:
+        if encoding not in KEY_ENCODINGS:
+            raise SDStudioError(
+                f"the batch in {self.out_dir} was started by a newer SD Studio (manifest "
+                f"version {encoding}); update SD Studio, or restart the batch")
+        return fingerprint(self.prompts, self.options.per_prompt, self.options.seed_policy,
+                           encoding)
+
+    def _decide_run(self) -> tuple[bool, int, int]:
+        """Main process only: write the header when a run starts; clean up after a crash.
+        A resumed batch keeps its manifest's key encoding; a new or restarted one uses the
+        current one."""
         opts, prompts = self.options, self.prompts
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state = read_manifest(self.out_dir)
         old = state.header
-        changed = old is not None and old.fingerprint != fp
+        restart = old is None or opts.restart
+        changed = not restart and old is not None and (
+            old.fingerprint != self._fingerprint(old.version))
         if changed and opts.on_change is None and not opts.restart:
             assert old is not None
             raise ListChangedError(old, prompts.source_sha256, self.out_dir)
         removed = len(remove_stale_temp_files(self.out_dir, _subfolders(self.out_dir)))
         resumed = False
-        if old is None or opts.restart or (changed and opts.on_change == "restart"):
-            header = self._new_header(fp, inherits=())
+        if old is None or restart or (changed and opts.on_change == "restart"):
+            header = self._new_header(MANIFEST_VERSION, inherits=())
         elif not changed:
             header, resumed = old, True
         else:  # changed, resume: keep the records of the unchanged lines
-            header = self._new_header(fp, inherits=(old.run_id, *old.inherits))
+            header = self._new_header(old.version, inherits=(old.run_id, *old.inherits))
             resumed = True
         if header is not old:
             with ManifestWriter(self.out_dir, 0) as writer:
@@ -257,14 +270,15 @@ class BatchRunner:
         adopted = self._adopt_orphans(header) if resumed else 0
         return resumed, adopted, removed
 
-    def _new_header(self, fp: str, inherits: Sequence[str]) -> ManifestHeader:
+    def _new_header(self, encoding: int, inherits: Sequence[str]) -> ManifestHeader:
         opts, prompts = self.options, self.prompts
         seeds = decide_seeds(prompts, opts.per_prompt, opts.seed_policy, self._seed_draw)
         return ManifestHeader(
             run_id=new_run_id(),
             source=prompts.source_name,
             source_sha256=prompts.source_sha256,
-            fingerprint=fp,
+            fingerprint=self._fingerprint(encoding),
+            version=encoding,
             seeds=tuple(seeds),
             options={
                 "per_prompt": opts.per_prompt,
@@ -284,7 +298,7 @@ class BatchRunner:
         from sdstudio.storage.png import read_image_metadata
 
         state = read_manifest(self.out_dir)
-        units = plan_units(self.prompts, self.options.per_prompt, header.seeds)
+        units = plan_units(self.prompts, self.options.per_prompt, header.seeds, header.version)
         done = state.done()
         pending = {u.slot: u for u in units if u.slot not in done}
         if not pending:
