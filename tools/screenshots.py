@@ -113,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                                "oil painting, warm light, highly detailed")
     p.negative_edit.setPlainText("blurry, low quality, watermark")
     p.set_size(512, 512)
-    p.steps_spin.setValue(6)
-    p.sampler_combo.setCurrentText("DPM++ 2M Karras")
-    p.seed_edit.setText("20240611")
+    p.widget("steps").setValue(6)
+    p.widget("sampler").setCurrentText("DPM++ 2M Karras")
+    p.widget("seed").setText("20240611")
     for _ in range(3):
         window.generate()
-    p.seed_edit.setText("-1")
+    p.widget("seed").setText("-1")
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
-    p.steps_spin.setValue(150)
+    p.widget("steps").setValue(150)
     long_job = window.generate()  # caught mid-way for the progress bar
     wait(app, lambda: queue.job(long_job).step >= 12)  # type: ignore[union-attr]
     window.generate()
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     shoot("text-to-image")
     queue.cancel_all()
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
-    p.steps_spin.setValue(6)
+    p.widget("steps").setValue(6)
     if args.dark:
         window.close()
         return 0
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     window.source_canvas.load_file(str(src))
     p.prompt_edit.setPlainText("the same valley in winter, snow, golden hour")
     p.set_size(768, 512)
-    p.strength_spin.setValue(0.6)
+    p.widget("strength").setValue(0.6)
     window.generate()
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
     shoot("image-to-image")
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         send(QMouseEvent.Type.MouseMove, x, y, Qt.MouseButton.LeftButton)
     send(QMouseEvent.Type.MouseButtonRelease, *pts[-1], Qt.MouseButton.NoButton)
     p.prompt_edit.setPlainText("a small wooden cabin with a glowing window")
-    p.mask_blur_spin.setValue(8)
+    p.widget("mask_blur").setValue(8)
     window.generate()
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
     shoot("inpaint")
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "--prompt \"a rainy street in a small town, umbrellas\" --negative_prompt "
         "\"people, cars\"\n", encoding="utf-8")
     p.set_size(512, 512)
-    p.steps_spin.setValue(6)
-    p.seed_edit.setText("1000")
+    p.widget("steps").setValue(6)
+    p.widget("seed").setText("1000")
     window.tabs.setCurrentWidget(panel)
     panel.open_list(prompt_list)
     panel.start()

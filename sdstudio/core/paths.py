@@ -80,3 +80,29 @@ def inputs_dir() -> Path:
 
 def resources_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "resources"
+
+
+ADDON_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")  # VAE and LoRA files
+
+
+def named_files(dirs: tuple[str, ...] | list[str], suffixes: tuple[str, ...] = ADDON_SUFFIXES,
+                limit: int = 2000) -> list[tuple[str, Path]]:
+    """(name, path) of the files in ``dirs`` (recursively, at most ``limit``), named as the
+    engine resolves them: the path relative to its folder, without the suffix. Sorted by
+    name; unreadable folders are skipped."""
+    out: dict[str, Path] = {}
+    for folder in dirs:
+        base = Path(folder).expanduser()
+        try:
+            for root, subdirs, files in os.walk(base):
+                subdirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in suffixes:
+                        path = Path(root) / name
+                        rel = path.relative_to(base).with_suffix("").as_posix()
+                        out.setdefault(rel, path)
+                        if len(out) >= limit:
+                            return sorted(out.items())
+        except OSError:
+            continue
+    return sorted(out.items())

@@ -38,13 +38,15 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.events import LoadProgress, ModelReady, Progress, VramUsage
-from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.core.paths import ADDON_SUFFIXES, named_files
+from sdstudio.core.request import GenerationRequest, Mode, request_spec
 from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.gallery import IMAGE_SUFFIXES, GalleryWidget
 from sdstudio.ui.prompt_panel import PromptPanel
+from sdstudio.ui.restore import missing_loras, restore_message, summary
 from sdstudio.ui.theme import app_icon, icon
 from sdstudio.ui.widgets import MessageBar, QueueView
 from sdstudio.worker import Failure, JobImage, JobQueue
@@ -234,17 +236,18 @@ class MainWindow(QMainWindow):
         self.prompt_panel.generateRequested.connect(self.generate)
         self.prompt_panel.cancelRequested.connect(self.cancel)
         self.prompt_panel.sizeChanged.connect(self.source_canvas.set_target_size)
-        self.prompt_panel.mask_blur_spin.valueChanged.connect(self.mask_canvas.set_blur_preview)
-        self.prompt_panel.only_masked_check.toggled.connect(self._update_masked_preview)
-        self.prompt_panel.padding_spin.valueChanged.connect(self._update_masked_preview)
+        panel = self.prompt_panel
+        panel.widget("mask_blur").valueChanged.connect(self.mask_canvas.set_blur_preview)
+        panel.widget("inpaint_only_masked").toggled.connect(self._update_masked_preview)
+        panel.widget("inpaint_padding").valueChanged.connect(self._update_masked_preview)
         self.source_canvas.errorOccurred.connect(self.show_error)
         self.mask_canvas.errorOccurred.connect(self.show_error)
         self.gallery.sendToImg2img.connect(self.send_to_img2img)
         self.gallery.sendToInpaint.connect(self.send_to_inpaint)
         self.gallery.reuseParameters.connect(self.restore_parameters_from)
         self.gallery.message.connect(self._on_gallery_message)
-        self.source_canvas.set_target_size(self.prompt_panel.width_spin.value(),
-                                           self.prompt_panel.height_spin.value())
+        self.source_canvas.set_target_size(panel.control("width").value(),
+                                           panel.control("height").value())
 
     def _pair(self, left: QWidget, right: QWidget, left_title: str, right_title: str
               ) -> QWidget:
@@ -427,14 +430,14 @@ class MainWindow(QMainWindow):
         from sdstudio.core.errors import ImageInputError
         from sdstudio.ui.imageutil import save_input_image
 
-        request = self.prompt_panel.request().replace(model=self._current_model)
+        request = self.prompt_panel.request().replace(
+            model=self._current_model, resize_mode=self.source_canvas.fit_mode())
         mode = self.current_mode()
         if mode is Mode.IMG2IMG:
             image = self.source_canvas.image()
             if image is None:
                 raise ImageInputError("Open, paste or drop a source image first")
-            request = request.replace(init_image=str(save_input_image(image, "init")),
-                                      resize_mode=self.source_canvas.fit_mode())
+            request = request.replace(init_image=str(save_input_image(image, "init")))
         elif mode is Mode.INPAINT:
             image = self.mask_canvas.image()
             if image is None:
@@ -530,14 +533,68 @@ class MainWindow(QMainWindow):
             if not quiet_failure:
                 self.show_error(str(exc), exc.details)
             return False
-        parts = self.prompt_panel.set_request(meta.request)
-        name = Path(path).name
-        note = ""
-        if meta.model_name and meta.model_name != self.model_combo.currentText():
-            note = f" It was made with the model “{meta.model_name}”."
+        request = meta.request
+        if meta.source != "sdstudio" and not request.vae and meta.info is None:
+            vae = meta.extras.get("VAE", "")
+            if vae:  # an A1111 infotext names its VAE file
+                stem = Path(vae)
+                if stem.suffix.lower() in ADDON_SUFFIXES:
+                    stem = stem.with_suffix("")
+                request = request.replace(vae=stem.as_posix())
+        from_infotext = meta.source != "sdstudio"  # our own chunk names the exact model
+        notes = self.apply_request(request, model_name=meta.model_name if from_infotext else "",
+                                   model_hash=meta.model_hash if from_infotext else "")
+        extras = {} if meta.source == "sdstudio" else {
+            k: v for k, v in meta.extras.items() if k != "VAE"}
         self.message_bar.show_info(
-            f"Restored from {name}: {', '.join(parts)}.{note}", meta.infotext)
+            restore_message(Path(path).name, summary(request), notes, extras), meta.infotext)
         return True
+
+    def apply_request(self, request: GenerationRequest, model_name: str = "",
+                      model_hash: str = "") -> list[str]:
+        """Show every value of ``request``: the prompt panel's fields, the source canvas'
+        resize mode and the model. Returns notes on what could not be applied."""
+        self.refresh_addons()
+        notes = self.prompt_panel.set_request(request)
+        if request.resize_mode in request_spec("resize_mode").choices:
+            self.source_canvas.set_fit_mode(request.resize_mode)
+        else:
+            notes.append(f"resize mode “{request.resize_mode}” is not available here")
+        lora_names = [n for n, _ in named_files(self.settings.engine.lora_dirs)]
+        notes += [f"LoRA “{n}” is not installed (its tag is kept in the prompt)"
+                  for n in missing_loras(request, lora_names)]
+        model = self._find_model(request.model, model_name, model_hash)
+        wanted = request.model or model_name
+        if model is not None:
+            if model != self._current_model:
+                self.select_model(model)
+        elif wanted:
+            notes.append(f"model “{Path(wanted).name or wanted}” is not installed; the "
+                         "current model is kept")
+        return notes
+
+    def _find_model(self, model: str, name: str, short_hash: str) -> str | None:
+        """The model to use for a restored request: its own path when it still exists, else
+        an installed model with that name or hash; None when there is none."""
+        if model and (model == self._current_model or Path(model).exists()):
+            return model
+        if not model and not name:
+            return self._current_model
+        wanted = {v.lower() for v in (model, name, Path(model).stem, Path(name).stem) if v}
+        for entry in self._models:
+            entry_name = str(entry.get("name", ""))
+            names = {entry_name.lower(), Path(entry_name).stem.lower(),
+                     Path(str(entry.get("path", ""))).stem.lower()}
+            digest = str(entry.get("short_hash") or "")
+            if names & wanted or (short_hash and digest == short_hash.lower()):
+                return str(entry.get("path", ""))
+        return None
+
+    def refresh_addons(self) -> None:
+        """The VAE choices from the VAE folders (a restored or saved VAE stays selected)."""
+        entries = [("Automatic", "")] + [
+            (name, name) for name, _ in named_files(self.settings.engine.vae_dirs)]
+        self.prompt_panel.set_choices("vae", entries)
 
     def open_settings(self) -> bool:
         from sdstudio.ui.settings_dialog import SettingsDialog
@@ -562,6 +619,8 @@ class MainWindow(QMainWindow):
         self.queue.set_output(str(new.output_path), new.filename_pattern)
         if new.engine.model_dirs != old.engine.model_dirs:
             self.queue.refresh_models()
+        if new.engine.vae_dirs != old.engine.vae_dirs:
+            self.refresh_addons()
         if new.output_path != old.output_path:
             self._gallery_loaded = False
             self.load_gallery()
@@ -584,6 +643,7 @@ class MainWindow(QMainWindow):
 
     # ============================================================ persistence
     def _restore_state(self) -> None:
+        self.refresh_addons()
         self.prompt_panel.restore(self.settings.last_request)
         ui = self.settings.ui
         geometry = ui.get("geometry")
@@ -808,7 +868,8 @@ class MainWindow(QMainWindow):
     def _update_masked_preview(self, *args: object) -> None:
         panel = self.prompt_panel
         self.mask_canvas.set_masked_area_preview(
-            panel.padding_spin.value() if panel.only_masked_check.isChecked() else None)
+            panel.control("inpaint_padding").value()
+            if panel.control("inpaint_only_masked").value() else None)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()

@@ -11,18 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from PySide6.QtCore import QEvent, QRegularExpression, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QRegularExpressionValidator
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMenu,
     QPlainTextEdit,
     QPushButton,
@@ -33,8 +29,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.core.request import MAX_SEED, SAMPLER_NAMES, GenerationRequest, Mode
+from sdstudio.core.fields import FieldSpec, Mode
+from sdstudio.core.request import FIELDS, GenerationRequest, request_spec
 from sdstudio.ui.background import BackgroundRunner
+from sdstudio.ui.field_controls import ChoiceControl, FieldControl, make_control
 from sdstudio.ui.theme import icon
 
 SIZE_PRESETS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
@@ -42,10 +40,13 @@ SIZE_PRESETS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
     ("SDXL", ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216),
               (1344, 768), (768, 1344), (1536, 640), (640, 1536))),
 )
-
-PERSISTED = ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "seed", "width",
-             "height", "batch_size", "batch_count", "strength", "mask_blur",
-             "inpaint_only_masked", "inpaint_padding")
+FORM_SECTIONS = ("sampling", "image", "inpaint")  # the main form, in this order
+ADVANCED = "advanced"  # under "More options"
+# Fields the panel edits: the rest ("external") belong to the model bar, the canvases and
+# the prompt's LoRA tags; the window sets and reads those.
+PANEL_FIELDS: tuple[FieldSpec, ...] = tuple(
+    s for s in FIELDS if s.ui is None or s.ui.section != "external")
+PERSISTED: tuple[str, ...] = tuple(s.name for s in PANEL_FIELDS if s.persist)
 
 
 def count_label(text: str) -> tuple[str, bool]:
@@ -86,6 +87,9 @@ class PromptEdit(QPlainTextEdit):
 
 
 class PromptPanel(QWidget):
+    """Prompts, then a control for every other field the panel edits (the field table's
+    ``Ui`` hints place them), then Generate / Cancel."""
+
     generateRequested = Signal()
     cancelRequested = Signal()
     changed = Signal()
@@ -101,6 +105,9 @@ class PromptPanel(QWidget):
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(120)
         self._count_timer.timeout.connect(self._count_tokens)
+        self.controls: dict[str, FieldControl] = {}
+        self._rows: list[tuple[FieldSpec, list[QWidget]]] = []  # shown in the spec's modes
+        self._row_layouts: list[QHBoxLayout] = []
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(10, 8, 10, 10)
@@ -123,144 +130,28 @@ class PromptPanel(QWidget):
                                    self.negative_counter))
         lay.addWidget(self.negative_edit, 2)
 
-        # ------------------------------------------------------------- sampling
-        form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        form.setHorizontalSpacing(10)
-        form.setVerticalSpacing(6)
-
-        self.sampler_combo = QComboBox(self)
-        self.sampler_combo.addItems(list(SAMPLER_NAMES))
-        self.sampler_combo.setAccessibleName("Sampler")
-        form.addRow(self._label("Sa&mpler", self.sampler_combo), self.sampler_combo)
-
-        self.steps_spin = QSpinBox(self)
-        self.steps_spin.setRange(1, 150)
-        self.steps_spin.setValue(20)
-        self.steps_spin.setAccessibleName("Steps")
-        self.cfg_spin = QDoubleSpinBox(self)
-        self.cfg_spin.setRange(0.0, 30.0)
-        self.cfg_spin.setSingleStep(0.5)
-        self.cfg_spin.setDecimals(1)
-        self.cfg_spin.setValue(7.0)
-        self.cfg_spin.setAccessibleName("CFG scale")
-        self.cfg_spin.setToolTip("Classifier-free guidance: how strongly the image follows "
-                                 "the prompt")
-        row = QHBoxLayout()
-        row.setSpacing(6)
-        row.addWidget(self.steps_spin, 1)
-        row.addSpacing(12)  # an inline label needs air on its left, like the form's labels
-        cfg_label = self._label("C&FG", self.cfg_spin)
-        row.addWidget(cfg_label)
-        row.addWidget(self.cfg_spin, 1)
-        form.addRow(self._label("S&teps", self.steps_spin), row)
-
-        # seed
-        self.seed_edit = QLineEdit("-1", self)
-        self.seed_edit.setValidator(QRegularExpressionValidator(
-            QRegularExpression(r"-1|\d{1,10}"), self.seed_edit))
-        self.seed_edit.setAccessibleName("Seed")
-        self.seed_edit.setToolTip("-1 picks a new random seed for every run")
-        self.random_seed_button = self._tool("dice", "Random seed (-1)")
-        self.random_seed_button.clicked.connect(lambda: self.seed_edit.setText("-1"))
-        self.reuse_seed_button = self._tool("reuse", "Reuse the last seed")
-        self.reuse_seed_button.setEnabled(False)
-        self.reuse_seed_button.clicked.connect(self.reuse_last_seed)
-        row = QHBoxLayout()
-        row.setSpacing(4)
-        row.addWidget(self.seed_edit, 1)
-        row.addWidget(self.random_seed_button)
-        row.addWidget(self.reuse_seed_button)
-        form.addRow(self._label("S&eed", self.seed_edit), row)
-
-        # size
-        self.width_spin = self._size_spin("Width")
-        self.height_spin = self._size_spin("Height")
-        self.swap_button = self._tool("swap", "Swap width and height")
-        self.swap_button.clicked.connect(self.swap_size)
-        self.preset_button = QToolButton(self)
-        self.preset_button.setText("Presets")
-        self.preset_button.setToolTip("Common sizes for SD 1.x/2.x and SDXL")
-        self.preset_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.preset_button.setAccessibleName("Size presets")
-        menu = QMenu(self.preset_button)
-        for title, sizes in SIZE_PRESETS:
-            menu.addSection(title)
-            for w, h in sizes:
-                action = menu.addAction(f"{w} × {h}")
-                action.triggered.connect(lambda _=False, w=w, h=h: self.set_size(w, h))
-        self.preset_button.setMenu(menu)
-        row = QHBoxLayout()
-        row.setSpacing(4)
-        row.addWidget(self.width_spin, 1)
-        times = QLabel("×", self)
-        row.addWidget(times)
-        row.addWidget(self.height_spin, 1)
-        row.addWidget(self.swap_button)
-        row.addWidget(self.preset_button)
-        form.addRow(self._label("Si&ze", self.width_spin), row)
-
-        # batch
-        self.batch_size_spin = QSpinBox(self)
-        self.batch_size_spin.setRange(1, 16)
-        self.batch_size_spin.setAccessibleName("Images per run")
-        self.batch_size_spin.setToolTip("Images made together in one run (uses more memory)")
-        self.batch_count_spin = QSpinBox(self)
-        self.batch_count_spin.setRange(1, 1000)
-        self.batch_count_spin.setAccessibleName("Number of runs")
-        self.batch_count_spin.setToolTip("Runs made one after the other")
-        row = QHBoxLayout()
-        row.setSpacing(6)
-        row.addWidget(self.batch_size_spin, 1)
-        row.addSpacing(12)
-        row.addWidget(self._label("R&uns", self.batch_count_spin))
-        row.addWidget(self.batch_count_spin, 1)
-        form.addRow(self._label("&Images", self.batch_size_spin), row)
-
-        # img2img / inpaint
-        self.strength_spin = QDoubleSpinBox(self)
-        self.strength_spin.setRange(0.0, 1.0)
-        self.strength_spin.setSingleStep(0.05)
-        self.strength_spin.setDecimals(2)
-        self.strength_spin.setValue(0.75)
-        self.strength_spin.setAccessibleName("Denoising strength")
-        self.strength_spin.setToolTip("How much the source image changes: 0 keeps it, "
-                                      "1 ignores it")
-        self.strength_label = self._label("Stren&gth", self.strength_spin)
-        form.addRow(self.strength_label, self.strength_spin)
-
-        self.mask_blur_spin = QSpinBox(self)
-        self.mask_blur_spin.setRange(0, 64)
-        self.mask_blur_spin.setValue(4)
-        self.mask_blur_spin.setSuffix(" px")
-        self.mask_blur_spin.setAccessibleName("Mask blur")
-        self.mask_blur_label = self._label("Mask b&lur", self.mask_blur_spin)
-        form.addRow(self.mask_blur_label, self.mask_blur_spin)
-
-        self.only_masked_check = QCheckBox("Only &masked area", self)
-        self.only_masked_check.setToolTip("Inpaint the masked area's bounding box at full "
-                                          "resolution, then paste it back")
-        self.padding_spin = QSpinBox(self)
-        self.padding_spin.setRange(0, 256)
-        self.padding_spin.setValue(32)
-        self.padding_spin.setSuffix(" px")
-        self.padding_spin.setAccessibleName("Padding around the masked area")
-        self.padding_spin.setToolTip("Pixels of context around the masked area")
-        row = QHBoxLayout()
-        row.addWidget(self.only_masked_check)
-        row.addStretch(1)
-        pad_label = self._label("Pa&dding", self.padding_spin)
-        row.addWidget(pad_label)
-        row.addWidget(self.padding_spin)
-        self.only_masked_row = QWidget(self)
-        self.only_masked_row.setLayout(row)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.only_masked_check.toggled.connect(self.padding_spin.setEnabled)
-        self.padding_spin.setEnabled(False)
-        form.addRow("", self.only_masked_row)
-        self._form = form
-        lay.addLayout(form)
+        # ------------------------------------------------------------- fields
+        self._form = self._new_form()
+        lay.addLayout(self._form)
+        self.more_button = QToolButton(self)
+        self.more_button.setText("More options")
+        self.more_button.setCheckable(True)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.more_button.setAutoRaise(True)
+        self.more_button.setAccessibleName("More options")
+        self.more_button.toggled.connect(self.show_more)
+        lay.addWidget(self.more_button)
+        self.more_box = QWidget(self)
+        self._more_form = self._new_form()
+        self._more_form.setContentsMargins(0, 0, 0, 0)
+        self.more_box.setLayout(self._more_form)
+        self.more_box.hide()
+        lay.addWidget(self.more_box)
+        for section in (*FORM_SECTIONS, ADVANCED):
+            for spec in PANEL_FIELDS:
+                if spec.name not in ("prompt", "negative_prompt") and _section(spec) == section:
+                    self._add_field(spec)
 
         line = QFrame(self)
         line.setFrameShape(QFrame.Shape.HLine)
@@ -289,22 +180,108 @@ class PromptPanel(QWidget):
         buttons.setColumnStretch(1, 1)
         lay.addLayout(buttons)
 
-        for w in (self.steps_spin, self.batch_size_spin, self.batch_count_spin,
-                  self.mask_blur_spin, self.padding_spin):
-            w.valueChanged.connect(self.changed)
-        for d in (self.cfg_spin, self.strength_spin):
-            d.valueChanged.connect(self.changed)
-        self.sampler_combo.currentIndexChanged.connect(self.changed)
-        self.seed_edit.textChanged.connect(self.changed)
-        self.only_masked_check.toggled.connect(self.changed)
-        self.width_spin.valueChanged.connect(self._size_changed)
-        self.height_spin.valueChanged.connect(self._size_changed)
+        for control in self.controls.values():
+            control.on_change(self.changed.emit)
+        self.control("width").on_change(self._size_changed)
+        self.control("height").on_change(self._size_changed)
+        only_masked = self.widget("inpaint_only_masked")
+        padding = self.widget("inpaint_padding")
+        only_masked.toggled.connect(padding.setEnabled)
+        padding.setEnabled(False)
         self.prompt_edit.textChanged.connect(self._text_changed)
         self.negative_edit.textChanged.connect(self._text_changed)
         self.set_mode(Mode.TXT2IMG)
         self._count_timer.start(0)
 
     # ============================================================== building
+    @staticmethod
+    def _new_form() -> QFormLayout:
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        form.setHorizontalSpacing(10)
+        form.setVerticalSpacing(6)
+        return form
+
+    def _add_field(self, spec: FieldSpec) -> None:
+        """A control for ``spec``: a row of its own, or on the previous row (``inline``)."""
+        control = make_control(spec, self)
+        self.controls[spec.name] = control
+        ui = spec.ui
+        widget = control.widget
+        text = (ui.label if ui is not None and ui.label else spec.label)
+        if ui is not None and ui.inline and self._rows:
+            _, widgets = self._rows[-1]
+            row = self._row_layouts[-1]
+            if ui.widget == "size":
+                times = QLabel("×", self)
+                row.addWidget(times)
+                widgets.append(times)
+            else:
+                row.addSpacing(12)  # an inline label needs air on its left
+                label = self._label(text, widget)
+                row.addWidget(label)
+                widgets.append(label)
+            row.addWidget(widget, 1)
+            widgets.append(widget)
+        else:
+            row = QHBoxLayout()
+            row.setSpacing(6)
+            row.setContentsMargins(0, 0, 0, 0)
+            row.addWidget(widget, 1)
+            holder = QWidget(self)
+            holder.setLayout(row)
+            form = self._more_form if _section(spec) == ADVANCED else self._form
+            if spec.kind == "bool":
+                form.addRow("", holder)
+                widgets = [holder]
+            else:
+                label = self._label(text, widget)
+                form.addRow(label, holder)
+                widgets = [label, holder]
+            self._rows.append((spec, widgets))
+            self._row_layouts.append(row)
+        self._decorate(spec, control, self._row_layouts[-1])
+
+    def _decorate(self, spec: FieldSpec, control: FieldControl, row: QHBoxLayout) -> None:
+        """The few extras around particular fields' controls."""
+        widget = spec.ui.widget if spec.ui is not None else ""
+        if widget == "seed":
+            self.random_seed_button = self._tool("dice", "Random seed (-1)")
+            self.random_seed_button.clicked.connect(lambda: control.set_value(-1))
+            self.reuse_seed_button = self._tool("reuse", "Reuse the last seed")
+            self.reuse_seed_button.setEnabled(False)
+            self.reuse_seed_button.clicked.connect(self.reuse_last_seed)
+            row.setSpacing(4)
+            row.addWidget(self.random_seed_button)
+            row.addWidget(self.reuse_seed_button)
+        elif widget == "size":
+            spin = control.widget
+            assert isinstance(spin, QSpinBox)
+            spin.editingFinished.connect(
+                lambda s=spin: s.setValue(max(64, round(s.value() / 8) * 8)))
+            if spec.name == "height":
+                self.swap_button = self._tool("swap", "Swap width and height")
+                self.swap_button.clicked.connect(self.swap_size)
+                row.setSpacing(4)
+                row.addWidget(self.swap_button)
+                row.addWidget(self._preset_button())
+
+    def _preset_button(self) -> QToolButton:
+        self.preset_button = QToolButton(self)
+        self.preset_button.setText("Presets")
+        self.preset_button.setToolTip("Common sizes for SD 1.x/2.x and SDXL")
+        self.preset_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.preset_button.setAccessibleName("Size presets")
+        menu = QMenu(self.preset_button)
+        for title, sizes in SIZE_PRESETS:
+            menu.addSection(title)
+            for w, h in sizes:
+                action = menu.addAction(f"{w} × {h}")
+                action.triggered.connect(lambda _=False, w=w, h=h: self.set_size(w, h))
+        self.preset_button.setMenu(menu)
+        return self.preset_button
+
     def _label(self, text: str, buddy: QWidget) -> QLabel:
         label = QLabel(text, self)
         label.setBuddy(buddy)
@@ -334,100 +311,81 @@ class PromptPanel(QWidget):
         button.setAutoRaise(True)
         return button
 
-    def _size_spin(self, name: str) -> QSpinBox:
-        spin = QSpinBox(self)
-        spin.setRange(64, 4096)
-        spin.setSingleStep(64)
-        spin.setValue(512)
-        spin.setAccessibleName(name)
-        spin.setToolTip(f"{name} in pixels (a multiple of 8)")
-        spin.editingFinished.connect(lambda s=spin: s.setValue(max(64, round(s.value() / 8) * 8)))
-        return spin
-
     # =================================================================== API
+    def control(self, name: str) -> FieldControl:
+        """The control of a request field the panel edits (KeyError for others)."""
+        return self.controls[name]
+
+    def widget(self, name: str) -> Any:
+        return self.controls[name].widget
+
     def request(self) -> GenerationRequest:
         """A request from the panel (no init image, mask or model: the window adds those)."""
-        return GenerationRequest(
-            prompt=self.prompt_edit.toPlainText(),
-            negative_prompt=self.negative_edit.toPlainText(),
-            width=self.width_spin.value(),
-            height=self.height_spin.value(),
-            steps=self.steps_spin.value(),
-            cfg_scale=round(self.cfg_spin.value(), 2),
-            seed=self.seed(),
-            sampler=self.sampler_combo.currentText(),
-            batch_size=self.batch_size_spin.value(),
-            batch_count=self.batch_count_spin.value(),
-            strength=round(self.strength_spin.value(), 3),
-            mask_blur=self.mask_blur_spin.value(),
-            inpaint_only_masked=self.only_masked_check.isChecked(),
-            inpaint_padding=self.padding_spin.value(),
-        )
+        values = {name: c.value() for name, c in self.controls.items()}
+        return GenerationRequest(prompt=self.prompt_edit.toPlainText(),
+                                 negative_prompt=self.negative_edit.toPlainText(), **values)
 
     def seed(self) -> int:
-        text = self.seed_edit.text().strip()
-        try:
-            value = int(text)
-        except ValueError:
-            return -1
-        return value if -1 <= value <= MAX_SEED else -1
+        return int(self.control("seed").value())
 
     def set_request(self, request: GenerationRequest) -> list[str]:
-        """Show ``request``'s values; returns a short list of what was restored."""
-        self.prompt_edit.setPlainText(request.prompt)
+        """Show every value of ``request`` the panel edits (LoRAs given apart from the prompt
+        become ``<lora:name:w>`` tags in it). Returns what could not be shown exactly, one
+        note per value (empty when everything was applied)."""
+        self.prompt_edit.setPlainText(request.prompt_with_lora_tags())
         self.negative_edit.setPlainText(request.negative_prompt)
-        index = self.sampler_combo.findText(request.sampler)
-        if index >= 0:
-            self.sampler_combo.setCurrentIndex(index)
-        self.steps_spin.setValue(min(request.steps, self.steps_spin.maximum()))
-        self.cfg_spin.setValue(request.cfg_scale)
-        self.seed_edit.setText(str(request.seed))
-        self.set_size(request.width, request.height)
-        self.batch_size_spin.setValue(request.batch_size)
-        self.batch_count_spin.setValue(request.batch_count)
-        self.strength_spin.setValue(request.strength)
-        self.mask_blur_spin.setValue(min(request.mask_blur, self.mask_blur_spin.maximum()))
-        self.only_masked_check.setChecked(request.inpaint_only_masked)
-        self.padding_spin.setValue(min(request.inpaint_padding, self.padding_spin.maximum()))
-        parts = ["prompt"]
-        if request.negative_prompt:
-            parts.append("negative prompt")
-        parts += [f"seed {request.seed}", f"{request.steps} steps", request.sampler,
-                  f"CFG {request.cfg_scale:g}", f"{request.width}×{request.height}"]
-        if request.mode is not Mode.TXT2IMG:
-            parts.append(f"strength {request.strength:g}")
-        return parts
+        notes = []
+        for name, control in self.controls.items():
+            note = control.set_value(getattr(request, name))
+            if note:
+                notes.append(note)
+        return notes
+
+    def set_choices(self, name: str, entries: list[tuple[str, str]]) -> None:
+        """(label, value) entries of a choice control whose choices are found at run time
+        (the VAE files); the current value stays."""
+        control = self.controls[name]
+        assert isinstance(control, ChoiceControl)
+        control.set_entries(entries)
 
     def values(self) -> dict[str, Any]:
         data = self.request().to_dict()
         return {k: data[k] for k in PERSISTED}
 
     def restore(self, values: Mapping[str, Any]) -> None:
-        known = {k: v for k, v in values.items() if k in PERSISTED}
-        if "prompt" not in known:
-            known["prompt"] = ""
-        try:
-            request = GenerationRequest.from_dict(known)
-        except Exception:  # a bad saved value: keep the defaults
-            return
-        self.set_request(request)
+        """Put back what ``values()`` saved; a bad saved value keeps that field's default."""
+        known: dict[str, Any] = {"prompt": ""}
+        for key, value in values.items():
+            if key not in PERSISTED:
+                continue
+            try:
+                candidate = GenerationRequest.from_dict({"prompt": "", key: value})
+            except Exception:
+                continue
+            if request_spec(key).problem(getattr(candidate, key)) is None:
+                known[key] = getattr(candidate, key)
+        self.set_request(GenerationRequest(**known))
+
+    def show_more(self, shown: bool) -> None:
+        self.more_button.setChecked(shown)
+        self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown
+                                      else Qt.ArrowType.RightArrow)
+        self.more_box.setVisible(shown)
 
     def set_mode(self, mode: Mode) -> None:
-        """Show strength for img2img/inpaint, the mask options for inpaint."""
+        """Show each control in the modes where its value matters (strength for img2img and
+        inpaint, the mask options for inpaint)."""
         self._mode = mode
-        uses_image = mode is not Mode.TXT2IMG
-        for w in (self.strength_label, self.strength_spin):
-            w.setVisible(uses_image)
-        inpaint = mode is Mode.INPAINT
-        for w in (self.mask_blur_label, self.mask_blur_spin, self.only_masked_row):
-            w.setVisible(inpaint)
+        for spec, widgets in self._rows:
+            for w in widgets:
+                w.setVisible(mode in spec.modes)
 
     def set_size(self, width: int, height: int) -> None:
-        self.width_spin.setValue(width)
-        self.height_spin.setValue(height)
+        self.control("width").set_value(width)
+        self.control("height").set_value(height)
 
     def swap_size(self) -> None:
-        w, h = self.width_spin.value(), self.height_spin.value()
+        w, h = self.control("width").value(), self.control("height").value()
         self.set_size(h, w)
 
     def set_last_seed(self, seed: int) -> None:
@@ -437,7 +395,7 @@ class PromptPanel(QWidget):
 
     def reuse_last_seed(self) -> None:
         if self._last_seed is not None:
-            self.seed_edit.setText(str(self._last_seed))
+            self.control("seed").set_value(self._last_seed)
 
     def set_running(self, running: bool) -> None:
         self.cancel_button.setEnabled(running)
@@ -449,8 +407,7 @@ class PromptPanel(QWidget):
 
     # ============================================================== internals
     def _size_changed(self) -> None:
-        self.sizeChanged.emit(self.width_spin.value(), self.height_spin.value())
-        self.changed.emit()
+        self.sizeChanged.emit(self.control("width").value(), self.control("height").value())
 
     def _text_changed(self) -> None:
         self._count_timer.start()
@@ -471,3 +428,7 @@ class PromptPanel(QWidget):
             label.setProperty("over", "true" if over else "false")
             label.style().unpolish(label)
             label.style().polish(label)
+
+
+def _section(spec: FieldSpec) -> str:
+    return spec.ui.section if spec.ui is not None else ADVANCED

@@ -21,8 +21,8 @@ def started(window):
     p = window.prompt_panel
     p.prompt_edit.setPlainText("closing test")
     p.set_size(128, 128)
-    p.steps_spin.setValue(150)
-    p.seed_edit.setText("3")
+    p.widget("steps").setValue(150)
+    p.widget("seed").setText("3")
     state = {"closed": False}
 
     def on_progress(job_id, event):

@@ -42,9 +42,9 @@ def small(w: MainWindow, prompt: str = "a red fox", size: int = 64, steps: int =
     p = w.prompt_panel
     p.prompt_edit.setPlainText(prompt)
     p.set_size(size, size)
-    p.steps_spin.setValue(steps)
-    p.seed_edit.setText("1234")
-    p.sampler_combo.setCurrentText("Euler")
+    p.widget("steps").setValue(steps)
+    p.widget("seed").setText("1234")
+    p.widget("sampler").setCurrentText("Euler")
 
 
 def drop_files(target: Any, paths: list[Path]) -> QDropEvent:
@@ -103,12 +103,12 @@ def test_img2img_by_dropping_a_file_on_the_canvas(qtbot: Any, make_window: Any,
     src = tmp_path / "source.png"
     Image.new("RGB", (96, 64), (200, 40, 40)).save(src)
     w.tabs.setCurrentIndex(TAB_IMG2IMG)
-    assert w.prompt_panel.strength_spin.isVisible()
+    assert w.prompt_panel.widget("strength").isVisible()
     drop_files(w.source_canvas.viewer, [src])
     assert w.source_canvas.image() is not None and w.source_canvas.image().width() == 96
     wait_model(qtbot, w)
     small(w, "a painting")
-    w.prompt_panel.strength_spin.setValue(0.5)
+    w.prompt_panel.widget("strength").setValue(0.5)
     job_id = w.generate()
     assert job_id is not None
     (job,) = wait_jobs(qtbot, w, 1)
@@ -126,7 +126,7 @@ def test_inpaint_end_to_end(qtbot: Any, make_window: Any, tiny_model: Path,
     src = tmp_path / "inpaint-source.png"
     Image.fromarray(source).save(src)
     w.tabs.setCurrentIndex(TAB_INPAINT)
-    assert w.prompt_panel.mask_blur_spin.isVisible()
+    assert w.prompt_panel.widget("mask_blur").isVisible()
     assert w.mask_canvas.load_file(str(src))
     canvas = w.mask_canvas
     canvas.set_brush_size(12)
@@ -142,8 +142,8 @@ def test_inpaint_end_to_end(qtbot: Any, make_window: Any, tiny_model: Path,
     assert mask.shape == (64, 64) and mask[32, 32] == 255 and mask[5, 5] == 0
     wait_model(qtbot, w)
     small(w, "a hole", 64, 2)
-    w.prompt_panel.mask_blur_spin.setValue(0)
-    w.prompt_panel.strength_spin.setValue(1.0)
+    w.prompt_panel.widget("mask_blur").setValue(0)
+    w.prompt_panel.widget("strength").setValue(1.0)
     assert w.generate() is not None
     (job,) = wait_jobs(qtbot, w, 1)
     assert job.state is JobState.DONE, job.failure
@@ -318,11 +318,11 @@ def test_settings_persist_across_a_restart(qtbot: Any, make_window: Any,
     p.prompt_edit.setPlainText("persist me")
     p.negative_edit.setPlainText("not this")
     p.set_size(832, 1216)
-    p.steps_spin.setValue(31)
-    p.cfg_spin.setValue(6.5)
-    p.sampler_combo.setCurrentText("DDIM")
-    p.seed_edit.setText("77")
-    p.batch_count_spin.setValue(3)
+    p.widget("steps").setValue(31)
+    p.widget("cfg_scale").setValue(6.5)
+    p.widget("sampler").setCurrentText("DDIM")
+    p.widget("seed").setText("77")
+    p.widget("batch_count").setValue(3)
     new = w.settings.replace(filename_pattern="{date}/{seed}",
                              engine=w.settings.engine.replace(memory_mode="low",
                                                               model_dirs=("/models",)))
@@ -396,8 +396,8 @@ def test_prompt_panel_controls(qtbot: Any, make_window: Any) -> None:
     p = w.prompt_panel
     p.set_size(1216, 832)
     qtbot.mouseClick(p.swap_button, L)
-    assert (p.width_spin.value(), p.height_spin.value()) == (832, 1216)
-    p.seed_edit.setText("55")
+    assert (p.widget("width").value(), p.widget("height").value()) == (832, 1216)
+    p.widget("seed").setText("55")
     qtbot.mouseClick(p.random_seed_button, L)
     assert p.seed() == -1
     p.set_last_seed(4242)
@@ -408,11 +408,11 @@ def test_prompt_panel_controls(qtbot: Any, make_window: Any) -> None:
                  "1216 × 832", "832 × 1216", "1344 × 768", "768 × 1344", "1536 × 640",
                  "640 × 1536"):
         assert size in actions
-    assert not p.strength_spin.isVisibleTo(p)
+    assert not p.widget("strength").isVisibleTo(p)
     w.tabs.setCurrentIndex(TAB_IMG2IMG)
-    assert p.strength_spin.isVisibleTo(p) and not p.mask_blur_spin.isVisibleTo(p)
+    assert p.widget("strength").isVisibleTo(p) and not p.widget("mask_blur").isVisibleTo(p)
     w.tabs.setCurrentIndex(TAB_INPAINT)
-    assert p.mask_blur_spin.isVisibleTo(p) and p.only_masked_check.isVisibleTo(p)
+    assert p.widget("mask_blur").isVisibleTo(p) and p.widget("inpaint_only_masked").isVisibleTo(p)
 
 
 def test_add_panel_inserts_a_tab_before_the_gallery(qtbot: Any, make_window: Any) -> None:

@@ -62,8 +62,8 @@ def test_batch_tab_runs_on_the_windows_engine(qtbot: Any, make_window: Any, tiny
     w.tabs.setCurrentWidget(panel)
     p = w.prompt_panel
     p.set_size(64, 64)
-    p.steps_spin.setValue(2)
-    p.sampler_combo.setCurrentText("Euler")
+    p.widget("steps").setValue(2)
+    p.widget("sampler").setCurrentText("Euler")
     assert panel.set_text("a red fox\na blue bird\na green frog\n")
     running_fractions: list[float] = []
 
@@ -110,7 +110,7 @@ def test_vram_shown_in_the_status_bar(qtbot: Any, make_window: Any) -> None:
     assert "reserved 3.00 GiB" in w.vram_label.toolTip()
     w.prompt_panel.prompt_edit.setPlainText("a cat")
     w.prompt_panel.set_size(64, 64)
-    w.prompt_panel.steps_spin.setValue(12)
+    w.prompt_panel.widget("steps").setValue(12)
     w.generate()
     qtbot.waitUntil(lambda: w.vram_label.text() == "VRAM 3.2 / 8.0 GiB", timeout=5000)
 

@@ -1,0 +1,152 @@
+"""Restoring parameters applies every field exactly, and says what it could not apply.
+
+The field table decides what the window shows: every field the table gives a panel control is
+checked here by walking the table, so a new field is covered without touching this file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from sdstudio.core.fields import FieldSpec
+from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest, LoraSpec
+from sdstudio.core.settings import EngineSettings, Settings
+from sdstudio.storage.png import read_image_metadata, save_image
+from sdstudio.testing.fake_engine import FakeScript
+from sdstudio.ui.prompt_panel import PANEL_FIELDS
+
+# what restore does not bring back: the canvases' images (use Send to image to image) and
+# the model, which a window only switches to when it is installed (checked separately)
+NOT_RESTORED = {"init_image", "mask", "model"}
+
+
+def _other_value(spec: FieldSpec) -> Any:
+    """A valid value other than the default, from the field's spec alone."""
+    if spec.kind == "int":
+        lo = int(spec.minimum if spec.minimum is not None else 0)
+        value = spec.default + (spec.multiple_of or 1) * 3
+        if spec.maximum is not None and value > spec.maximum:
+            value = lo
+        return max(value, lo)
+    if spec.kind == "float":
+        hi = spec.maximum if spec.maximum is not None else spec.default + 1
+        return round((spec.default + hi) / 2, 2) if spec.default != hi else round(hi / 2, 2)
+    if spec.kind == "bool":
+        return not spec.default
+    if spec.kind == "choice":
+        return next(c for c in reversed(spec.choices) if c != spec.default)
+    if spec.kind == "text":
+        return f"some {spec.name.replace('_', ' ')}"
+    if spec.kind == "loras":
+        return (LoraSpec("film grain", 0.6),)
+    if spec.kind == "model":
+        return "" if spec.name == "model" else "vae-ft-mse"
+    raise AssertionError(f"no test value for {spec.name} ({spec.kind})")
+
+
+def _settings(tmp_path: Path) -> Settings:
+    vaes, loras = tmp_path / "vae", tmp_path / "lora"
+    vaes.mkdir()
+    loras.mkdir()
+    (vaes / "vae-ft-mse.safetensors").write_bytes(b"x")
+    (loras / "film grain.safetensors").write_bytes(b"x")
+    return Settings(output_dir=str(tmp_path / "out"),
+                    engine=EngineSettings(vae_dirs=(str(vaes),), lora_dirs=(str(loras),)))
+
+
+def _window_request(w: Any) -> GenerationRequest:
+    return w.build_request()  # on the text-to-image tab: no images are saved
+
+
+def test_every_field_round_trips_window_png_window(qtbot: Any, make_window: Any,
+                                                    tmp_path: Path) -> None:
+    w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
+    made = GenerationRequest(prompt="a lighthouse, <lora:film grain:0.6>", **{
+        s.name: _other_value(s) for s in FIELDS
+        if s.name not in NOT_RESTORED | {"prompt", "loras"}})
+    assert all(getattr(made, s.name) != s.default for s in FIELDS
+               if s.name not in NOT_RESTORED | {"loras"}), "the test sets every field"
+    notes = w.apply_request(made)
+    assert notes == []
+    first = _window_request(w)
+    assert first == made  # window -> request, nothing lost
+    png = save_image(Image.new("RGB", (16, 16)), first, GenerationInfo(), tmp_path / "made",
+                     "{seed}")
+    w.apply_request(GenerationRequest(prompt="something else"))  # the window moves on
+    assert w.restore_parameters_from(str(png))
+    assert _window_request(w) == first  # -> PNG -> parse -> window: no value changed
+    assert "Not applied" not in w.message_bar.message
+
+
+def test_every_panel_field_has_a_control_with_the_tables_range(qtbot: Any,
+                                                               make_window: Any) -> None:
+    w = make_window(fake=FakeScript(), start=False)
+    panel = w.prompt_panel
+    for spec in PANEL_FIELDS:
+        if spec.name in ("prompt", "negative_prompt"):
+            continue
+        control = panel.control(spec.name)
+        if spec.kind in ("int", "float") and spec.name != "seed":
+            box = control.widget
+            assert box.minimum() == spec.minimum, spec.name
+            assert box.maximum() == min(spec.maximum, 2**31 - 1), spec.name
+    for spec in FIELDS:  # every field is edited by the panel or by another part
+        assert spec in PANEL_FIELDS or (spec.ui is not None and spec.ui.section == "external")
+
+
+def test_restore_keeps_the_exact_values_that_used_to_be_clamped(
+        qtbot: Any, make_window: Any, tmp_path: Path) -> None:
+    """Steps 200, CFG 40, mask blur 100, 32 images per run, width 6144, clip skip 2, GPU RNG,
+    a VAE and a resize mode came back as 150 / 30 / 64 / 16 / 4096 / 1 / lost."""
+    w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
+    request = GenerationRequest(
+        prompt="a harbour", steps=200, cfg_scale=40.0, mask_blur=100, batch_size=32,
+        width=6144, height=512, clip_skip=2, rng="device", vae="vae-ft-mse",
+        resize_mode="crop").validated()
+    png = save_image(Image.new("RGB", (16, 16)), request, GenerationInfo(), tmp_path / "m",
+                     "{seed}")
+    assert w.restore_parameters_from(str(png))
+    got = _window_request(w)
+    assert (got.steps, got.cfg_scale, got.mask_blur, got.batch_size, got.width) == (
+        200, 40.0, 100, 32, 6144)
+    assert (got.clip_skip, got.rng, got.vae, got.resize_mode) == (2, "device", "vae-ft-mse",
+                                                                   "crop")
+    message = w.message_bar.message
+    assert "200 steps" in message and "CFG 40" in message and "6144×512" in message
+    assert "Not applied" not in message
+
+
+def test_what_cannot_be_applied_is_listed_and_kept(qtbot: Any, make_window: Any,
+                                                   tmp_path: Path) -> None:
+    w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
+    made = GenerationRequest(prompt="a fox <lora:not here:0.5>", vae="some-other-vae",
+                             sampler="DPM++ 3M SDE", model=str(tmp_path / "gone.safetensors"))
+    notes = w.apply_request(made)
+    text = " ".join(notes)
+    assert "not here" in text and "some-other-vae" in text and "DPM++ 3M SDE" in text
+    assert "gone.safetensors" in text
+    got = w.prompt_panel.request()  # kept, so they are written back unchanged
+    assert (got.prompt, got.vae, got.sampler) == (made.prompt, made.vae, made.sampler)
+
+
+def test_a1111_infotext_extras_are_named(qtbot: Any, make_window: Any, tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
+    png = tmp_path / "a1111.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a dog\nSteps: 12, Sampler: DPM++ 2M, Schedule type: Karras, "
+                  "CFG scale: 4, Seed: 42, Size: 512x640, Model hash: abc123, Model: dream, "
+                  "VAE: vae-ft-mse.safetensors, Clip skip: 2, Hires upscale: 2, "
+                  "Version: v1.10.1")
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    assert read_image_metadata(png).source != "sdstudio"
+    assert w.restore_parameters_from(str(png))
+    got = w.prompt_panel.request()
+    assert (got.sampler, got.clip_skip, got.vae, got.rng) == (
+        "DPM++ 2M Karras", 2, "vae-ft-mse", "device")
+    message = w.message_bar.message
+    assert "Hires upscale: 2" in message and "dream" in message
+    assert "Version" not in message
