@@ -7,6 +7,8 @@ values and calls :func:`restore_message` with the notes its controls returned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 from sdstudio.core.errors import RequestError
 from sdstudio.core.request import FIELDS, GenerationRequest
@@ -87,3 +89,22 @@ def restore_message(name: str, parts: list[str], notes: list[str],
     if unapplied:
         text += " Not applied: " + "; ".join(unapplied) + "."
     return text
+
+
+def find_model(entries: list[dict[str, Any]], current: str, model: str, name: str,
+           short_hash: str) -> str | None:
+    """The model to use for a restored request: its own path when it still exists, else
+    an installed model with that name or hash; None when there is none."""
+    if model and (model == current or Path(model).exists()):
+        return model
+    if not model and not name:
+        return current
+    wanted = {v.lower() for v in (model, name, Path(model).stem, Path(name).stem) if v}
+    for entry in entries:
+        entry_name = str(entry.get("name", ""))
+        names = {entry_name.lower(), Path(entry_name).stem.lower(),
+                 Path(str(entry.get("path", ""))).stem.lower()}
+        digest = str(entry.get("short_hash") or "")
+        if names & wanted or (short_hash and digest == short_hash.lower()):
+            return str(entry.get("path", ""))
+    return None
