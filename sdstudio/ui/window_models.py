@@ -37,7 +37,6 @@ class ModelChooser(WindowPart):
     if TYPE_CHECKING:
         def _persist(self) -> None: ...
         def open_settings(self) -> bool: ...
-        def addToolBar(self, area: Qt.ToolBarArea, bar: QToolBar) -> None: ...
 
     def _build_model_bar(self) -> None:
         window = self._qt_parent()
@@ -98,12 +97,14 @@ class ModelChooser(WindowPart):
         self._persist()
 
     def open_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a model file", "", MODEL_FILE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self._qt_parent(), "Open a model file", "",
+                                              MODEL_FILE_FILTER)
         if path:
             self.select_model(path)
 
     def open_model_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a diffusers model folder")
+        folder = QFileDialog.getExistingDirectory(self._qt_parent(),
+                                                  "Open a diffusers model folder")
         if folder:
             self.select_model(folder)
 
