@@ -1,33 +1,90 @@
-"""A scriptable fake of ``sdstudio.engine.Engine`` (same methods, same events, no torch).
+"""A scriptable fake of ``sdstudio.engine.Engine``: same methods, same events, no torch.
 
-Used by the worker and window tests, and by ``SDSTUDIO_FAKE_ENGINE=1`` for UI work on a
-machine without the engine's dependencies. Images are deterministic functions of the request:
-a colour from the seed; img2img keeps the init image's shapes; inpaint changes only the mask.
+For the worker and window tests, and for ``SDSTUDIO_FAKE_ENGINE=1`` (UI work on a machine
+without a model); see :mod:`sdstudio.testing`. ``tests/worker/test_fake_contract.py`` runs the
+same requests through this fake and through the real engine on a tiny model and checks that
+both accept and refuse the same requests (same exception classes) and emit the same events in
+the same order. What the fake reproduces, in the engine's order:
+
+- refusals before anything loads: the request's validation, the init image and mask (read and
+  fitted by the engine's own torch-free helpers in ``sdstudio.engine.images``), a denoising
+  strength that runs no step, a cancelled token;
+- the model: resolved like the engine does it (``""`` = the demo model, a local folder checked
+  by ``sdstudio.engine.models.check_diffusers_folder``, a name in ``settings.model_dirs``);
+  anything else is refused with a ModelError (the fake never downloads). A model that cannot
+  be found leaves the loaded one in place, as in the engine;
+- loading: the engine's LoadProgress steps, a Notice for each device fallback the engine would
+  take (``settings.device`` asking for an accelerator that ``script.device`` is not), then
+  ModelReady; a device or precision change in ``configure`` reloads on the next run;
+- LoRAs and a separate VAE that cannot be found: ModelError, after the load, as in the engine;
+- a run: one Progress per step callback the engine's pipeline makes (that count depends on the
+  sampler and, for img2img and inpaint, the strength: see :func:`denoising_steps`), a Preview
+  every ``settings.preview_every`` steps, then one ImageReady per image with seeds seed + i.
+
+Images are deterministic functions of the request: a colour from the seed; img2img blends it
+into the fitted init image; inpaint puts it back only where the mask is (the engine's own
+composite, so ``inpaint_only_masked`` returns the source's size as the engine does).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.cancel import CancelToken
-from sdstudio.core.errors import ImageInputError, ModelError
+from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.events import (
     EventCallback,
     ImageReady,
     LoadProgress,
     ModelReady,
+    Notice,
     Preview,
     Progress,
     VramUsage,
     ignore_event,
 )
-from sdstudio.core.request import GenerationInfo, GenerationRequest
+from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
 from sdstudio.core.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from sdstudio.engine.images import InpaintJob
+
+DEMO_NAME = "sdstudio-demo-tiny (untrained)"  # what the engine calls its built-in demo model
+_DEMO_KEY = "<demo>"
+_RELOAD_KEY = "<reload>"
+_VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")  # sdstudio.engine.lora.load_vae's
+
+# Samplers whose diffusers scheduler calls the UNet (and the step callback) twice per step but
+# the last: 2n - 1 callbacks for n steps. "DPM++ SDE" is second order only when torchsde is
+# installed (sdstudio.engine.samplers falls back to a singlestep solver without it).
+_SECOND_ORDER = frozenset({"DPM2", "DPM2 a", "Heun"})
+_SECOND_ORDER_WITH_TORCHSDE = frozenset({"DPM++ SDE", "DPM++ SDE Karras"})
+
+
+def denoising_steps(request: GenerationRequest) -> int:
+    """How many step callbacks (Progress events) the engine's pipeline makes for one run of
+    ``request``: img2img and inpaint run ``int(steps * strength)`` of the steps; second-order
+    samplers call back 2n - 1 times; PLMS (PNDM) n + 1 times from 2 steps on."""
+    n = request.steps
+    if request.mode is not Mode.TXT2IMG:
+        n = min(int(request.steps * request.strength), request.steps)
+    second_order = _SECOND_ORDER
+    if importlib.util.find_spec("torchsde") is not None:
+        second_order = second_order | _SECOND_ORDER_WITH_TORCHSDE
+    if request.sampler in second_order:
+        return 2 * n - 1
+    if request.sampler == "PLMS" and request.steps > 1:
+        return n + 1
+    return n
 
 
 @dataclass
@@ -36,12 +93,13 @@ class FakeScript:
 
     step_delay: float = 0.0
     load_delay: float = 0.0
-    load_steps: int = 4
-    fail_models: set[str] = field(default_factory=set)  # models whose load raises ModelError
+    # models whose load raises ModelError, as a damaged model does (so does a folder holding a
+    # file named CORRUPT)
+    fail_models: set[str] = field(default_factory=set)
     fail_generate: BaseException | None = None  # raised once by the next generate
     on_step: Callable[[int], None] | None = None
-    device: str = "cpu"
-    dtype: str = "float32"
+    device: str = "cpu"  # the machine's best device: what settings.device "auto" gets
+    dtype: str = "fp32"  # the engine's names: fp32, fp16, bf16
     memory: dict[str, object] = field(default_factory=lambda: {"mode": "off"})
     # GPU memory reported after a load and at every step, as the engine does on CUDA; a
     # callable gets the step number (0 for the load)
@@ -51,113 +109,249 @@ class FakeScript:
         return self.vram(step) if callable(self.vram) else self.vram
 
 
+@dataclass(frozen=True)
+class _Model:
+    key: str
+    name: str
+    arch: str
+    untrained: bool
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    image: Image | None = None  # img2img / inpaint input at width x height
+    job: InpaintJob | None = None
+
+
 class FakeEngine:
     def __init__(self, settings: EngineSettings | None = None,
                  script: FakeScript | None = None) -> None:
         self.settings = settings or EngineSettings()
         self.script = script or FakeScript()
         self.loaded: ModelReady | None = None
-        self.loaded_model: str | None = None
         self.calls: list[tuple[str, Any]] = []
+        self._model: _Model | None = None
 
+    # ------------------------------------------------------------------ configuration
     def configure(self, settings: EngineSettings) -> None:
         self.calls.append(("configure", settings))
-        self.settings = settings
+        old, self.settings = self.settings, settings
+        if self._model is not None and (old.device != settings.device
+                                        or old.precision != settings.precision):
+            self._model = _Model(_RELOAD_KEY, self._model.name, self._model.arch,
+                                 self._model.untrained)
 
+    def _ref_key(self, ref: str) -> str:  # as Engine._ref_key: when a run must (re)load
+        ref = (ref or "").strip() or (self.settings.default_model or "").strip()
+        if not ref:
+            return _DEMO_KEY
+        path = Path(ref).expanduser()
+        return str(path.resolve()) if path.exists() else ref
+
+    def _find_model(self, model: str) -> _Model:
+        """The model ``model`` names, found as ``sdstudio.engine.models.resolve`` finds local
+        models; ModelError where the engine refuses it before loading anything."""
+        from sdstudio.engine import library, models, tiny  # torch-free parts of the engine
+
+        ref = (model or "").strip() or (self.settings.default_model or "").strip()
+        if not ref:
+            return _Model(_DEMO_KEY, DEMO_NAME, "sd1", True)
+        path = Path(ref).expanduser()
+        if not path.exists() and self.settings.model_dirs:
+            found = library.resolve_model_name(ref, self.settings.model_dirs)
+            path = Path(found) if found is not None else path
+        if ref in self.script.fail_models or (path / "CORRUPT").exists():
+            raise ModelError(f"The model {Path(ref).name!r} is damaged and cannot be loaded",
+                             details="fake: unexpected end of the weights file")
+        if not path.exists():
+            raise ModelError(f"model {ref!r} was not found (the fake engine loads local "
+                             "models only and never downloads)")
+        path = path.resolve()
+        key = self._ref_key(model)
+        if path.is_dir():
+            models.check_diffusers_folder(path)
+            untrained = tiny.is_tiny_model(path)
+            name = path.name + (" (untrained)" if untrained else "")
+            return _Model(key, name, models.detect_arch(path), untrained)
+        return _Model(key, path.stem, "sd1", False)
+
+    def _device(self) -> tuple[str, str, list[str]]:
+        """(device, dtype, notes) as ``sdstudio.engine.device.choose_device`` picks them on a
+        machine whose best device is ``script.device``."""
+        script, settings = self.script, self.settings
+        wanted = (settings.device or "auto").strip().lower()
+        have = script.device
+        device, notes = have, []
+        if wanted != "auto":
+            kind = wanted.split(":")[0]
+            if kind == "cpu":
+                device = "cpu"
+            elif kind in ("cuda", "mps") and have.lower().startswith(kind):
+                device = have
+            else:
+                device = "cpu"
+                notes.append(f"{settings.device} is not available; using the CPU"
+                             if kind == "cuda" else
+                             "Apple MPS is not available; using the CPU" if kind == "mps" else
+                             f"device {settings.device!r} is not supported; using the CPU")
+        precision = (settings.precision or "auto").lower()
+        if precision in ("fp16", "bf16", "fp32"):
+            dtype = precision
+            if precision == "fp16" and device == "cpu":
+                notes.append("fp16 on the CPU is very slow; fp32 or bf16 is recommended")
+        else:
+            dtype = script.dtype if device == have else "fp32"
+        return device, dtype, notes
+
+    # --------------------------------------------------------------------- load/unload
     def load(self, model: str = "", on_event: EventCallback = ignore_event,
              cancel: CancelToken | None = None) -> ModelReady:
         self.calls.append(("load", model))
+        cancel = cancel or CancelToken()
         script = self.script
+        on_event(LoadProgress("Finding the model", 0.0))
+        found = self._find_model(model)
+        cancel.raise_if_cancelled()
+        device, dtype, notes = self._device()
+        for note in notes:
+            on_event(Notice(note))
         self.unload()
-        target = model or self.settings.default_model
-        for i in range(script.load_steps):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            on_event(LoadProgress(f"Loading part {i + 1}/{script.load_steps}",
-                                  i / script.load_steps))
-            if script.load_delay:
-                time.sleep(script.load_delay / script.load_steps)
-        if target in script.fail_models or (target and Path(target, "CORRUPT").exists()):
-            raise ModelError(f"The model {Path(target).name!r} is damaged and cannot be loaded",
-                             details="fake: unexpected end of the weights file")
-        on_event(LoadProgress("Ready", 1.0))
+        on_event(LoadProgress(f"Loading {found.name}", 0.1))
+        _sleep(script.load_delay * 0.8)
+        cancel.raise_if_cancelled()
+        on_event(LoadProgress(f"Moving the model to {device}", 0.8))
+        _sleep(script.load_delay * 0.2)
+        cancel.raise_if_cancelled()
         ready = ModelReady(
-            name=Path(target).name if target else "sdstudio-demo-tiny",
-            arch="sd1", device=script.device, dtype=script.dtype, memory=dict(script.memory),
-            untrained=not target, load_s=script.load_delay, vram=script.vram_at(0),
+            name=found.name, arch=found.arch, device=device, dtype=dtype,
+            memory=dict(script.memory), untrained=found.untrained, load_s=script.load_delay,
+            vram=script.vram_at(0),
         )
-        self.loaded, self.loaded_model = ready, model
+        self.loaded, self._model = ready, found
+        on_event(LoadProgress("Model ready", 1.0))
         on_event(ready)
         return ready
 
     def unload(self) -> None:
         self.loaded = None
-        self.loaded_model = None
+        self._model = None
 
+    # ----------------------------------------------------------------------- generate
     def generate(self, request: GenerationRequest, on_event: EventCallback = ignore_event,
                  cancel: CancelToken | None = None) -> list[ImageReady]:
-        from PIL import Image, ImageFilter
-
         self.calls.append(("generate", request))
+        cancel = cancel or CancelToken()
         request = request.validated()
+        _, loras = request.prompt_loras()
         script = self.script
         if script.fail_generate is not None:
             exc, script.fail_generate = script.fail_generate, None
             raise exc
-        if self.loaded is None or self.loaded_model != request.model:
+        inputs = _prepare_inputs(request)
+        if request.mode is not Mode.TXT2IMG and int(request.steps * request.strength) < 1:
+            raise RequestError(
+                "strength",
+                f"denoising strength {request.strength} with {request.steps} steps runs no "
+                "step; raise the strength or the steps",
+            )
+        cancel.raise_if_cancelled()
+        if self._model is None or self._model.key != self._ref_key(request.model):
             self.load(request.model, on_event, cancel)
         assert self.loaded is not None
-        seed = request.seed if request.seed >= 0 else random.randrange(2**32)
-        init = mask = None
-        if request.init_image:
-            try:
-                init = Image.open(request.init_image).convert("RGB").resize(
-                    (request.width, request.height))
-            except OSError as exc:
-                raise ImageInputError(f"Cannot read the init image: {exc}") from exc
-        if request.mask:
-            mask = Image.open(request.mask).convert("L").resize((request.width, request.height))
-            if request.mask_blur:
-                mask = mask.filter(ImageFilter.GaussianBlur(request.mask_blur))
+        self._check_addons(loras, request.vae)
+        return self._run(request, inputs, on_event, cancel)
+
+    def _check_addons(self, loras: tuple[LoraSpec, ...], vae: str) -> None:
+        """LoRAs and the VAE file are looked up as the engine looks them up."""
+        from sdstudio.engine.lora import LORA_SUFFIXES, find_file
+
+        dirs = tuple(self.settings.lora_dirs)
+        for spec in loras:
+            if find_file(spec.name, dirs, LORA_SUFFIXES) is None:
+                where = ", ".join(dirs) if dirs else "no LoRA folder is configured"
+                raise ModelError(f"LoRA {spec.name!r} not found ({where})")
+        vae = (vae or "").strip()
+        if vae and not Path(vae).expanduser().exists() and find_file(
+                vae, self.settings.vae_dirs, _VAE_SUFFIXES) is None:
+            raise ModelError(f"VAE {vae!r} not found")
+
+    def _run(self, request: GenerationRequest, inputs: _Inputs, on_event: EventCallback,
+             cancel: CancelToken) -> list[ImageReady]:
+        from PIL import Image
+
+        from sdstudio.engine import images as img
+
+        script, loaded = self.script, self.loaded
+        assert loaded is not None
+        first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
+        seeds = request.seeds(first_seed)
+        total = denoising_steps(request)
+        preview_every = max(0, int(self.settings.preview_every))
         out: list[ImageReady] = []
-        started = time.perf_counter()
-        index = 0
         for run in range(request.batch_count):
-            for step in range(1, request.steps + 1):
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                if script.step_delay:
-                    time.sleep(script.step_delay)
+            cancel.raise_if_cancelled()
+            started = last = time.perf_counter()
+            for step in range(1, total + 1):
+                cancel.raise_if_cancelled()
+                _sleep(script.step_delay)
                 if script.on_step is not None:
                     script.on_step(step)
-                elapsed = time.perf_counter() - started
-                on_event(Progress(step, request.steps, run + 1, request.batch_count, elapsed,
-                                  elapsed / max(1, step + run * request.steps),
-                                  vram=script.vram_at(step)))
-                if self.settings.preview_every and step % self.settings.preview_every == 0:
-                    shade = int(255 * step / request.steps)
-                    on_event(Preview(step, request.steps,
+                now = time.perf_counter()
+                on_event(Progress(step, total, run + 1, request.batch_count, now - started,
+                                  now - last, vram=script.vram_at(step)))
+                last = now
+                if preview_every and step % preview_every == 0:
+                    shade = int(255 * step / total)
+                    on_event(Preview(step, total,
                                      Image.new("RGB", (request.width // 8, request.height // 8),
                                                (shade, shade // 2, 255 - shade))))
-            for _ in range(request.batch_size):
-                s = (seed + index) % 2**32
-                rng = random.Random(s)
+            cancel.raise_if_cancelled()
+            for i in range(request.batch_size):
+                index = run * request.batch_size + i
+                seed = seeds[index]
+                rng = random.Random(seed)
                 colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
                 image = Image.new("RGB", (request.width, request.height), colour)
-                if init is not None:
-                    blended = Image.blend(init, image, request.strength * 0.5)
-                    image = Image.composite(blended, init, mask) if mask is not None else blended
+                if inputs.image is not None:
+                    image = Image.blend(inputs.image.convert("RGB"), image,
+                                        request.strength * 0.5)
+                if inputs.job is not None:
+                    image = img.composite(image, inputs.job)
                 info = GenerationInfo(
-                    model_name=self.loaded.name, model_arch="sd1",
-                    model_untrained=self.loaded.untrained, device=script.device,
-                    dtype=script.dtype, elapsed_s=time.perf_counter() - started,
+                    model_name=loaded.name, model_arch=loaded.arch,
+                    model_untrained=loaded.untrained, device=loaded.device, dtype=loaded.dtype,
+                    vae_name=Path(request.vae.strip()).stem if request.vae.strip() else "",
+                    elapsed_s=round(time.perf_counter() - started, 3),
                 )
                 event = ImageReady(index, image,
-                                   request.replace(seed=s, batch_size=1, batch_count=1), info)
+                                   request.replace(seed=seed, batch_size=1, batch_count=1), info)
                 on_event(event)
                 out.append(event)
-                index += 1
         return out
+
+
+def _prepare_inputs(request: GenerationRequest) -> _Inputs:
+    """The init image and mask, read and fitted by the engine's own (torch-free) helpers."""
+    if request.mode is Mode.TXT2IMG:
+        return _Inputs()
+    from sdstudio.engine import images as img
+
+    assert request.init_image is not None
+    init = img.load_image(request.init_image, "init image", "RGB")
+    if request.mode is Mode.IMG2IMG:
+        return _Inputs(img.fit_image(init, request.width, request.height, request.resize_mode))
+    assert request.mask is not None
+    mask = img.load_image(request.mask, "mask", "L")
+    job = img.prepare_inpaint(
+        init, mask, width=request.width, height=request.height,
+        resize_mode=request.resize_mode, blur=request.mask_blur,
+        only_masked=request.inpaint_only_masked, padding=request.inpaint_padding)
+    return _Inputs(job.image, job)
+
+
+def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def fake_engine_factory(script: FakeScript | None = None,
