@@ -212,3 +212,93 @@ def test_cli_start_is_light(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+# --------------------------------------------------------------- the test/dev package
+TESTING = ("sdstudio.testing",)
+
+
+def _function_lines(path: Path, name: str) -> set[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return {line for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name
+            for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)}
+
+
+def _testing_imports(root: Path) -> tuple[list[str], set[int]]:
+    """Imports of sdstudio.testing outside that package, less those inside app.py's
+    ``_engine_factory`` (the SDSTUDIO_FAKE_ENGINE=1 switch); and that function's lines."""
+    pkg = root / "sdstudio"
+    app = pkg / "app.py"
+    allowed = _function_lines(app, "_engine_factory") if app.exists() else set()
+    bad: dict[tuple[Path, int], str] = {}  # one line per import statement
+    for f in sorted(pkg.rglob("*.py")):
+        if pkg / "testing" in f.parents:
+            continue
+        for imp in imports_of(f, root):
+            if _matches(imp.module, TESTING) and not (f == app and imp.line in allowed):
+                bad.setdefault((f, imp.line), str(imp))
+    return list(bad.values()), allowed
+
+
+def test_only_the_fake_engine_switch_imports_the_testing_package() -> None:
+    """sdstudio.testing (the fake engine) is for tests and SDSTUDIO_FAKE_ENGINE=1 only."""
+    bad, allowed = _testing_imports(REPO)
+    assert allowed, "sdstudio/app.py has no _engine_factory"
+    assert not bad, ("only sdstudio.app._engine_factory may import sdstudio.testing:\n"
+                     + "\n".join(bad))
+
+
+def test_the_testing_check_sees_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "sdstudio"
+    (pkg / "ui").mkdir(parents=True)
+    (pkg / "testing").mkdir()
+    (pkg / "ui" / "panel.py").write_text("def f():\n    from sdstudio.testing import fake\n")
+    (pkg / "testing" / "fake.py").write_text("from sdstudio.testing import other\n")
+    (pkg / "app.py").write_text(
+        "import importlib\n"
+        "def _engine_factory():\n    from sdstudio.testing.fake_engine import f\n"
+        "def other():\n    from .testing import fake_engine\n"
+        "    importlib.import_module('sdstudio.testing.fake_engine')\n")
+    bad, allowed = _testing_imports(tmp_path)
+    assert allowed == {2, 3}
+    where = [line.split(": ")[0].rsplit("sdstudio/", 1)[1] for line in bad]
+    assert where == ["app.py:5", "app.py:6", "ui/panel.py:2"], bad
+
+
+def test_the_fake_engine_needs_no_torch(tmp_path: Path) -> None:
+    """The fake runs where the engine's dependencies are missing (SDSTUDIO_FAKE_ENGINE=1): it
+    uses only the engine's torch-free helpers, and those stay torch-free."""
+    bad = _violations(_files("testing"), HEAVY, top_level_only=False)
+    assert not bad, "sdstudio/testing must not import these:\n" + "\n".join(bad)
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from PIL import Image\n"
+        "from sdstudio.core.errors import ModelError\n"
+        "from sdstudio.core.request import GenerationRequest\n"
+        "from sdstudio.testing.fake_engine import FakeEngine\n"
+        "root = Path(sys.argv[1])\n"
+        "Image.new('RGB', (64, 64)).save(root / 'init.png')\n"
+        "Image.new('L', (64, 64), 255).save(root / 'mask.png')\n"
+        "req = GenerationRequest(prompt='a cat', width=64, height=64, steps=2, seed=1)\n"
+        "engine = FakeEngine()\n"
+        "engine.generate(req)\n"
+        "engine.generate(req.replace(init_image=str(root / 'init.png'), strength=0.5))\n"
+        "engine.generate(req.replace(init_image=str(root / 'init.png'),\n"
+        "                            mask=str(root / 'mask.png'), inpaint_only_masked=True))\n"
+        "for bad in (req.replace(prompt='<lora:x>'), req.replace(vae='x'),\n"
+        "            req.replace(model=str(root)), req.replace(model='x')):\n"
+        "    try:\n"
+        "        engine.generate(bad)\n"
+        "    except ModelError:\n"
+        "        pass\n"
+        f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))\n"
+    )
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
