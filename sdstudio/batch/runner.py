@@ -10,32 +10,16 @@ complete images with records, at most one stale temp file (removed on the next s
 complete image without its record (adopted on the next start from the batch tag in its
 metadata).
 
-Saving overlaps the next image's generation: one writer thread (``_Saver``) takes the decoded
-images in plan order and, for each, saves it and then appends its record — the same writes in
-the same order as before, only on another thread; failure records go through the same thread,
-so one thread alone writes this process's manifest and its lines keep the plan's order. All of
-a unit's fsyncs are kept. Batching the folder fsync over several images was considered and
-rejected: a record may only be made durable after the name it points to, and with the saving
-off the critical path the fsyncs cost the generation nothing but a little CPU. Still at most
-one temp file and one image without its record after ``kill -9``: one thread saves, one image
-at a time. What changes: an image decoded but not yet saved when the process is killed is made
-again on resume, as an image killed between its decode and its save always was — normally only
-the one being saved; when the disk is slower than the generation, also the one queued and the
-one waiting to be queued; and a unit's ``UnitDone`` can arrive after the next unit's
-``UnitStarted``. All events are still sent from the thread that calls
-``run`` (finished saves are reported at the next engine event, before a pause, a failure
-report and the summary); pausing and the end of the run wait until every queued image is saved.
+Saving overlaps the next image's generation: one writer thread (``batch.writer.Saver``)
+saves the images and writes the records, in plan order (see sdstudio/batch/writer.py).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +46,7 @@ from sdstudio.batch.plan import (
     parse_tag,
     plan_units,
 )
+from sdstudio.batch.writer import Saved, Saver
 from sdstudio.core.cancel import CancelToken
 from sdstudio.core.errors import (
     CancelledError,
@@ -71,7 +56,7 @@ from sdstudio.core.errors import (
 )
 from sdstudio.core.events import EngineEvent, ImageReady
 from sdstudio.core.prompts import PromptList
-from sdstudio.core.request import GenerationInfo, GenerationRequest
+from sdstudio.core.request import GenerationRequest
 from sdstudio.storage.manifest import (
     MANIFEST_VERSION,
     ManifestHeader,
@@ -351,7 +336,7 @@ class BatchRunner:
         reached = 0
         control = self.control
 
-        def report(results: list[_Saved]) -> None:
+        def report(results: list[Saved]) -> None:
             nonlocal done, failed
             for saved in results:
                 if saved.path is not None:
@@ -365,7 +350,7 @@ class BatchRunner:
                                              saved.details))
 
         with ManifestWriter(self.out_dir, procs.rank) as writer, \
-                _Saver(writer, self.out_dir, opts.pattern, header.run_id, procs.rank) as saver:
+                Saver(writer, self.out_dir, opts.pattern, header.run_id, procs.rank) as saver:
             for position, unit in enumerate(prepared.mine, start=1):
                 if control.paused:
                     report(saver.flush())  # the images made so far are on disk first
@@ -413,171 +398,6 @@ class BatchRunner:
         )
         self.on_event(summary)
         return summary
-
-
-@dataclass(frozen=True)
-class _Saved:
-    """What the writer thread did with one unit: saved (``path``) or failed (``reason``)."""
-
-    unit: WorkUnit
-    path: Path | None = None
-    elapsed_s: float = 0.0
-    image: object = None
-    reason: str = ""
-    kind: str = "Error"
-    details: str = ""
-
-
-@dataclass(frozen=True)
-class _SaveJob:
-    """Save a decoded image, then append its ``done`` record."""
-
-    unit: WorkUnit
-    ready: ImageReady
-    info: GenerationInfo  # ``ready.info`` with the batch tag
-    gen_s: float  # the generation's time; the save's is added
-
-
-@dataclass(frozen=True)
-class _FailJob:
-    """Append the ``failed`` record of a unit that was not made (or not saved)."""
-
-    unit: WorkUnit
-    reason: str
-    kind: str
-    details: str
-    elapsed_s: float
-
-    @classmethod
-    def of(cls, unit: WorkUnit, exc: Exception, elapsed_s: float) -> _FailJob:
-        """The failure of ``unit`` by ``exc``; logged with its traceback unless it is one of
-        SD Studio's errors (a message meant for the person)."""
-        if not isinstance(exc, SDStudioError):
-            log.error("batch unit %d failed", unit.index, exc_info=exc)
-        details = getattr(exc, "details", "") or "".join(traceback.format_exception(exc))
-        return cls(unit, describe_error(exc), type(exc).__name__, details, elapsed_s)
-
-
-@dataclass(frozen=True)
-class _StopJob:
-    """Ends the writer thread, after every job queued before it."""
-
-
-_WriterJob = _SaveJob | _FailJob | _StopJob
-
-
-class _Saver:
-    """The writer thread: saves each image, then appends its manifest record, in submission
-    order (see the module docstring). ``save``/``fail`` queue work (blocking while one unit
-    waits, so a slow disk slows the batch instead of filling the memory); ``finished`` returns
-    what is done so far without waiting, ``flush`` waits for everything queued, ``close`` also
-    stops the thread. A manifest that cannot be written stops the writer; the error is raised
-    in the calling thread by its next ``save``, ``fail``, ``finished``, ``flush`` or ``close``, so
-    it ends the run as it did when the runner wrote the manifest itself."""
-
-    def __init__(self, writer: ManifestWriter, out_dir: Path, pattern: str, run_id: str,
-                 rank: int) -> None:
-        self._writer = writer
-        self._out_dir = out_dir
-        self._pattern = pattern
-        self._run_id = run_id
-        self._rank = rank
-        self._jobs: queue.Queue[_WriterJob] = queue.Queue(maxsize=1)
-        self._results: collections.deque[_Saved] = collections.deque()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="sdstudio-batch-writer",
-                                        daemon=True)
-        self._thread.start()
-
-    # ------------------------------------------------------------------ calling thread
-    def save(self, unit: WorkUnit, ready: ImageReady, info: GenerationInfo, gen_s: float) -> None:
-        self._put(_SaveJob(unit, ready, info, gen_s))
-
-    def fail(self, unit: WorkUnit, exc: Exception, gen_s: float) -> None:
-        self._put(_FailJob.of(unit, exc, gen_s))
-
-    def has_finished(self) -> bool:
-        return bool(self._results)
-
-    def finished(self, raise_error: bool = True) -> list[_Saved]:
-        if raise_error:
-            self._raise()
-        out = []
-        while self._results:
-            out.append(self._results.popleft())
-        return out
-
-    def flush(self) -> list[_Saved]:
-        self._jobs.join()
-        return self.finished()
-
-    def close(self) -> list[_Saved]:
-        if self._thread.is_alive():
-            self._jobs.put(_StopJob())
-            self._thread.join()
-        return self.finished()
-
-    def __enter__(self) -> _Saver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # on an error in the calling thread (a KeyboardInterrupt, say) the queued images are
-        # still saved before it propagates; their reports are dropped with the run
-        if self._thread.is_alive():
-            self._jobs.put(_StopJob())
-            self._thread.join()
-
-    def _put(self, job: _WriterJob) -> None:
-        self._raise()
-        self._jobs.put(job)
-
-    def _raise(self) -> None:
-        if self._error is not None:  # stays set: every later call raises it too
-            raise self._error
-
-    # -------------------------------------------------------------------- writer thread
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                if isinstance(job, _StopJob):
-                    return
-                if self._error is None:  # after a manifest error nothing more is written
-                    self._results.append(self._do(job))
-            except BaseException as exc:  # the manifest could not be written
-                self._error = exc
-            finally:
-                self._jobs.task_done()
-
-    def _do(self, job: _SaveJob | _FailJob) -> _Saved:
-        if isinstance(job, _FailJob):
-            return self._fail(job)
-        return self._save(job)
-
-    def _save(self, job: _SaveJob) -> _Saved:
-        from sdstudio.storage.png import save_image
-
-        t0 = time.perf_counter()
-        unit, ready = job.unit, job.ready
-        try:
-            path = save_image(ready.image, ready.request, job.info, self._out_dir, self._pattern)
-        except Exception as exc:  # the disk refused this image: recorded, the batch goes on
-            return self._fail(_FailJob.of(unit, exc, job.gen_s + time.perf_counter() - t0))
-        elapsed = job.gen_s + time.perf_counter() - t0  # the unit's own work, not its queue wait
-        rel = path.relative_to(self._out_dir).as_posix()
-        self._writer.write_record(UnitRecord(
-            "done", self._run_id, unit.index, unit.item, unit.line_no, unit.image,
-            unit.key, ready.request.seed, file=rel, rank=self._rank, elapsed_s=elapsed,
-        ))
-        return _Saved(unit, path=path, elapsed_s=elapsed, image=ready.image)
-
-    def _fail(self, job: _FailJob) -> _Saved:
-        unit = job.unit
-        self._writer.write_record(UnitRecord(
-            "failed", self._run_id, unit.index, unit.item, unit.line_no, unit.image,
-            unit.key, unit.seed, reason=job.reason, rank=self._rank, elapsed_s=job.elapsed_s,
-        ))
-        return _Saved(unit, reason=job.reason, kind=job.kind, details=job.details)
 
 
 def _subfolders(folder: Path) -> list[str]:
