@@ -10,40 +10,16 @@ from typing import Any
 
 from PIL import Image
 
-from sdstudio.core.fields import FieldSpec
-from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest, LoraSpec
+from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest
 from sdstudio.core.settings import EngineSettings, Settings
 from sdstudio.storage.png import read_image_metadata, save_image
 from sdstudio.testing.fake_engine import FakeScript
 from sdstudio.ui.prompt_panel import PANEL_FIELDS
+from tests.field_values import other_value
 
 # what restore does not bring back: the canvases' images (use Send to image to image) and
 # the model, which a window only switches to when it is installed (checked separately)
 NOT_RESTORED = {"init_image", "mask", "model"}
-
-
-def _other_value(spec: FieldSpec) -> Any:
-    """A valid value other than the default, from the field's spec alone."""
-    if spec.kind == "int":
-        lo = int(spec.minimum if spec.minimum is not None else 0)
-        value = spec.default + (spec.multiple_of or 1) * 3
-        if spec.maximum is not None and value > spec.maximum:
-            value = lo
-        return max(value, lo)
-    if spec.kind == "float":
-        hi = spec.maximum if spec.maximum is not None else spec.default + 1
-        return round((spec.default + hi) / 2, 2) if spec.default != hi else round(hi / 2, 2)
-    if spec.kind == "bool":
-        return not spec.default
-    if spec.kind == "choice":
-        return next(c for c in reversed(spec.choices) if c != spec.default)
-    if spec.kind == "text":
-        return f"some {spec.name.replace('_', ' ')}"
-    if spec.kind == "loras":
-        return (LoraSpec("film grain", 0.6),)
-    if spec.kind == "model":
-        return "" if spec.name == "model" else "vae-ft-mse"
-    raise AssertionError(f"no test value for {spec.name} ({spec.kind})")
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -64,7 +40,7 @@ def test_every_field_round_trips_window_png_window(qtbot: Any, make_window: Any,
                                                     tmp_path: Path) -> None:
     w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
     made = GenerationRequest(prompt="a lighthouse, <lora:film grain:0.6>", **{
-        s.name: _other_value(s) for s in FIELDS
+        s.name: other_value(s) for s in FIELDS
         if s.name not in NOT_RESTORED | {"prompt", "loras"}})
     assert all(getattr(made, s.name) != s.default for s in FIELDS
                if s.name not in NOT_RESTORED | {"loras"}), "the test sets every field"
