@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from sdstudio.core.errors import describe_error
+
 _T0 = time.perf_counter()
 
 log = logging.getLogger("sdstudio")
@@ -68,9 +70,8 @@ class _ErrorRelay:
                tb: TracebackType | None, where: str) -> None:
         details = "".join(traceback.format_exception(exc_type, exc, tb))
         log.error("uncaught exception in %s:\n%s", where, details)
-        text = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
-        message = f"Unexpected error in {where}: {exc_type.__name__}" + (f": {text}" if text
-                                                                        else "")
+        message = f"Unexpected error in {where}: " + (
+            describe_error(exc) if exc is not None else exc_type.__name__)
         with contextlib.suppress(RuntimeError):  # queued when called from another thread
             self.relay.error.emit(message, details)
 

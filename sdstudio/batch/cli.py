@@ -1,6 +1,6 @@
 """``sdstudio batch LIST``: headless batch generation from a prompt list.
 
-Registered in ``sdstudio.cli.SUBCOMMAND_MODULES``. Exit status: 0 when every image was made
+Registered by ``sdstudio.cli.parser.register_subcommands``. Exit status: 0 when every image was made
 (or was already there); 1 when an image failed; 2 for bad lines (unless ``--skip-bad-lines``),
 a changed list without ``--resume`` / ``--restart``, or bad arguments; 130 when interrupted.
 

@@ -31,7 +31,7 @@ from sdstudio.batch.events import (
 )
 from sdstudio.batch.plan import BatchOptions
 from sdstudio.batch.runner import BatchControl, BatchRunner, ListChangedError
-from sdstudio.core.errors import CancelledError, SDStudioError
+from sdstudio.core.errors import CancelledError, SDStudioError, describe_error
 from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import GenerationRequest
 
@@ -148,7 +148,7 @@ class _BatchTask:
             raise
         except Exception as exc:  # shown to the person; the worker keeps working
             log.exception("batch failed")
-            error = SDStudioError(f"the batch stopped: {type(exc).__name__}: {exc}")
+            error = SDStudioError(f"the batch stopped: {describe_error(exc)}")
             self.controller.failed.emit(error)
             raise error from exc
         if summary.cancelled:

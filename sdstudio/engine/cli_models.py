@@ -1,5 +1,5 @@
 """CLI subcommands ``sdstudio models`` and ``sdstudio convert`` (listed in
-``cli.SUBCOMMAND_MODULES``; ``register(subparsers)`` adds them).
+``sdstudio.cli.parser.register_subcommands``; ``register(subparsers)`` adds them).
 
 ``models`` imports no torch (header-only architecture detection); ``convert`` imports it only
 when the conversion needs it.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sdstudio.core.errors import is_out_of_memory  # noqa: F401 (the engine's import of it)
 from sdstudio.core.events import VramUsage
 from sdstudio.core.settings import EngineSettings
 
@@ -140,11 +141,6 @@ def _cuda_total(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).total_memory)
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def free_device_memory(device: torch.device | None = None) -> None:

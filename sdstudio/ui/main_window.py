@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.core.errors import SDStudioError
+from sdstudio.core.errors import SDStudioError, describe_error
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
@@ -354,7 +354,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
             self.show_error(str(exc), exc.details)
             return None
         except OSError as exc:
-            self.show_error(f"Could not save the input image: {exc.strerror or exc}")
+            self.show_error(f"Could not save the input image: {describe_error(exc)}")
             return None
         tab = self.tabs.currentIndex()
         if tab not in (TAB_TXT2IMG, TAB_IMG2IMG, TAB_INPAINT):
@@ -464,7 +464,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         try:
             save_settings(self.settings)
         except OSError as exc:
-            self.message_bar.show_error(f"Settings could not be saved: {exc.strerror or exc}")
+            self.message_bar.show_error(f"Settings could not be saved: {describe_error(exc)}")
 
     def _on_gallery_message(self, kind: str, text: str) -> None:
         if kind == "error":
