@@ -44,8 +44,10 @@ def _help(spec: FieldSpec) -> str:
 def _argument(spec: FieldSpec) -> dict[str, Any]:
     """argparse keywords for a field's option; unset options are None."""
     kw: dict[str, Any] = {"dest": spec.name, "default": None, "help": _help(spec)}
-    if spec.metavar:
-        kw["metavar"] = spec.metavar
+    metavar = spec.metavar or {"int": "N", "float": "X", "text": "TEXT", "path": "FILE",
+                               "model": "PATH|NAME"}.get(spec.kind)
+    if metavar:
+        kw["metavar"] = metavar
     if spec.kind == "int":
         kw["type"] = int
     elif spec.kind == "float":
