@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core import paths
+from sdstudio.core.errors import ModelError
+from sdstudio.engine.config_check import check_embedded_config
 
 CONFIG_METADATA_KEY = "sdstudio.diffusers_config"
 
@@ -72,15 +74,22 @@ def _tokenizer_entry(sub: Path) -> dict[str, Any]:
     return entry
 
 
-def materialize_config(data: Mapping[str, Any], dest: Path) -> Path:
-    """Write an :func:`embedded_config` dict back out as a diffusers config folder."""
+def materialize_config(data: Mapping[str, Any], dest: Path, where: str = "the model") -> Path:
+    """Write an :func:`embedded_config` dict back out as a diffusers config folder. The dict
+    comes from a model file: it is validated whole first
+    (:func:`~sdstudio.engine.config_check.check_embedded_config`, ModelError), and every
+    path written is checked to be inside ``dest``."""
+    data = check_embedded_config(data, where)
     shipped = paths.resources_dir() / "tokenizers"
     dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
     (dest / "model_index.json").write_text(json.dumps(data["model_index"], indent=2))
     for name, entry in data.items():
         if name == "model_index":
             continue
         sub = dest / name
+        if sub.resolve().parent != root:  # names are from a fixed set; this is a backstop
+            raise ModelError(f"{where}: the embedded config names a folder outside its own")
         sub.mkdir(exist_ok=True)
         if name.startswith("tokenizer"):
             for meta in ("tokenizer_config.json", "special_tokens_map.json"):

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.settings import EngineSettings
@@ -35,6 +35,10 @@ from sdstudio.engine.arch import arch_from_configs as arch_from_configs
 from sdstudio.engine.arch import arch_from_pipe as arch_from_pipe
 from sdstudio.engine.arch import detect_arch as detect_arch
 from sdstudio.engine.arch import read_json as read_json
+from sdstudio.engine.config_check import check_model_index
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _SD_COMPONENTS = ("unet", "vae", "text_encoder")
@@ -109,7 +113,7 @@ def download_progress_class(repo_id: str, on_progress: ProgressCallback) -> type
     second per bar, instead of printing it."""
     from tqdm.auto import tqdm
 
-    class _Progress(tqdm):  # type: ignore[misc, valid-type]
+    class _Progress(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = False
             kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
@@ -229,7 +233,7 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
             f"{folder} is not a model folder (no model_index.json); give a diffusers model "
             "folder or a checkpoint file"
         )
-    index = read_json(index_path)
+    index = check_model_index(read_json(index_path), str(folder))
     for name in (*_SD_COMPONENTS, "text_encoder_2"):
         entry = index.get(name)
         if name == "text_encoder_2" and not entry:
@@ -277,7 +281,7 @@ def quiet_progress() -> Iterator[None]:
             t_logging.enable_progress_bar()
 
 
-def pipeline_class(arch: str) -> type:
+def pipeline_class(arch: str) -> type[DiffusionPipeline]:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     return StableDiffusionXLPipeline if arch.startswith("sdxl") else StableDiffusionPipeline

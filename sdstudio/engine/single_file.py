@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from sdstudio.core import paths
 from sdstudio.core.errors import ModelError
 from sdstudio.engine import checkpoint
+from sdstudio.engine.config_check import check_model_index, components, parse_embedded_config
 from sdstudio.engine.ldm_layout import (
     CONFIG_METADATA_KEY,
     SD1_TEXT_PREFIX,
@@ -52,6 +53,7 @@ from sdstudio.engine.ldm_layout import (
     UNET_PREFIX,
     VAE_PREFIX,
     materialize_config,
+    read_config,
 )
 
 if TYPE_CHECKING:
@@ -251,16 +253,11 @@ def check_fits(shapes: Mapping[str, tuple[int, ...]], arch: ArchInfo, config: Pa
         )
 
 
-def _config_from_metadata(metadata: Mapping[str, str]) -> Path | None:
+def _config_from_metadata(metadata: Mapping[str, str], where: str) -> Path | None:
     raw = metadata.get(CONFIG_METADATA_KEY)
     if not raw:
         return None
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, dict) or "model_index" not in data:
-            return None
-    except ValueError:
-        return None
+    data = parse_embedded_config(raw, where)  # untrusted: checked whole, or ModelError
     digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
     dest = paths.cache_dir() / "single_file_configs" / digest
     if not (dest / "model_index.json").is_file():
@@ -270,7 +267,7 @@ def _config_from_metadata(metadata: Mapping[str, str]) -> Path | None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=dest.parent))
         try:
-            materialize_config(data, tmp)
+            materialize_config(data, tmp, where)
             try:
                 tmp.replace(dest)
             except OSError:  # another process materialized it first
@@ -298,9 +295,9 @@ def is_v_prediction(unet: Any) -> bool:
 
 
 def _component_classes(config: Path) -> dict[str, tuple[str, str]]:
-    index = json.loads((config / "model_index.json").read_text(encoding="utf-8"))
-    return {k: (v[0], v[1]) for k, v in index.items()
-            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0]}
+    """(library, class) of each component, from a config folder's checked model_index."""
+    index = check_model_index(read_config(config / "model_index.json"), str(config))
+    return {k: (index[k][0], index[k][1]) for k in components(index)}
 
 
 def _load_text_encoder(cls: Any, state: Mapping[str, torch.Tensor], config_dir: Path, name: str,
@@ -372,7 +369,7 @@ def load_single_file(
         config_dir, source = Path(config), "explicit"
         if not (config_dir / "model_index.json").is_file():
             raise ModelError(f"Config folder {config_dir} has no model_index.json")
-    elif (embedded := _config_from_metadata(metadata)) is not None:
+    elif (embedded := _config_from_metadata(metadata, path.name)) is not None:
         config_dir, source = embedded, "embedded"
     else:
         config_dir = configs_root() / arch.config_name
@@ -384,7 +381,8 @@ def load_single_file(
 
     classes = _component_classes(config_dir)
     components: dict[str, Any] = {}
-    model_names = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2") if n in classes]
+    model_names: list[str] = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2")
+                              if n in classes]
     try:
         for i, name in enumerate(model_names):
             progress(f"Converting {name}", 0.2 + 0.7 * i / len(model_names))
@@ -434,8 +432,8 @@ def load_single_file(
             components["scheduler"] = type(sched).from_config(
                 sched.config, prediction_type=arch.prediction)
 
-    index = json.loads((config_dir / "model_index.json").read_text(encoding="utf-8"))
-    pipe_cls = getattr(diffusers, index["_class_name"])
+    index = check_model_index(read_config(config_dir / "model_index.json"), path.name)
+    pipe_cls = getattr(diffusers, index["_class_name"])  # one of PIPELINE_CLASSES
     accepted = inspect.signature(pipe_cls.__init__).parameters
     kwargs = {k: v for k, v in components.items() if k in accepted}
     for optional in ("safety_checker", "feature_extractor", "image_encoder"):
@@ -450,9 +448,9 @@ def load_single_file(
     pipe = pipe_cls(**kwargs)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    pipe.sdstudio_arch = arch  # type: ignore[attr-defined]
-    pipe.sdstudio_config_source = source  # type: ignore[attr-defined]
-    pipe.sdstudio_config_dir = config_dir  # type: ignore[attr-defined]
+    pipe.sdstudio_arch = arch
+    pipe.sdstudio_config_source = source
+    pipe.sdstudio_config_dir = config_dir
     progress(f"Loaded {path.name} ({arch.label})", 1.0)
     return pipe
 
@@ -462,11 +460,13 @@ def describe(path: Path) -> ArchInfo:
     shapes, metadata = checkpoint.tensor_shapes(Path(path))
     arch = detect_arch(shapes, metadata, path=Path(path))
     raw = metadata.get(CONFIG_METADATA_KEY)
-    if raw and arch.prediction is None:
-        try:
-            sched = json.loads(raw).get("scheduler", {})
-            arch = ArchInfo(arch.family, arch.inpaint, sched.get("prediction_type", "epsilon"),
-                            "config", arch.context_dim, arch.unet_width)
-        except (ValueError, AttributeError):
-            pass
+    embedded = parse_embedded_config(raw, Path(path).name) if raw else {}  # or ModelError
+    if embedded and arch.prediction is None:
+        sched = embedded.get("scheduler", {})
+        prediction = sched.get("prediction_type", "epsilon")
+        if prediction not in ("epsilon", "v_prediction", "sample"):
+            raise ModelError(f"{Path(path).name}: its embedded scheduler has an unknown "
+                             f"prediction type {str(prediction)[:40]!r}")
+        arch = ArchInfo(arch.family, arch.inpaint, prediction, "config", arch.context_dim,
+                        arch.unet_width)
     return arch
