@@ -188,7 +188,12 @@ class GenerationRequest:
                 raise RequestError(
                     "prompt", f"LoRA tag {m.group(0)!r}: weight {weight_text!r} is not a number"
                 ) from exc
-            found.append(LoraSpec(m.group(1).strip(), weight))
+            name = m.group(1).strip()
+            if not is_plain_name(name):
+                raise RequestError(
+                    "prompt", f"LoRA tag {m.group(0)!r}: give the LoRA's name in your LoRA "
+                    "folders, not a path")
+            found.append(LoraSpec(name, weight))
         clean = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", self.prompt)).strip(" ,")
         return clean, (*self.loras, *found)
 
@@ -261,6 +266,16 @@ FIELD_NAMES: tuple[str, ...] = tuple(s.name for s in FIELDS)
 def request_spec(name: str) -> FieldSpec:
     """The spec of one request field (KeyError for an unknown name)."""
     return field_map(GenerationRequest)[name]
+
+
+def is_plain_name(name: str) -> bool:
+    """A name to look up in SD Studio's folders ("detail", "styles/film"): not absolute, no
+    drive, no ``..``, no ``~``. Names from prompts and images must be plain; only the person's
+    own command line gives paths."""
+    text = name.replace("\\", "/")
+    parts = [p for p in text.split("/") if p]
+    return bool(parts) and not (
+        text.startswith(("/", "~")) or ":" in parts[0] or any(p in ("..", ".") for p in parts))
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -163,12 +163,25 @@ class UnitRecord:
             image=int(data["image"]),
             key=str(data["key"]),
             seed=int(data["seed"]),
-            file=data.get("file"),
-            reason=data.get("reason"),
+            file=safe_relative_file(data.get("file")),
+            reason=None if data.get("reason") is None else str(data.get("reason")),
             rank=int(data.get("rank", 0)),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             adopted=bool(data.get("adopted", False)),
         )
+
+
+def safe_relative_file(value: Any) -> str | None:
+    """A record's ``file`` when it is a plain relative path inside the output folder
+    ("sub/00001-5.png"); None for anything else (absolute, ``..``, a drive, not text), so a
+    manifest never makes SD Studio look at a file outside its folder."""
+    if not isinstance(value, str) or not value or "\x00" in value or "\\" in value:
+        return None
+    parts = PurePosixPath(value).parts
+    if PurePosixPath(value).is_absolute() or ":" in parts[0] or any(
+            p in ("..", ".") for p in parts):
+        return None
+    return value
 
 
 @dataclass(frozen=True)

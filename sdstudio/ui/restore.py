@@ -95,7 +95,8 @@ def find_model(entries: list[dict[str, Any]], current: str, model: str, name: st
            short_hash: str) -> str | None:
     """The model to use for a restored request: its own path when it still exists, else
     an installed model with that name or hash; None when there is none."""
-    if model and (model == current or Path(model).exists()):
+    known = {str(e.get("path", "")) for e in entries}
+    if model and (model == current or model in known):
         return model
     if not model and not name:
         return current

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.paths import ADDON_SUFFIXES, named_files
-from sdstudio.core.request import GenerationRequest, request_spec
+from sdstudio.core.request import GenerationRequest, is_plain_name, request_spec
 from sdstudio.core.settings import Settings
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
 from sdstudio.ui.restore import find_model, missing_loras, restore_message, summary
@@ -65,7 +65,17 @@ class ParameterRestore(WindowPart):
         """Show every value of ``request``: the prompt panel's fields, the source canvas'
         resize mode and the model. Returns notes on what could not be applied."""
         self.refresh_addons()
-        notes = self.prompt_panel.set_request(request)
+        notes: list[str] = []
+        if request.vae and not is_plain_name(request.vae):  # an image names no files
+            notes.append(f"the VAE path “{request.vae}” is not used: choose a VAE from your "
+                         "VAE folders")
+            request = request.replace(vae="")
+        paths_given = [lo for lo in request.loras if not is_plain_name(lo.name)]
+        if paths_given:
+            notes += [f"the LoRA path “{lo.name}” is not used" for lo in paths_given]
+            request = request.replace(loras=tuple(
+                lo for lo in request.loras if lo not in paths_given))
+        notes += self.prompt_panel.set_request(request)
         if request.resize_mode in request_spec("resize_mode").choices:
             self.source_canvas.set_fit_mode(request.resize_mode)
         else:
@@ -73,8 +83,10 @@ class ParameterRestore(WindowPart):
         lora_names = [n for n, _ in named_files(self.settings.engine.lora_dirs)]
         notes += [f"LoRA “{n}” is not installed (its tag is kept in the prompt)"
                   for n in missing_loras(request, lora_names)]
-        model = find_model(self._models, self._current_model, request.model, model_name,
-                           model_hash)
+        recent = [{"path": p, "name": Path(p).name}
+                  for p in self.settings.ui.get("recent_models", []) if isinstance(p, str)]
+        model = find_model([*self._models, *recent], self._current_model, request.model,
+                           model_name, model_hash)
         wanted = request.model or model_name
         if model is not None:
             if model != self._current_model:

@@ -182,3 +182,14 @@ def test_generation_info_round_trip_and_model_hash() -> None:
     assert data["notes"] == ["a", "b"]
     assert GenerationInfo.from_dict(data) == info
     assert GenerationInfo.from_dict({**data, "future": 1}) == info  # unknown keys ignored
+
+
+def test_lora_tags_name_loras_never_paths() -> None:
+    """Prompts travel inside images and prompt lists: a tag may only name a LoRA in the LoRA
+    folders, so an image cannot make SD Studio read a file elsewhere."""
+    ok = GenerationRequest(prompt="a cat <lora:styles/film grain:0.5>")
+    assert ok.prompt_loras()[1] == (LoraSpec("styles/film grain", 0.5),)
+    for tag in ("<lora:/etc/passwd:1>", "<lora:../../secret:1>", "<lora:~/x:1>",
+                "<lora:\\\\server\\share\\x:1>", "<lora:a/../../b>"):
+        with pytest.raises(RequestError, match="not a path"):
+            GenerationRequest(prompt=f"a cat {tag}").validated()

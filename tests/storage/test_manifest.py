@@ -106,3 +106,17 @@ def test_stale_temp_files_and_image_listing(tmp_path: Path) -> None:
     assert sorted(p.name for p in removed) == [".sdstudio-abc.tmp", ".sdstudio-x.tmp"]
     assert image_files(tmp_path) == ["a.png", "sub/b.png"]
     assert image_files(tmp_path, skip={"a.png"}) == ["sub/b.png"]
+
+
+def test_a_record_naming_a_file_outside_the_folder_is_not_trusted(tmp_path: Path) -> None:
+    from sdstudio.storage.manifest import UnitRecord, safe_relative_file
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"x")
+    for bad in (str(outside), "../outside.png", "a/../../outside.png", "C:/x.png",
+                "a\\..\\..\\x.png", "", 5):
+        assert safe_relative_file(bad) is None, bad
+        rec = UnitRecord.from_json({"type": "done", "run": "r", "unit": 0, "item": 0,
+                                    "image": 0, "key": "k", "seed": 1, "file": bad})
+        assert rec.file is None
+    assert safe_relative_file("2026-12-02/00001-5.png") == "2026-12-02/00001-5.png"

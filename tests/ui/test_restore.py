@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest
+from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest, LoraSpec
 from sdstudio.core.settings import EngineSettings, Settings
 from sdstudio.storage.png import read_image_metadata, save_image
 from sdstudio.testing.fake_engine import FakeScript
@@ -126,3 +126,17 @@ def test_a1111_infotext_extras_are_named(qtbot: Any, make_window: Any, tmp_path:
     message = w.message_bar.message
     assert "Hires upscale: 2" in message and "dream" in message
     assert "Version" not in message
+
+
+def test_paths_named_by_an_image_are_not_used(qtbot: Any, make_window: Any,
+                                              tmp_path: Path) -> None:
+    w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
+    made = GenerationRequest(prompt="a fox", vae="/home/someone/.ssh/id_rsa",
+                             loras=(LoraSpec("/etc/passwd", 1.0), LoraSpec("film grain", 0.6)),
+                             model="/")
+    notes = " ".join(w.apply_request(made))
+    assert "id_rsa" in notes and "/etc/passwd" in notes and "not installed" in notes
+    got = w.prompt_panel.request()
+    assert got.vae == "" and "/etc/passwd" not in got.prompt
+    assert got.prompt == "a fox <lora:film grain:0.6>"
+    assert w.current_model == ""
