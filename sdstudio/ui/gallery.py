@@ -8,11 +8,21 @@ open its folder or delete it (after confirmation).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from pathlib import Path
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, QUrl, Signal
+from PySide6.QtCore import (
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+    QUrl,
+    Signal,
+    SignalInstance,
+)
 from PySide6.QtGui import (
     QDesktopServices,
     QIcon,
@@ -66,6 +76,11 @@ def read_thumbnail(path: str, side: int = THUMB) -> QImage:
         image = image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
                              Qt.TransformationMode.SmoothTransformation)
     return image
+
+
+def read_thumbnails(paths: list[str]) -> list[tuple[str, QImage]]:
+    """(path, thumbnail) for each of ``paths``, in order (runs off the GUI thread)."""
+    return [(p, read_thumbnail(p)) for p in paths]
 
 
 def list_images(folder: Path) -> list[str]:
@@ -171,7 +186,6 @@ class GalleryWidget(QWidget):
         self.list.setItemDelegate(ThumbnailDelegate(self.list))
         self.list.setMouseTracking(True)
         self.list.currentItemChanged.connect(self._on_current)
-        self.list.itemActivated.connect(lambda _item: self.viewer.setFocus())
 
         self.empty_label = QLabel("Images you generate appear here.\nEarlier images from the "
                                   "output folder are listed too.", self)
@@ -179,6 +193,7 @@ class GalleryWidget(QWidget):
 
         self.viewer = ImageViewer(self)
         self.viewer.set_placeholder("Select an image")
+        self.list.itemActivated.connect(lambda _item: self.viewer.setFocus())
         self.info = QLabel(self)
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -248,7 +263,7 @@ class GalleryWidget(QWidget):
     def load_folder(self, folder: Path) -> None:
         """List ``folder`` in the background, then thumbnail its images a few at a time."""
         self._folder = Path(folder)
-        self._runner.submit(lambda f=self._folder: list_images(f), self._on_listed)
+        self._runner.submit(functools.partial(list_images, self._folder), self._on_listed)
 
     def add_image(self, path: str, image: QImage | None = None, select: bool = False) -> None:
         """Add a new image at the top (this session's images come first)."""
@@ -260,12 +275,12 @@ class GalleryWidget(QWidget):
         if image is not None and not image.isNull():
             self._remember(path, image)
             self._runner.submit(
-                lambda img=image: img.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation),
-                lambda thumb, p=path: self._set_thumb(p, thumb))
+                functools.partial(image.scaled, THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                                  Qt.TransformationMode.SmoothTransformation),
+                functools.partial(self._set_thumb, path))
         else:
-            self._runner.submit(lambda p=path: read_thumbnail(p),
-                                lambda thumb, p=path: self._set_thumb(p, thumb))
+            self._runner.submit(functools.partial(read_thumbnail, path),
+                                functools.partial(self._set_thumb, path))
         if select or self.list.count() == 1:
             self.list.setCurrentItem(item)
         self._update_state()
@@ -345,8 +360,7 @@ class GalleryWidget(QWidget):
             self.list.setCurrentRow(0)
         for start in range(0, len(new), BATCH):
             chunk = new[start:start + BATCH]
-            self._runner.submit(lambda c=chunk: [(p, read_thumbnail(p)) for p in c],
-                                self._on_thumbs)
+            self._runner.submit(functools.partial(read_thumbnails, chunk), self._on_thumbs)
 
     def _on_thumbs(self, results: list[tuple[str, QImage]]) -> None:
         for path, thumb in results:
@@ -378,11 +392,11 @@ class GalleryWidget(QWidget):
         if cached is not None:
             self.viewer.set_image(cached)
         else:
-            self._runner.submit(lambda p=path: QImage(p),
-                                lambda img, p=path: self._show_full(p, img))
+            self._runner.submit(functools.partial(QImage, path),
+                                functools.partial(self._show_full, path))
         self.info.setText("…")
-        self._runner.submit(lambda p=path: describe(p),
-                            lambda text, p=path: self._show_info(p, text))
+        self._runner.submit(functools.partial(describe, path),
+                            functools.partial(self._show_info, path))
 
     def _show_full(self, path: str, image: QImage) -> None:
         if path != self.current_path():
@@ -398,10 +412,10 @@ class GalleryWidget(QWidget):
         if path == self.current_path():
             self.info.setText(text)
 
-    def _emit_path(self, signal: Signal) -> None:
+    def _emit_path(self, signal: SignalInstance) -> None:
         path = self.current_path()
         if path:
-            signal.emit(path)  # type: ignore[attr-defined]
+            signal.emit(path)
 
     def _update_state(self) -> None:
         has = self.list.currentItem() is not None

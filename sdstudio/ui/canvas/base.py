@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from sdstudio.core.errors import ImageInputError
 from sdstudio.core.images import MAX_INPUT_PIXELS as MAX_LOAD_PIXELS
 from sdstudio.ui.canvas import icons
+from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.imageutil import load_image_file
 
 IMAGE_FILTER = (
@@ -133,7 +134,7 @@ def open_and_paste_buttons(canvas: ImageCanvasBase) -> tuple[QToolButton, QToolB
     return open_button, paste_button
 
 
-def add_info_and_fit(owner: QWidget, bar: QBoxLayout, view: QWidget, fit_tip: str
+def add_info_and_fit(owner: QWidget, bar: QBoxLayout, view: ImageViewer, fit_tip: str
                      ) -> tuple[QLabel, QToolButton]:
     """Append a dimmed status label and a "Fit" button (connected to ``view.fit``) to a
     canvas's tool bar; returns both."""

@@ -59,8 +59,8 @@ class MaskToolbar:
         group.addButton(self.brush_button)
         group.addButton(self.eraser_button)
         self.brush_button.setChecked(True)
-        self.brush_button.toggled.connect(lambda on: on and canvas.set_eraser(False))
-        self.eraser_button.toggled.connect(lambda on: on and canvas.set_eraser(True))
+        self.brush_button.toggled.connect(self._on_brush_toggled)
+        self.eraser_button.toggled.connect(self._on_eraser_toggled)
         top.addWidget(self.brush_button)
         top.addWidget(self.eraser_button)
         top.addWidget(ToolSeparator(canvas))
@@ -167,6 +167,14 @@ class MaskToolbar:
         self.info_label, self.fit_button = add_info_and_fit(
             canvas, bottom, view, "Fit the image to the view (0; 1 for actual size)")
         return bottom
+
+    def _on_brush_toggled(self, on: bool) -> None:
+        if on:
+            self._canvas.set_eraser(False)
+
+    def _on_eraser_toggled(self, on: bool) -> None:
+        if on:
+            self._canvas.set_eraser(True)
 
     def sync(self) -> None:
         """Show the canvas's brush, blur preview, history and image state."""
