@@ -312,7 +312,7 @@ def ckpt_to_safetensors(src: Path, out: Path) -> Path:
     seen: set[tuple[int, int]] = set()
     clean: dict[str, Any] = {}
     for key, tensor in state.items():
-        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        ident = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
         clean[key] = tensor.clone() if ident in seen or not tensor.is_contiguous() else tensor
         seen.add(ident)
     return _save_safetensors(clean, out, {"format": "pt"})

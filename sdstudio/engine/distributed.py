@@ -41,7 +41,7 @@ class AccelerateProcesses:
         return bool(self._state.is_main_process)
 
     def main_process_first(self) -> contextlib.AbstractContextManager[None]:
-        return self._state.main_process_first()  # type: ignore[no-any-return]
+        return self._state.main_process_first()
 
     def wait_for_everyone(self) -> None:
         self._state.wait_for_everyone()

@@ -11,10 +11,11 @@ is inpainting the init image under a full mask at the request's strength.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from diffusers import (
+    DiffusionPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -25,7 +26,7 @@ from diffusers import (
 
 from sdstudio.core.request import Mode
 
-_CLASSES: dict[bool, dict[Mode, type]] = {
+_CLASSES: dict[bool, dict[Mode, type[DiffusionPipeline]]] = {
     False: {
         Mode.TXT2IMG: StableDiffusionPipeline,
         Mode.IMG2IMG: StableDiffusionImg2ImgPipeline,
@@ -69,7 +70,7 @@ class PipelineSet:
         self.inpaint_unet = int(base.unet.config.in_channels) == 9
         self._pipes: dict[type, Any] = {type(base): base}
 
-    def class_for(self, mode: Mode) -> type:
+    def class_for(self, mode: Mode) -> type[DiffusionPipeline]:
         effective = Mode.INPAINT if self.inpaint_unet else mode
         return _CLASSES[self.sdxl][effective]
 
@@ -98,7 +99,12 @@ class PipelineSet:
         return getattr(self.base, name, None)
 
 
-def module_dtype(module: Any) -> torch.dtype:
+class _HasDtype(Protocol):
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+
+def module_dtype(module: _HasDtype) -> torch.dtype:
     """``ModelMixin.dtype`` without its walk over every submodule.
 
     diffusers' ``dtype`` property visits all submodules looking for layerwise-casting hooks

@@ -191,7 +191,7 @@ class EngineWorker(QObject):
 
     @Slot(int, object, object, object)
     def run_job(self, job_id: int, request: GenerationRequest, cancel: CancelToken,
-                save: object) -> None:
+                save: tuple[str, str] | None) -> None:
         """``save`` is ``(out_dir, pattern)`` or None (images are then only reported)."""
 
         def body(engine: EngineLike) -> JobState:
@@ -290,11 +290,11 @@ class EngineWorker(QObject):
         self.finished.emit()
 
     # ---------------------------------------------------------------------- helpers
-    def _deliver(self, job_id: int, event: ImageReady, save: object) -> None:
+    def _deliver(self, job_id: int, event: ImageReady, save: tuple[str, str] | None) -> None:
         path = ""
         save_error: Failure | None = None
         if save is not None:
-            out_dir, pattern = save  # type: ignore[misc]
+            out_dir, pattern = save
             try:
                 path = str(save_image(event, Path(out_dir), str(pattern)))
             except BaseException as exc:
