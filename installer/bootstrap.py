@@ -3,7 +3,7 @@
 start the app or run the tests. Standard library only.
 
     python3 installer/bootstrap.py run [ARGS...]     set up, then `python -m sdstudio ARGS`
-    python3 installer/bootstrap.py test [PYTEST...]  set up with test extras, ruff + pytest
+    python3 installer/bootstrap.py test [PYTEST...]  set up with test extras, ruff + mypy + pytest
     python3 installer/bootstrap.py setup             set up only
     python3 installer/bootstrap.py desktop           set up, then add a desktop/menu launcher
 
@@ -430,11 +430,14 @@ def cmd_test(args: Sequence[str], force: bool, dry_run: bool) -> int:
     python = setup(("test",), force, dry_run)
     if dry_run:
         print(f"step: {python} -m ruff check .")
+        print(f"step: {python} -m mypy")
         print(f"step: {python} -m pytest {' '.join(args)}".rstrip())
         return 0
     env = {**os.environ, **TEST_ENV}
     say("ruff check ...")
     lint_rc = subprocess.call([str(python), "-m", "ruff", "check", "."], cwd=REPO, env=env)
+    say("mypy ...")  # files and flags: [tool.mypy] in pyproject.toml
+    type_rc = subprocess.call([str(python), "-m", "mypy"], cwd=REPO, env=env)
     say("pytest ...")
     test_rc = subprocess.call([str(python), "-m", "pytest", *args], cwd=REPO, env=env)
     if test_rc == 5:
@@ -443,8 +446,10 @@ def cmd_test(args: Sequence[str], force: bool, dry_run: bool) -> int:
     if test_rc != 0:
         say(f"tests failed (pytest exit {test_rc})")
         return test_rc
-    if lint_rc != 0:
-        say("tests passed, but ruff found problems (see above)")
+    problems = [f"{tool} found problems" for tool, rc in (("ruff", lint_rc), ("mypy", type_rc))
+                if rc != 0]
+    if problems:
+        say(f"tests passed, but {' and '.join(problems)} (see above)")
         return 1
     say("all checks passed")
     return 0
@@ -556,7 +561,7 @@ USAGE = """usage: python3 installer/bootstrap.py [--dry-run] [--force] [--venv D
 
 commands:
   run [ARGS...]       set up, then start SD Studio (python -m sdstudio ARGS)
-  test [PYTEST...]    set up with test tools, then ruff check and the whole pytest suite
+  test [PYTEST...]    set up with test tools, then ruff check, mypy and the whole pytest suite
   setup               set up the environment only
   desktop             set up, then install a desktop / menu launcher
 

@@ -213,7 +213,39 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     assert "torch: torch==" in out and "CPU build" in out
     assert "pip install -e .[test]" in out
     assert "-m pytest -k x" in out and "ruff check" in out
+    steps = [line for line in out.splitlines() if line.startswith("step: ") and " -m " in line]
+    assert [step.split(" -m ")[1].split()[0] for step in steps] == ["ruff", "mypy", "pytest"]
     assert not venv.exists()
+
+
+@pytest.mark.parametrize(
+    ("codes", "rc", "message"),
+    [
+        ({}, 0, "all checks passed"),
+        ({"mypy": 1}, 1, "tests passed, but mypy found problems (see above)"),
+        ({"ruff": 1, "mypy": 1}, 1,
+         "tests passed, but ruff found problems and mypy found problems (see above)"),
+        ({"mypy": 1, "pytest": 3}, 3, "tests failed (pytest exit 3)"),
+        ({"pytest": 5}, 1, "pytest collected no tests"),
+    ],
+)
+def test_test_command_runs_ruff_mypy_pytest_and_fails_on_any(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        codes: dict[str, int], rc: int, message: str) -> None:
+    calls: list[list[str]] = []
+
+    def call(cmd: list[str], **kwargs: object) -> int:
+        calls.append(cmd)
+        assert kwargs["cwd"] == bs.REPO  # mypy reads its files and flags from pyproject.toml
+        return codes.get(cmd[2], 0)
+
+    monkeypatch.setattr(bs, "setup", lambda extras, force, dry_run: Path("/venv/bin/python"))
+    monkeypatch.setattr(bs.subprocess, "call", call)
+    assert bs.cmd_test(["-k", "x"], force=False, dry_run=False) == rc
+    assert calls == [["/venv/bin/python", "-m", "ruff", "check", "."],
+                     ["/venv/bin/python", "-m", "mypy"],
+                     ["/venv/bin/python", "-m", "pytest", "-k", "x"]]
+    assert message in capsys.readouterr().err
 
 
 def test_unknown_command_is_one_line() -> None:
