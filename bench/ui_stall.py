@@ -161,7 +161,7 @@ def run(model: Path, size: int, steps: int, label: str) -> list[tuple[str, dict[
                                 steps=steps, seed=1, sampler="Euler", model=str(model))
     for attempt in ("first", "second"):
         beat.start()
-        job_id = queue.submit(request)
+        job_id = queue.submit_request(request)
         wait_until(app, lambda j=job_id: queue.job(j).state.finished,  # type: ignore[union-attr]
                    timeout=3600)
         gen_gaps = beat.stop()

@@ -359,7 +359,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         tab = self.tabs.currentIndex()
         if tab not in (TAB_TXT2IMG, TAB_IMG2IMG, TAB_INPAINT):
             tab = TAB_TXT2IMG
-        job_id = self.queue.submit(request)
+        job_id = self.queue.submit_request(request)
         self._job_tab[job_id] = tab
         self._persist()
         return job_id

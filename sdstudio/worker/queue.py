@@ -69,7 +69,7 @@ _Index = QModelIndex | QPersistentModelIndex
 
 class JobQueue(QAbstractListModel):
     """Queue of jobs run one at a time by the engine worker thread: generations
-    (:meth:`submit`) and tasks that use the worker's engine directly (:meth:`run_exclusive`,
+    (:meth:`submit_request`) and tasks that use the worker's engine directly (:meth:`run_exclusive`,
     a batch for instance), in the order they were queued, never two at once."""
 
     # jobs
@@ -232,9 +232,11 @@ class JobQueue(QAbstractListModel):
             self._listRequested.emit(self._settings)
 
     # ========================================================================= jobs
-    def submit(self, request: GenerationRequest, *, label: str = "", source: str = "window",
-               save: bool = True) -> int:
-        """Queue a request; returns its job id. Runs when every earlier job has finished."""
+    def submit_request(self, request: GenerationRequest, *, label: str = "",
+                       source: str = "window", save: bool = True) -> int:
+        """Queue a request; returns its job id. Runs when every earlier job has finished.
+        (Not ``submit``: that is QAbstractItemModel's virtual slot, which Qt's item views and
+        QDataWidgetMapper call with no arguments.)"""
         job = Job(id=next(self._ids), request=request, label=label, source=source, save=save)
         row = len(self._jobs)
         self.beginInsertRows(QModelIndex(), row, row)

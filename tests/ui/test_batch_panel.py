@@ -202,7 +202,7 @@ def test_batch_waits_for_a_running_generation_and_cancels_from_the_queue(
     engine = FakeEngine(on_call=on_call)
     panel, saved = make_panel(engine)
     queue = panel.controller.queue
-    single = queue.submit(DEFAULTS.replace(prompt="single"), save=False)
+    single = queue.submit_request(DEFAULTS.replace(prompt="single"), save=False)
     assert gate.wait(5)
     panel.set_text("b0\nb1\nb2\n")
     assert panel.start()
@@ -238,7 +238,7 @@ def test_a_queued_batch_removed_from_the_queue_never_runs(
     engine = FakeEngine(on_call=on_call)
     panel, saved = make_panel(engine)
     queue = panel.controller.queue
-    queue.submit(DEFAULTS.replace(prompt="single"), save=False)
+    queue.submit_request(DEFAULTS.replace(prompt="single"), save=False)
     assert gate.wait(5)
     panel.set_text("b0\nb1\n")
     assert panel.start()

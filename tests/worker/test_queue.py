@@ -66,7 +66,7 @@ def test_job_runs_and_reports_progress_preview_and_images(qtbot, queue: JobQueue
     queue.imageReady.connect(lambda jid, img: images.append(img))
     queue.jobPreview.connect(lambda jid, q: previews.append(q))
     with qtbot.waitSignal(queue.jobFinished, timeout=5000) as blocker:
-        job_id = queue.submit(REQ.replace(batch_size=2))
+        job_id = queue.submit_request(REQ.replace(batch_size=2))
     assert blocker.args == [job_id, "done"]
     assert progress == [(1, 2), (2, 2)]
     assert len(previews) == 2 and not previews[0].isNull()
@@ -79,8 +79,8 @@ def test_queued_jobs_run_in_order(qtbot, queue: JobQueue, script: FakeScript) ->
     script.step_delay = 0.02
     order: list[int] = []
     queue.jobStarted.connect(order.append)
-    first = queue.submit(REQ.replace(prompt="one"))
-    second = queue.submit(REQ.replace(prompt="two"))
+    first = queue.submit_request(REQ.replace(prompt="one"))
+    second = queue.submit_request(REQ.replace(prompt="two"))
     assert queue.job(second).state is JobState.QUEUED  # type: ignore[union-attr]
     assert wait_finished(qtbot, queue, second) == "done"
     assert queue.job(first).state is JobState.DONE  # type: ignore[union-attr]
@@ -90,9 +90,9 @@ def test_queued_jobs_run_in_order(qtbot, queue: JobQueue, script: FakeScript) ->
 
 def test_cancel_running_and_remove_queued(qtbot, queue: JobQueue, script: FakeScript) -> None:
     script.step_delay = 0.05
-    first = queue.submit(REQ.replace(steps=200))
-    second = queue.submit(REQ)
-    third = queue.submit(REQ)
+    first = queue.submit_request(REQ.replace(steps=200))
+    second = queue.submit_request(REQ)
+    third = queue.submit_request(REQ)
     qtbot.waitUntil(lambda: queue.job(first).step >= 1, timeout=3000)  # type: ignore[union-attr]
     assert queue.remove(second)
     assert queue.job(second) is None
@@ -106,8 +106,8 @@ def test_cancel_queued_job_never_runs(qtbot, queue: JobQueue, script: FakeScript
     script.step_delay = 0.02
     started: list[int] = []
     queue.jobStarted.connect(started.append)
-    first = queue.submit(REQ)
-    second = queue.submit(REQ)
+    first = queue.submit_request(REQ)
+    second = queue.submit_request(REQ)
     queue.cancel(second)
     assert wait_finished(qtbot, queue, first) == "done"
     qtbot.wait(50)
@@ -120,18 +120,18 @@ def test_failure_becomes_a_signal_and_the_worker_keeps_working(
     failures = []
     queue.jobFailed.connect(lambda jid, f: failures.append(f))
     script.fail_generate = RuntimeError("boom\nsecond line")
-    job = queue.submit(REQ)
+    job = queue.submit_request(REQ)
     assert wait_finished(qtbot, queue, job) == "failed"
     assert failures[0].message == "RuntimeError: boom"
     assert "Traceback" in failures[0].details
-    job2 = queue.submit(REQ)
+    job2 = queue.submit_request(REQ)
     assert wait_finished(qtbot, queue, job2) == "done"
 
 
 def test_invalid_request_fails_with_the_field_message(qtbot, queue: JobQueue) -> None:
     failures = []
     queue.jobFailed.connect(lambda jid, f: failures.append(f))
-    job = queue.submit(REQ.replace(width=65))
+    job = queue.submit_request(REQ.replace(width=65))
     assert wait_finished(qtbot, queue, job) == "failed"
     assert "multiple of 8" in failures[0].message
     assert failures[0].kind == "RequestError"
@@ -150,7 +150,7 @@ def test_model_load_progress_and_corrupt_model(qtbot, queue: JobQueue,
         queue.load_model("/models/broken")
     assert isinstance(failed.args[0].message, str) and "damaged" in failed.args[0].message
     assert failed.args[0].kind == ModelError.__name__
-    job = queue.submit(REQ)
+    job = queue.submit_request(REQ)
     assert wait_finished(qtbot, queue, job) == "done"
 
 
@@ -163,7 +163,7 @@ def test_engine_that_cannot_start_fails_jobs_cleanly(qtbot) -> None:
         q.start()
     failures = []
     q.jobFailed.connect(lambda jid, f: failures.append(f))
-    job = q.submit(REQ)
+    job = q.submit_request(REQ)
     qtbot.waitUntil(lambda: q.job(job).state.finished, timeout=3000)  # type: ignore[union-attr]
     assert "torch" in failures[0].message
     assert q.shutdown(2000)
@@ -174,8 +174,8 @@ def test_shutdown_during_a_job_cancels_it_and_stops_the_thread(
     script.step_delay = 0.05
     q = JobQueue(engine_factory=fake_engine_factory(script))
     q.start()
-    job = q.submit(REQ.replace(steps=1000))
-    pending = q.submit(REQ)
+    job = q.submit_request(REQ.replace(steps=1000))
+    pending = q.submit_request(REQ)
     qtbot.waitUntil(lambda: q.job(job).step >= 1, timeout=3000)  # type: ignore[union-attr]
     assert q.shutdown(2000)
     assert not q.running
@@ -186,7 +186,7 @@ def test_saves_images_with_storage(qtbot, queue: JobQueue, tmp_path: Path) -> No
     pytest.importorskip("sdstudio.storage.png")
     images = []
     queue.imageReady.connect(lambda jid, img: images.append(img))
-    job = queue.submit(REQ)
+    job = queue.submit_request(REQ)
     assert wait_finished(qtbot, queue, job) == "done"
     assert images[0].save_error is None, images[0].save_error
     path = Path(images[0].path)
@@ -213,9 +213,9 @@ def test_exclusive_task_runs_in_order_on_the_workers_engine(
             ctx.image_saved(f"/out/{i}.png")
             ctx.report(i + 1, 3, f"{i + 1}/3 images")
 
-    first = queue.submit(REQ)
+    first = queue.submit_request(REQ)
     tid = queue.run_exclusive(task, label="Batch: list.txt", source="batch")
-    last = queue.submit(REQ)
+    last = queue.submit_request(REQ)
     job = queue.job(tid)
     assert job is not None and job.is_task and job.summary.startswith("queued")
     assert wait_finished(qtbot, queue, last) == "done"
@@ -260,5 +260,5 @@ def test_exclusive_task_cancel_failure_and_queued_removal(qtbot, queue: JobQueue
     assert cancelled == ["queued", "running"]
     assert wait_finished(qtbot, queue, failing) == "failed"
     assert failures[0].message == "RuntimeError: the list vanished"
-    job = queue.submit(REQ)
+    job = queue.submit_request(REQ)
     assert wait_finished(qtbot, queue, job) == "done"
