@@ -14,7 +14,7 @@ Estimates (fp16 on the GPU; doubled for fp32), deliberately on the safe side:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sdstudio.core.settings import EngineSettings
@@ -29,6 +29,7 @@ class MemoryPlan:
     vae_slicing: bool = False
     vae_tiling: bool = False
     cpu_offload: bool = False
+    sequential_offload: bool = False  # only as the last out-of-memory fallback
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,7 +38,8 @@ class MemoryPlan:
     @property
     def savers(self) -> tuple[str, ...]:
         return tuple(
-            name for name in ("attention_slicing", "vae_slicing", "vae_tiling", "cpu_offload")
+            name for name in ("attention_slicing", "vae_slicing", "vae_tiling", "cpu_offload",
+                              "sequential_offload")
             if getattr(self, name)
         )
 
@@ -132,3 +134,31 @@ def decide_memory(
                 reasons.append(f"{name}={override} (setting)")
             decided[name] = value
     return MemoryPlan(**decided, reason="; ".join(reasons))
+
+
+# When the device runs out of memory anyway, the same image is tried again with the next
+# saver, in this order (the cheapest in speed first); offloading applies to CUDA only.
+FALLBACKS: tuple[tuple[str, str], ...] = (
+    ("vae_tiling", "VAE tiling"),
+    ("attention_slicing", "attention slicing"),
+    ("cpu_offload", "model CPU offload"),
+    ("sequential_offload", "sequential CPU offload"),
+)
+
+
+def next_fallback(plan: MemoryPlan, device_kind: str) -> tuple[MemoryPlan, str] | None:
+    """The plan with the next saver of :data:`FALLBACKS` that is not on yet, and its name;
+    None when every one that applies to ``device_kind`` is on. Pure."""
+    for name, label in FALLBACKS:
+        if name.endswith("offload") and device_kind != "cuda":
+            continue
+        if getattr(plan, name) or (name == "cpu_offload" and plan.sequential_offload):
+            continue
+        changes: dict[str, Any] = {name: True}
+        if name == "sequential_offload":
+            changes["cpu_offload"] = False  # replaces the model-level offload
+        reason = f"{plan.reason}; out of memory: {label}" if plan.reason else (
+            f"out of memory: {label}")
+        return replace(plan, **changes, reason=reason), label
+    return None
+

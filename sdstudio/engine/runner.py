@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
 from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
-from sdstudio.engine.memory import MemoryPlan, decide_memory
+from sdstudio.engine.memory import MemoryPlan, decide_memory, next_fallback
 from sdstudio.engine.pipelines import PipelineSet, module_dtype
 from sdstudio.engine.preview import latents_to_rgb
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
@@ -96,12 +96,24 @@ class _Loaded:
     offloaded: bool = False
     offload_owner: Any = None
     attention_slicing: bool = False
+    sequential: bool = False  # the offload hooks are sequential (per layer), not per model
     vae_ref: str = ""
     vae_name: str = ""
     vae_sha256: str = ""
     loras_active: bool = False
     notes: list[str] = field(default_factory=list)
     schedulers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _MemoryState:
+    """The savers in force for one request, and the out-of-memory fallbacks taken."""
+
+    plan: MemoryPlan
+    notes: list[str] = field(default_factory=list)
+
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -239,15 +251,23 @@ class Engine:
         vae = base.vae
         (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
         (vae.enable_tiling if plan.vae_tiling else vae.disable_tiling)()
-        if plan.cpu_offload:
-            if loaded.offload_owner is not pipe:
-                pipe.enable_model_cpu_offload(device=loaded.choice.device)
+        sequential = plan.sequential_offload
+        if plan.cpu_offload or sequential:
+            if loaded.offload_owner is not pipe or loaded.sequential != sequential:
+                if loaded.offloaded:
+                    for p in loaded.pipes.pipes:
+                        p.remove_all_hooks()
+                if sequential:
+                    pipe.enable_sequential_cpu_offload(device=loaded.choice.device)
+                else:
+                    pipe.enable_model_cpu_offload(device=loaded.choice.device)
                 loaded.offloaded, loaded.offload_owner = True, pipe
+                loaded.sequential = sequential
         elif loaded.offloaded:
             for p in loaded.pipes.pipes:
                 p.remove_all_hooks()
             base.to(loaded.choice.device)
-            loaded.offloaded, loaded.offload_owner = False, None
+            loaded.offloaded, loaded.offload_owner, loaded.sequential = False, None, False
 
     # ------------------------------------------------------------------ add-ons (lora.py)
     def _apply_loras(self, loaded: _Loaded, specs: tuple[LoraSpec, ...]) -> dict[str, str]:
@@ -318,8 +338,8 @@ class Engine:
                 devices.free_device_memory(loaded.choice.device)
                 raise OutOfMemoryError(
                     f"out of memory on {loaded.choice.name} at {request.width}x{request.height}"
-                    f" with {request.batch_size} image(s) per run: lower the size or images per "
-                    "run, or set memory mode to low", str(exc)) from None
+                    f" with {request.batch_size} image(s) per run, even with every memory saver: "
+                    "lower the size or images per run", str(exc)) from None
             raise
 
     def _prepare_inputs(self, request: GenerationRequest) -> _Prepared:
@@ -385,20 +405,30 @@ class Engine:
         )
         results: list[ImageReady] = []
         runs = request.batch_count
+        memory = _MemoryState(plan)
         for run in range(runs):
             cancel.raise_if_cancelled()
             run_started = time.perf_counter()
             run_seeds = seeds[run * request.batch_size:(run + 1) * request.batch_size]
-            gens = self._generators(request, run_seeds, device)
-            kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
-            callback = _StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
-                                     self.settings.preview_every, choice.device)
-            if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
-                pipe.scheduler = scheduler
-            latents = self._call(pipe, encoded, request, gens, callback, kwargs)
+
+            def denoise(run: int = run, run_seeds: list[int] = run_seeds) -> torch.Tensor:
+                # generators afresh on every try: the same noise as the first try
+                device = pipe._execution_device if loaded.offloaded else choice.device
+                gens = self._generators(request, run_seeds, device)
+                kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
+                callback = _StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
+                                         self.settings.preview_every, choice.device)
+                if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
+                    pipe.scheduler = scheduler
+                return self._call(pipe, encoded, request, gens, callback, kwargs)
+
+            latents = self._surviving_oom(loaded, pipe, memory, denoise, on_event)
             cancel.raise_if_cancelled()
-            pictures, decode_notes = decode_latents(pipe, latents)
-            run_notes = (*notes, *decode_notes)
+            pictures, decode_notes = self._surviving_oom(
+                loaded, pipe, memory, lambda latents=latents: decode_latents(pipe, latents),
+                on_event)
+            run_notes = (*notes, *memory.notes, *decode_notes)
+            base_info = _replace_info(base_info, memory=memory.plan.to_dict())
             elapsed = time.perf_counter() - run_started
             for i, picture in enumerate(pictures):
                 if prepared.job is not None:
@@ -414,6 +444,29 @@ class Engine:
                 results.append(event)
                 on_event(event)
         return results
+
+    def _surviving_oom(self, loaded: _Loaded, pipe: Any, memory: _MemoryState,
+                       attempt: Callable[[], _T], on_event: EventCallback) -> _T:
+        """``attempt()``; when the device runs out of memory, free it, turn on the next saver
+        (memory.next_fallback) and try the same work again, telling the person; when every
+        saver is on, the out-of-memory error goes up."""
+        while True:
+            try:
+                return attempt()
+            except SDStudioError:
+                raise
+            except Exception as exc:
+                if not devices.is_out_of_memory(exc):
+                    raise
+                devices.free_device_memory(loaded.choice.device)
+                step = next_fallback(memory.plan, loaded.choice.kind)
+                if step is None:
+                    raise
+                memory.plan, label = step
+                self._apply_memory(loaded, pipe, memory.plan)
+                note = f"out of memory on {loaded.choice.name}: tried again with {label}"
+                memory.notes.append(note)
+                on_event(Notice(note))
 
     @staticmethod
     def _call(pipe: Any, encoded: Any, request: GenerationRequest, gens: list[torch.Generator],

@@ -55,7 +55,7 @@ def test_memory_table(args: tuple, savers: tuple[str, ...]) -> None:
     assert set(plan.savers) == set(savers), plan.reason
     assert plan.reason
     assert set(plan.to_dict()) == {"attention_slicing", "vae_slicing", "vae_tiling",
-                                   "cpu_offload", "reason"}
+                                   "cpu_offload", "sequential_offload", "reason"}
 
 
 def test_fp32_needs_more_room() -> None:
