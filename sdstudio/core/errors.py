@@ -93,6 +93,43 @@ def _one_line(text: str) -> str:
 
 
 def _printable(text: str) -> str:
-    """``text`` with control characters escaped (a tab becomes a space), so a message stays on
-    one line and never moves a terminal's cursor or changes its colours."""
-    return "".join(c if c.isprintable() else " " if c == "\t" else repr(c)[1:-1] for c in text)
+    """``text`` with every non-printable character escaped (a tab becomes a space), so a
+    message stays on one line and never moves a terminal's cursor or changes its colours."""
+    return terminal_text(text.replace("\t", " "), strict=True)
+
+
+# Bidirectional controls: they reorder the text shown after them (U+202E makes "gpj.exe" read
+# "exe.jpg"), so untrusted text never reaches a terminal or a file name with them in it.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f" + "".join(map(chr, range(0x202A, 0x202F)))
+    + "".join(map(chr, range(0x2066, 0x206A)))
+)
+
+
+def is_unsafe_char(c: str) -> bool:
+    """Whether ``c`` must not be shown raw: a C0 or C1 control character (NUL, ESC, CR...),
+    DEL, a bidirectional control (:data:`BIDI_CONTROLS`), U+2028/U+2029 (line and paragraph
+    separators) or a lone surrogate (which cannot even be written as UTF-8)."""
+    o = ord(c)
+    return (o < 0x20 or 0x7F <= o <= 0x9F or c in BIDI_CONTROLS or o in (0x2028, 0x2029)
+            or 0xD800 <= o <= 0xDFFF)
+
+
+def terminal_text(text: str, keep: str = "", *, strict: bool = False) -> str:
+    """``text`` (untrusted: from an image, a model file, a prompt list...) safe to print: every
+    :func:`is_unsafe_char` is written as its Python escape (``\\x1b``, ``\\x00``,
+    ``\\u202e``), so it can neither move the cursor, change colours, clear the screen nor
+    reorder what is shown, and a person still sees it was there. Characters in ``keep`` stay
+    as they are (``"\\n\\t"`` for a block meant to span lines). ``strict``: escape every
+    character Python does not call printable (format characters and odd spaces too), as
+    :func:`describe_error` does for its one line."""
+    def unsafe(c: str) -> bool:
+        return not c.isprintable() if strict else is_unsafe_char(c)
+
+    return "".join(repr(c)[1:-1] if c not in keep and unsafe(c) else c for c in text)
+
+
+def terminal_json(dumped: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with every :func:`is_unsafe_char`
+    written as a ``\\uXXXX`` escape: still the same JSON value, safe to print."""
+    return "".join(f"\\u{ord(c):04x}" if is_unsafe_char(c) else c for c in dumped)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from sdstudio.core.errors import SDStudioError
+from sdstudio.core.errors import BIDI_CONTROLS, SDStudioError
 from sdstudio.core.metadata import format_number
 from sdstudio.core.request import GenerationInfo, GenerationRequest
 from sdstudio.core.settings import DEFAULT_FILENAME_PATTERN
@@ -34,7 +34,10 @@ COMPONENT_BYTES = 200  # ...and UTF-8 bytes (file systems allow 255), leaving ro
 INDEX_MARK = "\x00index\x00"  # stands for {index} until the folder has been listed
 
 _TOKEN = re.compile(r"\{([^{}]*)\}")
-_INVALID = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+# refused by some file system, or a control character (C0, DEL, C1, line separators, lone
+# surrogates): replaced; bidirectional controls (U+202E shows "gpj.exe" as "exe.jpg"): removed
+_INVALID = re.compile('[<>:"/\\\\|?*\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
+_BIDI = re.compile("[" + "".join(sorted(BIDI_CONTROLS)) + "]")
 _LORA_TAG = re.compile(r"<lora:[^>]*>")
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
@@ -92,7 +95,7 @@ class NamePlan:
 
 def safe_component(text: str, limit: int = COMPONENT_LIMIT, fallback: str = "_") -> str:
     """One folder or file name that every common file system accepts."""
-    text = unicodedata.normalize("NFC", text)
+    text = _BIDI.sub("", unicodedata.normalize("NFC", text))
     text = _INVALID.sub("_", text)
     text = " ".join(text.split())  # no tabs/newlines, no runs of spaces
     text = _fit(text, limit)
@@ -114,7 +117,7 @@ def _fit(text: str, limit: int = COMPONENT_LIMIT, max_bytes: int = COMPONENT_BYT
 def safe_prompt(prompt: str, limit: int = PROMPT_LIMIT) -> str:
     """The prompt as part of a file name: LoRA tags removed, characters that some file system
     refuses replaced, shortened to about ``limit`` characters at a word boundary."""
-    text = _LORA_TAG.sub(" ", prompt)
+    text = _LORA_TAG.sub(" ", _BIDI.sub("", prompt))
     text = _INVALID.sub(" ", text)
     text = " ".join(text.split())
     if len(text) > limit:
@@ -205,7 +208,7 @@ def plan_name(
         )
     safe_folders = [safe_component(f) for f in folders]
     if INDEX_MARK in stem:
-        prefix, suffix = (_INVALID.sub("_", p) for p in stem.split(INDEX_MARK))
+        prefix, suffix = (_INVALID.sub("_", _BIDI.sub("", p)) for p in stem.split(INDEX_MARK))
         budget = COMPONENT_BYTES - INDEX_WIDTH - 4  # room for a longer index
         while len((prefix + suffix).encode("utf-8")) > budget:
             if len(suffix) >= len(prefix):

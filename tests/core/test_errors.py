@@ -13,6 +13,8 @@ from sdstudio.core.errors import (
     SDStudioError,
     describe_error,
     is_out_of_memory,
+    terminal_json,
+    terminal_text,
 )
 
 # torch.OutOfMemoryError's stand-in (a RuntimeError of that name), without importing torch
@@ -75,3 +77,30 @@ def test_is_out_of_memory() -> None:
     assert is_out_of_memory(RuntimeError("CUDA out of memory"))
     assert not is_out_of_memory(RuntimeError("boom"))
     assert not is_out_of_memory(ValueError("out of memory"))  # only RuntimeError's wording
+
+
+UNSAFE = ("\x00\x07\x08\x1b\r\x7f\x85\x9b\u2028\u2029\udc80\u061c\u200e\u200f"
+          "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def test_terminal_text_escapes_controls_and_bidi_overrides() -> None:
+    text = "red \x1b[31mtext\x1b[2J\x00 \u202eevil\u202c\nline two\tend"
+    out = terminal_text(text, keep="\n\t")
+    assert out == "red \\x1b[31mtext\\x1b[2J\\x00 \\u202eevil\\u202c\nline two\tend"
+    assert terminal_text("a\nb\tc") == "a\\nb\\tc"  # nothing kept unless asked
+    for c in UNSAFE:
+        assert c not in terminal_text(f"x{c}y"), repr(c)
+    # ordinary text of any script, emoji sequences and spaces stay as they are
+    plain = ("chat noir, \u732b, \u0642\u0637\u0629, \U0001f469\u200d\U0001f4bb, "
+             "\u00e9t\u00e9 \u00a0")
+    assert terminal_text(plain) == plain
+
+
+def test_terminal_json_is_the_same_json_without_raw_controls() -> None:
+    import json
+
+    value = {"prompt": "a\x1b[2J\x00\u202e\x7f\x85\udc80 \u732b", "k\u2066": 1}
+    out = terminal_json(json.dumps(value, ensure_ascii=False))
+    assert json.loads(out) == value
+    assert not set(out) & set(UNSAFE)
+    assert "\u732b" in out  # printable text stays readable

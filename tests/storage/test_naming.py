@@ -126,3 +126,23 @@ def test_long_names_fit_file_system_limits() -> None:
         for part in rel.split("/"):
             assert len(part.encode("utf-8")) <= 255 - 10, part
     assert format_filename("{index}-{sampler}", req, index=5, now=NOW).startswith("00005-xxx")
+
+
+BIDI_AND_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_bidi_and_control_characters_never_reach_a_file_name() -> None:
+    # U+202E would show "cat\u202egnp.exe" as "catexe.png": bidi controls are removed,
+    # control characters (C0, DEL, C1, separators, lone surrogates) replaced
+    req = REQ.replace(prompt="a \u202eevil\u202c cat \x1b[2J\x00 \x85 \u2028 \udc80 end")
+    for pattern in ("{prompt}", "{prompt}/{index}-{prompt}", "\u202e{index}\u2066x",
+                    "{prompt}/{seed}", "x\u202e/{prompt}"):
+        name = format_filename(pattern, req, index=3, now=NOW)
+        assert not set(name) & set(BIDI_AND_CONTROLS), (pattern, name)
+        assert all(c.isprintable() for c in name), (pattern, name)
+        name.encode("utf-8")  # no lone surrogate left
+    assert format_filename("{prompt}", req, now=NOW) == "a evil cat [2J end.png"
+    assert safe_prompt("ab\u202ecd") == "abcd"
+    assert safe_component("gpj.\u202eexe") == "gpj.exe"
+    info = GenerationInfo(model_name="model\u202e\u2067\x9b2J")
+    assert format_filename("{model}", REQ, info, now=NOW) == "model_2J.png"
