@@ -16,6 +16,7 @@ Model add-ons come from ``sdstudio.engine.lora``:
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import time
 from collections.abc import Callable
@@ -425,8 +426,7 @@ class Engine:
             latents = self._surviving_oom(loaded, pipe, memory, denoise, on_event)
             cancel.raise_if_cancelled()
             pictures, decode_notes = self._surviving_oom(
-                loaded, pipe, memory, lambda latents=latents: decode_latents(pipe, latents),
-                on_event)
+                loaded, pipe, memory, functools.partial(decode_latents, pipe, latents), on_event)
             run_notes = (*notes, *memory.notes, *decode_notes)
             base_info = _replace_info(base_info, memory=memory.plan.to_dict())
             elapsed = time.perf_counter() - run_started
