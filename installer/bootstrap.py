@@ -15,8 +15,13 @@ Torch: a CUDA build from the PyTorch wheel index when an NVIDIA GPU is present (
 works), else a CPU build. SDSTUDIO_TORCH=cpu|cuda|skip|<pip requirement> and
 SDSTUDIO_TORCH_INDEX=<url> force a choice.
 
+Everything else is installed at the exact versions the tests passed with, from
+installer/constraints.txt (one file for every platform, with environment markers; refresh it
+with tools/lock_dependencies.py). SDSTUDIO_UNLOCKED=1 installs the newest allowed versions.
+
 The environment records what it was built from (a stamp file with a hash of pyproject.toml,
-the Python version and the torch choice); when that still matches, starting costs a few ms.
+the constraints, the Python version and the torch choice); when that still matches, starting
+costs a few ms.
 The full pip log is kept in the environment folder (sdstudio-pip.log).
 """
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import sys
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # diffusers >= 0.42 needs Python 3.11
 
 
 def python_too_old(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> str | None:
@@ -68,6 +73,8 @@ CUDA_BUILDS: tuple[tuple[tuple[int, int], str], ...] = (
 )
 DEFAULT_CUDA_BUILD = "cu128"
 REPO = Path(__file__).resolve().parent.parent
+# the tested versions of everything but torch (refreshed by tools/lock_dependencies.py)
+CONSTRAINTS = REPO / "installer" / "constraints.txt"
 STAMP_NAME = "sdstudio-stamp.json"
 PIP_LOG_NAME = "sdstudio-pip.log"
 TEST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "QT_QPA_PLATFORM": "offscreen"}
@@ -224,10 +231,11 @@ def venv_python(venv: Path) -> Path:
 
 
 def stamp_key(pyproject: bytes, python_version: tuple[int, int], env: Mapping[str, str],
-              has_nvidia_smi: bool) -> str:
+              has_nvidia_smi: bool, constraints: bytes = b"") -> str:
     """What the environment was built from. Cheap to compute: no subprocess."""
     h = hashlib.sha256()
     h.update(pyproject)
+    h.update(constraints)
     parts = [
         f"bootstrap={BOOTSTRAP_VERSION}",
         f"torch={TORCH_VERSION}",
@@ -235,6 +243,7 @@ def stamp_key(pyproject: bytes, python_version: tuple[int, int], env: Mapping[st
         f"SDSTUDIO_TORCH={env.get('SDSTUDIO_TORCH', '')}",
         f"SDSTUDIO_TORCH_INDEX={env.get('SDSTUDIO_TORCH_INDEX', '')}",
         f"nvidia-smi={has_nvidia_smi}",
+        f"SDSTUDIO_UNLOCKED={env.get('SDSTUDIO_UNLOCKED', '')}",
     ]
     h.update("\n".join(parts).encode())
     return h.hexdigest()
@@ -246,6 +255,7 @@ def current_key(env: Mapping[str, str] = os.environ) -> str:
         (sys.version_info[0], sys.version_info[1]),
         env,
         shutil.which("nvidia-smi") is not None,
+        CONSTRAINTS.read_bytes() if CONSTRAINTS.is_file() else b"",
     )
 
 
@@ -295,9 +305,12 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
-def pip_install_args(extras: Sequence[str]) -> list[str]:
+def pip_install_args(extras: Sequence[str], env: Mapping[str, str] = os.environ) -> list[str]:
+    """SD Studio itself (editable) with ``extras``, at the tested versions of
+    installer/constraints.txt unless SDSTUDIO_UNLOCKED=1."""
     target = "." + (f"[{','.join(sorted(extras))}]" if extras else "")
-    return ["-e", target]
+    locked = CONSTRAINTS.is_file() and env.get("SDSTUDIO_UNLOCKED", "") not in ("1", "true")
+    return ["-e", target, *(["-c", str(CONSTRAINTS.relative_to(REPO))] if locked else [])]
 
 
 def _run_pip(python: Path, args: Sequence[str], log: Path, label: str) -> None:
@@ -566,7 +579,7 @@ commands:
   desktop             set up, then install a desktop / menu launcher
 
 environment: SDSTUDIO_TORCH=cpu|cuda|skip|<pip requirement>, SDSTUDIO_TORCH_INDEX=<url>,
-             SDSTUDIO_VENV=<dir>
+             SDSTUDIO_VENV=<dir>, SDSTUDIO_UNLOCKED=1 (not the tested versions)
 """
 OPTIONS = ("--dry-run", "--force", "--venv")
 

@@ -115,6 +115,9 @@ def test_stamp_key_tracks_its_inputs() -> None:
                                 {"SDSTUDIO_TORCH_INDEX": "u"}, False)
     assert base != bs.stamp_key(b"[project]\nname='x'\n", (3, 11), {}, True)
     assert base == bs.stamp_key(b"[project]\nname='x'\n", (3, 11), {"OTHER": "1"}, False)
+    assert base != bs.stamp_key(b"[project]\nname='x'\n", (3, 11), {}, False, b"numpy==2\n")
+    assert base != bs.stamp_key(b"[project]\nname='x'\n", (3, 11), {"SDSTUDIO_UNLOCKED": "1"},
+                                False)
 
 
 def test_up_to_date_needs_same_key_and_extras() -> None:
@@ -138,15 +141,17 @@ def test_stamp_round_trip(tmp_path: Path) -> None:
 
 
 def test_pip_install_args() -> None:
-    assert bs.pip_install_args(()) == ["-e", "."]
-    assert bs.pip_install_args(("test",)) == ["-e", ".[test]"]
+    lock = ["-c", "installer/constraints.txt"]
+    assert bs.pip_install_args((), {}) == ["-e", ".", *lock]
+    assert bs.pip_install_args(("test",), {}) == ["-e", ".[test]", *lock]
+    assert bs.pip_install_args(("test",), {"SDSTUDIO_UNLOCKED": "1"}) == ["-e", ".[test]"]
 
 
 def test_python_too_old() -> None:
     assert bs.python_too_old((3, 11, 2)) is None
-    assert bs.python_too_old((3, 10, 0)) is None
-    message = bs.python_too_old((3, 8, 10))
-    assert message and "3.10" in message and "3.8.10" in message and "\n" not in message
+    assert bs.python_too_old((3, 12, 0)) is None
+    message = bs.python_too_old((3, 10, 14))  # diffusers >= 0.42 needs 3.11
+    assert message and "3.11" in message and "3.10.14" in message and "\n" not in message
 
 
 def test_parse_args() -> None:
