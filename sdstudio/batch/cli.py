@@ -33,8 +33,8 @@ from sdstudio.cli.request_args import (
     add_request_arguments,
     request_from_args,
 )
-from sdstudio.core.errors import SDStudioError, describe_error
-from sdstudio.core.events import LoadProgress, ModelReady, Progress
+from sdstudio.core.errors import SDStudioError, describe_error, terminal_text
+from sdstudio.core.events import LoadProgress, ModelReady, Notice, Progress
 from sdstudio.core.request import GenerationRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -122,11 +122,12 @@ def _run(args: argparse.Namespace, err: TextIO) -> int:
         print(_error_line(exc, "bad default: "), file=err)
         return EXIT_USAGE
     prompts = parse_prompt_list(list_path, defaults)
+    shown = terminal_text(str(list_path))  # the list's lines are shown escaped, like its name
     for warning in prompts.warnings:
-        print(f"warning: {list_path}: {warning}", file=err)
+        print(f"warning: {shown}: {terminal_text(str(warning))}", file=err)
     if prompts.errors:
-        print(f"{list_path}: {len(prompts.errors)} bad line(s):", file=err)
-        print(_indent(prompts.error_report()), file=err)
+        print(f"{shown}: {len(prompts.errors)} bad line(s):", file=err)
+        print(_indent(terminal_text(prompts.error_report(), keep="\n")), file=err)
         if not args.skip_bad_lines:
             print("fix the file, or pass --skip-bad-lines to run the good lines", file=err)
             return EXIT_USAGE
@@ -209,9 +210,10 @@ def _report(summary: BatchSummary, processes: Processes, out_dir: Path, err: Tex
     else:
         print(summary.line(), file=err)
     for unit, reason in summary.failures:
-        print(f"  failed: line {unit.line_no} image {unit.image + 1}: {reason}", file=err)
+        print(f"  failed: line {unit.line_no} image {unit.image + 1}: {terminal_text(reason)}",
+              file=err)
     if processes.is_main:
-        print(f"images in {out_dir}", file=err)
+        print(f"images in {terminal_text(str(out_dir))}", file=err)
 
 
 def _dry_run(prompts: Any, options: BatchOptions, err: TextIO) -> int:
@@ -219,7 +221,8 @@ def _dry_run(prompts: Any, options: BatchOptions, err: TextIO) -> int:
 
     total = count_units(prompts, options.per_prompt)
     state = read_manifest(options.out_dir)
-    print(f"{len(prompts.items)} prompts, {total} images into {options.out_dir}", file=sys.stdout)
+    print(f"{len(prompts.items)} prompts, {total} images into "
+          f"{terminal_text(str(options.out_dir))}", file=sys.stdout)
     if state.header is None:
         print("nothing done yet: a new batch would start", file=sys.stdout)
     elif state.header.fingerprint == fingerprint(prompts, options.per_prompt,
@@ -232,8 +235,9 @@ def _dry_run(prompts: Any, options: BatchOptions, err: TextIO) -> int:
               "--resume or --restart needed", file=sys.stdout)
     for item in prompts.items[:20]:
         r = item.request
-        print(f"  line {item.line_no}: {r.prompt[:60]!r} {r.width}x{r.height} {r.steps} steps "
-              f"{r.sampler} cfg {r.cfg_scale}", file=sys.stdout)
+        prompt = terminal_text(repr(r.prompt[:60]))  # repr: quoted; control and bidi: escaped
+        print(f"  line {item.line_no}: {prompt} {r.width}x{r.height} {r.steps} steps "
+              f"{terminal_text(r.sampler)} cfg {r.cfg_scale}", file=sys.stdout)
     if len(prompts.items) > 20:
         print(f"  ... and {len(prompts.items) - 20} more", file=sys.stdout)
     return EXIT_OK if prompts.ok or options.skip_bad_lines else EXIT_USAGE
@@ -285,11 +289,13 @@ class ProgressBar:
                 self.step = f"step {inner.step}/{inner.total}"
                 self._draw(throttle=True)
             elif isinstance(inner, LoadProgress):
-                self.step = f"loading model: {inner.message}"
+                self.step = f"loading model: {terminal_text(inner.message)}"
                 self._draw(throttle=True)
             elif isinstance(inner, ModelReady):
-                self.step = f"model {inner.name} on {inner.device}"
+                self.step = f"model {terminal_text(inner.name)} on {inner.device}"
                 self._draw()
+            elif isinstance(inner, Notice):
+                self._print(f"{self.label}note: {terminal_text(inner.message)}")
         elif isinstance(event, UnitDone):  # may come while the next unit runs (saving
             self.finished += 1               # overlaps it): its step stays on the line
             self._draw(line_mode_print=True)
@@ -297,7 +303,7 @@ class ProgressBar:
             self.finished += 1
             self.failed += 1
             self._print(f"{self.label}line {event.unit.line_no} image {event.unit.image + 1} "
-                        f"failed: {event.reason}")
+                        f"failed: {terminal_text(event.reason)}")
 
     def _draw(self, throttle: bool = False, line_mode_print: bool = False) -> None:
         if not self.enabled:

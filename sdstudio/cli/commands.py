@@ -15,7 +15,14 @@ from sdstudio.cli.errors import is_bad_input
 from sdstudio.cli.request_args import engine_settings_from_args, request_from_args
 from sdstudio.cli.terminal import ProgressBar, install_cancel_handler, quiet_libraries
 from sdstudio.core.cancel import CancelToken
-from sdstudio.core.errors import CancelledError, ImageInputError, SDStudioError, describe_error
+from sdstudio.core.errors import (
+    CancelledError,
+    ImageInputError,
+    SDStudioError,
+    describe_error,
+    terminal_json,
+    terminal_text,
+)
 
 if TYPE_CHECKING:
     from sdstudio.core.events import EngineEvent
@@ -63,18 +70,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bar.clear()
             print(path, flush=True)
         elif isinstance(event, ev.ModelReady):
+            name = terminal_text(event.name)  # a model's name comes from its file or metadata
             if event.untrained:
-                bar.message(f"{PROG}: note: {event.name} is SD Studio's built-in demo model: "
+                bar.message(f"{PROG}: note: {name} is SD Studio's built-in demo model: "
                             "it is untrained, so its images are noise; use --model PATH for a "
                             "real model")
             elif not args.quiet:
-                bar.message(f"{PROG}: model {event.name} ({event.arch}) on {event.device}, "
-                            f"{event.dtype}")
+                bar.message(f"{PROG}: model {name} ({terminal_text(event.arch)}) on "
+                            f"{event.device}, {event.dtype}")
         elif isinstance(event, ev.LoadProgress):
             if not args.quiet and bar.tty:
-                bar.message(f"{PROG}: {event.message}")
+                bar.message(f"{PROG}: {terminal_text(event.message)}")
         elif isinstance(event, ev.Notice):
-            bar.message(f"{PROG}: note: {event.message}")
+            bar.message(f"{PROG}: note: {terminal_text(event.message)}")
 
     engine = Engine(engine_settings)
     try:
@@ -99,6 +107,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _describe(path: Path, md: Any) -> str:
+    """The image's infotext, indented under its file name; control and bidi characters from
+    the file are shown escaped (``\\x1b``, ``\\u202e``), never sent to the terminal."""
     from sdstudio.core.metadata import to_infotext
 
     request = getattr(md, "request", None)
@@ -106,7 +116,8 @@ def _describe(path: Path, md: Any) -> str:
     text = getattr(md, "infotext", "") or ""
     if not text and request is not None:
         text = to_infotext(request, info)
-    lines = [f"{path}:"] + ["  " + line for line in text.splitlines()]
+    lines = [f"{terminal_text(str(path))}:"] + [
+        "  " + line for line in terminal_text(text, keep="\n\t").splitlines()]
     if info is not None and getattr(info, "model_untrained", False):
         lines.append("  (made with the untrained demo model)")
     return "\n".join(lines)
@@ -139,7 +150,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             status = EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILURE
             continue
         if args.json:
-            print(json.dumps(_json_record(path, md), ensure_ascii=False, default=str))
+            # the same JSON, with control and bidi characters as \uXXXX escapes
+            print(terminal_json(json.dumps(_json_record(path, md), ensure_ascii=False,
+                                           default=str)))
         else:
             print(_describe(path, md))
     return status

@@ -55,7 +55,7 @@ def _default_dirs() -> list[str]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from sdstudio.core.errors import ModelError
+    from sdstudio.core.errors import ModelError, terminal_text
     from sdstudio.engine import library
 
     dirs = [*args.folders, *(args.models_dir or [])] or _default_dirs()
@@ -75,22 +75,26 @@ def cmd_models(args: argparse.Namespace) -> int:
                               "short_hash": e.short_hash, "problem": e.problem}))
         return 0
     if not entries:
-        print(f"no models found in {', '.join(dirs)}", file=sys.stderr)
+        print(terminal_text(f"no models found in {', '.join(dirs)}"), file=sys.stderr)
         return 0
-    width = max(len(e.name) for e in entries)
-    for e in entries:
+    # names come from file names and metadata: control and bidi characters are shown escaped
+    names = [terminal_text(e.name) for e in entries]
+    width = max(len(n) for n in names)
+    for e, name in zip(entries, names, strict=True):
         sha = e.short_hash or ("-" * 10)
-        line = f"{e.name:<{width}}  {e.arch:<12} {e.kind:<11} {_human(e.size_bytes):>9}  {sha}"
+        line = (f"{name:<{width}}  {terminal_text(e.arch):<12} {e.kind:<11} "
+                f"{_human(e.size_bytes):>9}  {sha}")
         if e.problem:
-            line += f"  ({e.problem})"
+            line += f"  ({terminal_text(e.problem)})"
         print(line)
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from sdstudio.core.errors import terminal_text
     from sdstudio.engine.convert import convert
 
     out = convert(Path(args.input), Path(args.output),
-                  log=lambda m: print(m, file=sys.stderr))
+                  log=lambda m: print(terminal_text(m), file=sys.stderr))
     print(out)
     return 0
