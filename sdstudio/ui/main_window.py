@@ -450,6 +450,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         state = ui.get("window_state")
         if isinstance(state, str):
             self.restoreState(QByteArray.fromBase64(state.encode()))
+        self.prompt_panel.show_more(ui.get("more_options") is True)
         tab = ui.get("tab")
         if isinstance(tab, int) and 0 <= tab < self.tabs.count():
             self.tabs.setCurrentIndex(tab)
@@ -460,6 +461,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         ui["geometry"] = bytes(self.saveGeometry().toBase64().data()).decode()
         ui["window_state"] = bytes(self.saveState().toBase64().data()).decode()
         ui["tab"] = min(self.tabs.currentIndex(), TAB_INPAINT + 1)
+        ui["more_options"] = self.prompt_panel.more_shown()
         self.settings = self.settings.replace(last_request=self.prompt_panel.values(), ui=ui)
         try:
             save_settings(self.settings)

@@ -141,14 +141,9 @@ class PromptPanel(QWidget):
         self.more_button.setAutoRaise(True)
         self.more_button.setAccessibleName("More options")
         self.more_button.toggled.connect(self.show_more)
-        lay.addWidget(self.more_button)
-        self.more_box = QWidget(self)
-        self._more_form = self._new_form()
-        self._more_form.setContentsMargins(0, 0, 0, 0)
-        self.more_box.setLayout(self._more_form)
-        self.more_box.hide()
-        lay.addWidget(self.more_box)
         for section in (*FORM_SECTIONS, ADVANCED):
+            if section == ADVANCED:  # one form, so the labels line up; rows shown on demand
+                self._form.addRow(self.more_button)
             for spec in PANEL_FIELDS:
                 if spec.name not in ("prompt", "negative_prompt") and _section(spec) == section:
                     self._add_field(spec)
@@ -231,7 +226,7 @@ class PromptPanel(QWidget):
             row.addWidget(widget, 1)
             holder = QWidget(self)
             holder.setLayout(row)
-            form = self._more_form if _section(spec) == ADVANCED else self._form
+            form = self._form
             if spec.kind == "bool":
                 form.addRow("", holder)
                 widgets = [holder]
@@ -370,15 +365,20 @@ class PromptPanel(QWidget):
         self.more_button.setChecked(shown)
         self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown
                                       else Qt.ArrowType.RightArrow)
-        self.more_box.setVisible(shown)
+        self.set_mode(self._mode)
+
+    def more_shown(self) -> bool:
+        return self.more_button.isChecked()
 
     def set_mode(self, mode: Mode) -> None:
         """Show each control in the modes where its value matters (strength for img2img and
-        inpaint, the mask options for inpaint)."""
+        inpaint, the mask options for inpaint); "More options" rows only when expanded."""
         self._mode = mode
+        more = self.more_button.isChecked()
         for spec, widgets in self._rows:
+            shown = mode in spec.modes and (more or _section(spec) != ADVANCED)
             for w in widgets:
-                w.setVisible(mode in spec.modes)
+                w.setVisible(shown)
 
     def set_size(self, width: int, height: int) -> None:
         self.control("width").set_value(width)
