@@ -80,6 +80,8 @@ UNSUPPORTED_OPTIONS = frozenset(
      "restore_faces", "tiling"}
 )
 
+MAX_LINE_CHARS = 1_000_000  # a JSON Lines line longer than this is that line's error
+
 _EXTENSIONS = {".txt": "txt", ".prompts": "txt", ".csv": "csv", ".jsonl": "jsonl",
                ".ndjson": "jsonl", ".json": "jsonl"}
 
@@ -302,7 +304,23 @@ def _a1111_options(
     return res
 
 
+def _runs_to_the_end(lines: list[str], start: int) -> bool:
+    """Whether the row starting on line ``start`` (1-based) of ``lines`` opened a quote that
+    is never closed: Python's csv then makes one cell of everything up to the end of the
+    file; read strictly, the same lines end with "unexpected end of data"."""
+    try:
+        for _ in csv.reader(io.StringIO("".join(lines[start - 1:]), newline=""), strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+_UNTERMINATED = "unterminated quote: the quoted cell runs to the end of the file"
+
+
 def _parse_csv(text: str, warnings: list[LineError]) -> list[_Parsed]:
+    lines = io.StringIO(text, newline="").readlines()  # as the reader counts them
     rows = csv.reader(io.StringIO(text, newline=""))
     out: list[_Parsed] = []
     header: list[str] | None = None
@@ -311,6 +329,11 @@ def _parse_csv(text: str, warnings: list[LineError]) -> list[_Parsed]:
         for row in rows:
             start, last_line = last_line + 1, rows.line_num
             if not row or all(not c.strip() for c in row):
+                continue
+            if last_line >= len(lines) and _runs_to_the_end(lines, start):
+                if header is None:
+                    raise PromptListError(f"CSV header (line {start}): {_UNTERMINATED}")
+                out.append((start, LineError(start, _UNTERMINATED)))
                 continue
             if header is None:
                 if row[0].lstrip().startswith("#"):
@@ -346,11 +369,18 @@ def _parse_jsonl(text: str, warnings: list[LineError]) -> list[_Parsed]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        if len(line) > MAX_LINE_CHARS:
+            out.append((line_no, LineError(
+                line_no, f"line too long ({len(line)} characters; at most {MAX_LINE_CHARS})")))
+            continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             message = f"not valid JSON: {exc.msg} (column {exc.colno})"
             out.append((line_no, LineError(line_no, message)))
+            continue
+        except RecursionError:  # arrays or objects nested thousands deep
+            out.append((line_no, LineError(line_no, "not valid JSON: nested too deeply")))
             continue
         if not isinstance(obj, dict):
             out.append((line_no, LineError(line_no, "expected a JSON object {...}")))

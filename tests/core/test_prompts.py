@@ -189,3 +189,36 @@ def test_defaults_mapping_and_default_prompt() -> None:
 
 def test_decode_strips_bom() -> None:
     assert decode_prompt_bytes(codecs.BOM_UTF8 + b"x") == ("x", "utf-8-sig")
+
+
+@pytest.mark.parametrize("tail", ["\n", "", "\r\n"])
+def test_csv_unterminated_quote_is_an_error_on_its_line(tail: str) -> None:
+    # csv lets a quoted cell run to the end of the file: the rest of the list is not swallowed
+    # into one prompt, the line that opened the quote is reported
+    sep = "\r\n" if tail == "\r\n" else "\n"
+    text = sep.join(["prompt,steps", "first,3", '"a cat,5', "second,6", "third,7"]) + tail
+    pl = parse_prompt_list(text.encode(), DEFAULTS, name="list.csv")
+    assert [i.request.prompt for i in pl.items] == ["first"]
+    assert [str(e) for e in pl.errors] == [
+        "line 3: unterminated quote: the quoted cell runs to the end of the file"]
+    # a quoted cell that spans lines and is closed on the last line is fine
+    pl = parse_prompt_list(b'prompt,steps\n"a\nb",3\n"last\nline"', DEFAULTS, name="l.csv")
+    assert pl.ok and [i.request.prompt for i in pl.items] == ["a\nb", "last\nline"]
+
+
+def test_csv_unterminated_quote_in_the_header() -> None:
+    with pytest.raises(PromptListError, match=r"line 1\): unterminated quote"):
+        parse_prompt_list(b'"prompt,steps\na,3\n', DEFAULTS, name="list.csv")
+
+
+def test_jsonl_deep_nesting_and_huge_lines_are_their_lines_errors() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    huge = '{"prompt": "' + "x" * 1_100_000 + '"}'
+    text = "\n".join(['{"prompt": "ok"}', deep, '{"prompt": ' + deep + "}", huge,
+                      '{"prompt": "fine"}'])
+    pl = parse_prompt_list(text.encode(), DEFAULTS, name="list.jsonl")
+    assert [i.request.prompt for i in pl.items] == ["ok", "fine"]
+    errors = {e.line_no: e.message for e in pl.errors}
+    assert sorted(errors) == [2, 3, 4]
+    assert errors[2] == errors[3] == "not valid JSON: nested too deeply"
+    assert errors[4] == "line too long (1100014 characters; at most 1000000)"
