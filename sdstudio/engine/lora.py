@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.core.errors import ModelError
+from sdstudio.core.errors import ModelError, describe_error
 from sdstudio.core.request import LoraSpec
 from sdstudio.engine import checkpoint, hashing
 from sdstudio.engine.single_file import configs_root
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+MAX_EMBEDDING_BYTES = 32 * 1024 * 1024  # embeddings are kilobytes: larger files are not read
+MAX_EMBEDDING_VECTORS = 75  # one prompt chunk
 _STATE_ATTR = "_sdstudio_loras"  # adapter name -> (path, mtime_ns) on the pipeline
 _EMB_ATTR = "_sdstudio_embeddings"  # token -> path
 
@@ -244,20 +246,27 @@ def load_vae(
 # --------------------------------------------------------------------------- embeddings
 def read_embedding(path: Path) -> dict[str, torch.Tensor]:
     """``{"": vectors}`` for one-encoder embeddings, ``{"clip_l": ..., "clip_g": ...}`` for
-    SDXL ones. Vectors are ``(n_vectors, width)``."""
+    SDXL ones. Vectors are ``(n_vectors, width)``: floating point, finite, at most
+    :data:`MAX_EMBEDDING_VECTORS`. Refuses (ModelError) anything else, and files over
+    :data:`MAX_EMBEDDING_BYTES` unread."""
     import torch
 
+    size = path.stat().st_size
+    if size > MAX_EMBEDDING_BYTES:
+        raise ModelError(f"{path.name} is too large for a textual-inversion embedding "
+                         f"({size / 2**20:.0f} MB; at most {MAX_EMBEDDING_BYTES // 2**20} MB): "
+                         "a model file in the embeddings folder?")
     fmt = checkpoint.detect_format(path)
     if fmt == "safetensors":
         data: Any = checkpoint.load_state_dict(path)
     else:
         data = checkpoint._torch_load(path, fmt)
     if isinstance(data, torch.Tensor):
-        return {"": data.reshape(-1, data.shape[-1])}
+        return {"": _vectors(path, data)}
     if not isinstance(data, Mapping):
         raise ModelError(f"{path.name} is not a textual-inversion embedding")
     if "clip_l" in data and "clip_g" in data:
-        return {"clip_l": data["clip_l"], "clip_g": data["clip_g"]}
+        return {"clip_l": _vectors(path, data["clip_l"]), "clip_g": _vectors(path, data["clip_g"])}
     if isinstance(data.get("string_to_param"), Mapping):
         tensor = next(iter(data["string_to_param"].values()))
     elif "emb_params" in data:
@@ -267,15 +276,32 @@ def read_embedding(path: Path) -> dict[str, torch.Tensor]:
         if len(tensors) != 1:
             raise ModelError(f"{path.name} is not a textual-inversion embedding")
         tensor = tensors[0]
-    if not isinstance(tensor, torch.Tensor):
+    return {"": _vectors(path, tensor)}
+
+
+def _vectors(path: Path, tensor: Any) -> torch.Tensor:
+    """``tensor`` as ``(n_vectors, width)``, checked (see :func:`read_embedding`)."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0 or tensor.numel() == 0:
         raise ModelError(f"{path.name} is not a textual-inversion embedding")
-    return {"": tensor.reshape(-1, tensor.shape[-1])}
+    if not tensor.is_floating_point():
+        raise ModelError(f"{path.name} is not a textual-inversion embedding (its vectors are "
+                         f"{str(tensor.dtype).removeprefix('torch.')}, not floating point)")
+    vectors = tensor.reshape(-1, tensor.shape[-1])
+    if len(vectors) > MAX_EMBEDDING_VECTORS:
+        raise ModelError(f"{path.name} has {len(vectors)} vectors; a textual-inversion "
+                         f"embedding has at most {MAX_EMBEDDING_VECTORS}")
+    if not bool(torch.isfinite(vectors).all()):
+        raise ModelError(f"{path.name}: its vectors are not finite (NaN or infinity)")
+    return vectors
 
 
 def apply_embeddings(pipe: Any, settings: EngineSettings | None) -> dict[str, str]:
     """Load every embedding in ``settings.embedding_dirs`` not yet loaded into ``pipe``.
 
-    Returns ``{token: note}`` of those skipped (wrong width for this model, unreadable)."""
+    Returns ``{token: note}`` of those skipped (wrong width for this model, unreadable,
+    refused by :func:`read_embedding`): one line each, for a Notice."""
     dirs = tuple(settings.embedding_dirs) if settings is not None else ()
     done: dict[str, str] = getattr(pipe, _EMB_ATTR, None) or {}
     setattr(pipe, _EMB_ATTR, done)
@@ -311,8 +337,6 @@ def apply_embeddings(pipe: Any, settings: EngineSettings | None) -> dict[str, st
                         continue
                     pipe.load_textual_inversion({token: tensor}, token=token)
                 done[token] = str(file)
-            except ModelError as exc:
-                skipped[token] = str(exc)
-            except Exception as exc:
-                skipped[token] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # ModelError, OSError, a library's error: one line
+                skipped[token] = describe_error(exc)
     return skipped

@@ -104,6 +104,7 @@ class _Loaded:
     loras_active: bool = False
     notes: list[str] = field(default_factory=list)
     schedulers: dict[str, Any] = field(default_factory=dict)
+    embedding_notices: set[str] = field(default_factory=set)  # skipped embeddings told
 
 
 @dataclass
@@ -280,12 +281,19 @@ class Engine:
             loaded.offload_owner = None  # re-install offload hooks on the changed modules
         return dict(hashes or {})
 
-    def _apply_embeddings(self, loaded: _Loaded) -> list[str]:
-        """Textual-inversion embeddings from ``settings.embedding_dirs`` (loaded once)."""
+    def _apply_embeddings(self, loaded: _Loaded, on_event: EventCallback) -> list[str]:
+        """Textual-inversion embeddings from ``settings.embedding_dirs`` (loaded once). One
+        that is skipped (hostile, unreadable, for another model) is a Notice, once per loaded
+        model; the notes returned go into every image's metadata."""
         if not self.settings.embedding_dirs:
             return []
         skipped = lora.apply_embeddings(loaded.pipes.base, self.settings) or {}
-        return [f"embedding {token} skipped: {why}" for token, why in skipped.items()]
+        notes = [f"embedding {token} skipped: {why}" for token, why in skipped.items()]
+        for note in notes:
+            if note not in loaded.embedding_notices:
+                loaded.embedding_notices.add(note)
+                on_event(Notice(note))
+        return notes
 
     def _apply_vae(self, loaded: _Loaded, ref: str) -> None:
         ref = (ref or "").strip()
@@ -375,7 +383,7 @@ class Engine:
         choice = loaded.choice
         pipe = loaded.pipes.get(prepared.mode)
         lora_hashes = self._apply_loras(loaded, specs)
-        embedding_notes = self._apply_embeddings(loaded)
+        embedding_notes = self._apply_embeddings(loaded, on_event)
         self._apply_vae(loaded, request.vae)
         plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
                           request.batch_size, resident=not loaded.offloaded)

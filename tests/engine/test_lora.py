@@ -180,3 +180,55 @@ def test_engine_uses_embeddings_from_the_settings(tiny_models: dict[str, Path],
     styled, _ = _pixels(engine, tiny_models["sd1"], "a multivec cat")
     engine.unload()
     assert np.abs(styled - plain).max() > 0
+
+
+class _Shell:
+    """Pickled, it asks to run a shell command: the safe loader must refuse it unread."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_hostile_or_unreadable_embeddings_give_a_notice(tiny_models: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    import pickle
+
+    from sdstudio.core.events import Notice
+
+    emb_dir = tmp_path / "emb"
+    emb_dir.mkdir()
+    gen = torch.Generator().manual_seed(5)
+    save_file({"emb_params": torch.randn(2, 32, generator=gen)}, str(emb_dir / "mygoodstyle.safetensors"))
+    (emb_dir / "code.pt").write_bytes(pickle.dumps({"emb_params": _Shell()}))
+    (emb_dir / "junk.safetensors").write_bytes(b"not an embedding at all")
+    save_file({"emb_params": torch.randn(500, 32, generator=gen)},
+              str(emb_dir / "toomany.safetensors"))
+    save_file({"emb_params": torch.full((1, 32), float("nan"))}, str(emb_dir / "nan.safetensors"))
+    save_file({"emb_params": torch.ones(1, 32, dtype=torch.int32)},
+              str(emb_dir / "ints.safetensors"))
+    with (emb_dir / "huge.bin").open("wb") as fh:  # a checkpoint put in the wrong folder
+        fh.truncate(200 * 1024 * 1024)
+
+    engine = Engine(EngineSettings(embedding_dirs=(str(emb_dir),)))
+    notices: list[str] = []
+
+    def run() -> object:
+        req = GenerationRequest(prompt="a mygoodstyle cat", width=64, height=64, steps=2, seed=1,
+                                model=str(tiny_models["sd1"]))
+        return engine.generate(req, lambda e: notices.append(e.message)
+                               if isinstance(e, Notice) else None)[0].info
+
+    info = run()
+    told = {n.split()[1]: n for n in notices if n.startswith("embedding ")}
+    assert set(told) == {"code", "junk", "toomany", "nan", "ints", "huge"}, notices
+    assert "code" in told["code"] and "run programs" in told["code"]
+    assert "500 vectors" in told["toomany"] and "not finite" in told["nan"]
+    assert "too large" in told["huge"]
+    assert all("\n" not in n for n in told.values())
+    assert len(info.notes) >= 6  # type: ignore[attr-defined]  # and in the image's notes
+    notices.clear()
+    run()  # the same files: told once per loaded model, not for every image
+    assert not [n for n in notices if n.startswith("embedding ")]
+    engine.unload()
