@@ -2,7 +2,9 @@
 
 Registered by ``sdstudio.cli.parser.register_subcommands``. Exit status: 0 when every image was made
 (or was already there); 1 when an image failed; 2 for bad lines (unless ``--skip-bad-lines``),
-a changed list without ``--resume`` / ``--restart``, or bad arguments; 130 when interrupted.
+a changed list without ``--resume`` / ``--restart``, an output folder another batch is running
+into (one line naming it: pid, host, start, command line or window), or bad arguments; 130 when
+interrupted.
 
 Many GPUs: ``accelerate launch --num_processes N -m sdstudio batch LIST ...`` splits the images
 between N processes (see sdstudio/batch/distributed.py).

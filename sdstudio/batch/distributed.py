@@ -77,6 +77,18 @@ def launched_distributed() -> bool:
     return _world_size() > 1
 
 
+def group_id() -> str:
+    """Names this process's group in a multi-process run ("" for one process): the launcher's
+    run id and the main process's address and port, the same in every process of one launch
+    and different for another launch running at the same time (its port is taken). The batch
+    lock's info carries it, so that only this group's processes join rank 0's lock."""
+    if not launched_distributed():
+        return ""
+    env = os.environ
+    return ":".join(env.get(name, "") for name in
+                    ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+
+
 def detect_processes() -> Processes:
     if not launched_distributed():
         return Single()

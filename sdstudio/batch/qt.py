@@ -137,7 +137,7 @@ class _BatchTask:
 
         try:
             runner = BatchRunner(ctx.engine, self.prompts, self.options, on_event=on_event,
-                                 control=self.control, defaults=self.defaults)
+                                 control=self.control, defaults=self.defaults, owner="window")
             summary = runner.run()
         except ListChangedError as exc:
             # Not a failure: the panel asks the person to resume or restart.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sdstudio.batch.distributed import Processes, Single
+from sdstudio.batch.distributed import Processes, Single, group_id
 from sdstudio.batch.events import (
     BatchCallback,
     BatchPaused,
@@ -59,9 +59,11 @@ from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import GenerationRequest
 from sdstudio.storage.manifest import (
     MANIFEST_VERSION,
+    BatchLock,
     ManifestHeader,
     ManifestWriter,
     UnitRecord,
+    check_group_lock,
     image_files,
     manifest_files,
     new_run_id,
@@ -166,6 +168,7 @@ class BatchRunner:
         processes: Processes | None = None,
         defaults: GenerationRequest | None = None,
         seed_draw: Any = None,  # () -> int, for tests
+        owner: str = "cli",  # who runs it, for the folder lock's refusal: "cli" | "window"
     ) -> None:
         self.engine = engine
         self.prompts = prompts
@@ -177,11 +180,27 @@ class BatchRunner:
         self._seed_draw = seed_draw
         self.out_dir = Path(options.out_dir)
         self.prepared: PreparedBatch | None = None
+        self.owner = owner
+        self._lock: BatchLock | None = None
 
     # ------------------------------------------------------------------------------ prepare
     def prepare(self) -> PreparedBatch:
-        """Decide the run (fresh, resume, restart), recover from a crash, split the work.
-        Raises BadLinesError, ListChangedError, PromptListError."""
+        """Lock the output folder, decide the run (fresh, resume, restart), recover from a
+        crash, split the work. Raises BadLinesError, ListChangedError, PromptListError,
+        FolderInUseError (another batch runs into the folder). The lock is held until
+        :meth:`run` ends (or :meth:`release_lock`)."""
+        try:
+            return self._prepare()
+        except BaseException:
+            self.release_lock()
+            raise
+
+    def release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _prepare(self) -> PreparedBatch:
         prompts, opts = self.prompts, self.options
         if prompts.errors and not opts.skip_bad_lines:
             raise BadLinesError(prompts)
@@ -194,6 +213,12 @@ class BatchRunner:
         with procs.main_process_first():
             if procs.is_main:
                 try:
+                    if self._lock is None:  # the group's lock: the others join it below
+                        self._lock = BatchLock.acquire(self.out_dir, self.owner, group_id(),
+                                                       procs.world)
+                        if self._lock.stale is not None:
+                            log.warning("took over the lock of %s: %s (no longer running)",
+                                        self.out_dir, self._lock.stale.describe())
                     resumed, adopted, removed = self._decide_run()
                 except SDStudioError as exc:  # re-raised after the barrier, never inside it
                     error = exc
@@ -206,6 +231,8 @@ class BatchRunner:
         header = state.header
         if header is None:
             raise SDStudioError(f"no batch manifest in {self.out_dir}")
+        if not procs.is_main:  # joins the lock rank 0 holds for this run and launch
+            check_group_lock(self.out_dir, header.run_id, group_id())
         if header.fingerprint != self._fingerprint(header.version):
             raise ListChangedError(header, prompts.source_sha256, self.out_dir)
         units = tuple(plan_units(prompts, opts.per_prompt, header.seeds, header.version))
@@ -252,6 +279,8 @@ class BatchRunner:
         if header is not old:
             with ManifestWriter(self.out_dir, 0) as writer:
                 writer.write_header(header)
+        if self._lock is not None:
+            self._lock.set_run(header.run_id)
         adopted = self._adopt_orphans(header) if resumed else 0
         return resumed, adopted, removed
 
@@ -320,7 +349,14 @@ class BatchRunner:
 
     # ---------------------------------------------------------------------------------- run
     def run(self) -> BatchSummary:
-        prepared = self.prepared or self.prepare()
+        """Prepare (unless done) and run this process's units; the folder's lock is released
+        at the end."""
+        try:
+            return self._run(self.prepared or self.prepare())
+        finally:
+            self.release_lock()
+
+    def _run(self, prepared: PreparedBatch) -> BatchSummary:
         header, procs, opts = prepared.header, self.processes, self.options
         started = time.perf_counter()
         self.on_event(BatchPlanned(
@@ -389,6 +425,8 @@ class BatchRunner:
                     continue
                 saver.save(unit, ready, info, time.perf_counter() - t0)
             report(saver.close())
+        if procs.world > 1:  # rank 0 keeps the folder's lock until every process is done
+            procs.wait_for_everyone()
         summary = BatchSummary(
             total=len(prepared.units), done=done, failed=failed,
             skipped=len(prepared.done), cancelled=cancelled,

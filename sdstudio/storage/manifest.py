@@ -25,19 +25,28 @@ the list changed keeps the images already made for unchanged lines; a restart do
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import json
+import logging
 import os
 import re
+import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
+
+from sdstudio.core.errors import SDStudioError, terminal_text
 
 MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_VERSION = 2  # also the batch key encoding (sdstudio.batch.plan); 1 = SD Studio 0.1
 _RANK_FILE = re.compile(r"^manifest(?:\.rank(\d+))?\.jsonl$")
+log = logging.getLogger(__name__)
 
 
 def manifest_name(rank: int = 0) -> str:
@@ -383,3 +392,203 @@ def image_files(folder: Path, skip: set[str] | frozenset[str] = frozenset()) -> 
             if rel not in skip:
                 out.append(rel)
     return sorted(out)
+
+
+# ============================================================================ the batch lock
+# A batch holds an exclusive OS-level lock on its output folder for its whole run, so a second
+# batch into the same folder is refused at once instead of making every image a second time.
+# Not ``.sdstudio.lock``: storage.png locks that one around each image's naming only (every
+# writer of the folder, a few milliseconds per image), and a run-long lock on it would block
+# the run's own saves. The OS drops the lock when its process dies (kill -9 too), so a stale
+# lock is taken over by the next run; the info file beside it (pid, host, start, what, run) is
+# what the refusal names, written whole (temp file + rename) and read as untrusted data. A
+# multi-process run holds it as a group: rank 0 takes it and writes the run id and the
+# launcher's group id into the info; the other ranks check both and join (BatchRunner.prepare).
+BATCH_LOCK_NAME = ".sdstudio-batch.lock"
+BATCH_LOCK_INFO = ".sdstudio-batch.json"
+_LOCK_INFO_MAX_BYTES = 64 * 1024
+_LOCK_FIELD_MAX = 200
+_LOCKING_UNSUPPORTED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS,
+                                  errno.EINVAL})
+LOCK_OWNERS = {"cli": "sdstudio batch on the command line",
+               "window": "the batch tab of an SD Studio window"}
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a batch folder's lock (from its info file: untrusted, sanitised)."""
+
+    pid: int
+    host: str
+    started: str
+    what: str  # "cli" | "window"
+    run: str = ""  # the run id, once decided
+    group: str = ""  # a multi-process run's launcher group ("" for one process)
+    world: int = 1
+
+    def describe(self) -> str:
+        what = LOCK_OWNERS.get(self.what, self.what or "another program")
+        procs = f", {self.world} processes" if self.world > 1 else ""
+        run = f", run {self.run}" if self.run else ""
+        return f"{what}, pid {self.pid} on {self.host or '?'}{procs}, started {self.started}{run}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "host": self.host, "started": self.started, "what": self.what,
+                "run": self.run, "group": self.group, "world": self.world}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LockInfo:
+        def text(name: str) -> str:
+            value = data.get(name, "")
+            return terminal_text(value[:_LOCK_FIELD_MAX], strict=True) if isinstance(
+                value, str) else ""
+
+        pid, world = data.get("pid"), data.get("world", 1)
+        return cls(pid if isinstance(pid, int) and not isinstance(pid, bool) else -1,
+                   text("host"), text("started"), text("what"), text("run"), text("group"),
+                   world if isinstance(world, int) and not isinstance(world, bool) else 1)
+
+
+class FolderInUseError(SDStudioError):
+    """Another batch holds the output folder's lock."""
+
+    def __init__(self, folder: Path, holder: LockInfo | None, why: str = "") -> None:
+        who = holder.describe() if holder is not None else "its details are not written yet"
+        super().__init__(
+            f"the output folder {terminal_text(str(folder), strict=True)} is in use by another "
+            f"batch ({who}){why}; wait for it to finish, or choose another output folder")
+        self.folder = folder
+        self.holder = holder
+
+
+def read_lock_info(folder: str | os.PathLike[str]) -> LockInfo | None:
+    """The info of the folder's batch lock (None when absent or unreadable)."""
+    try:
+        with open(Path(folder) / BATCH_LOCK_INFO, "rb") as fh:
+            raw = fh.read(_LOCK_INFO_MAX_BYTES + 1)
+    except OSError:
+        return None
+    if len(raw) > _LOCK_INFO_MAX_BYTES:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return LockInfo.from_json(data) if isinstance(data, dict) else None
+
+
+class BatchLock:
+    """The exclusive lock of a batch output folder (see above). ``acquire`` raises
+    :class:`FolderInUseError` when another batch holds it; ``stale`` is the info a dead holder
+    left (its lock went with its process), if any."""
+
+    def __init__(self, folder: Path, fh: BinaryIO, info: LockInfo, locked: bool,
+                 stale: LockInfo | None) -> None:
+        self.folder = folder
+        self.info = info
+        self.stale = stale
+        self.locked = locked  # False on a file system without locks (the info still tells)
+        self._fh: BinaryIO | None = fh
+
+    @classmethod
+    def acquire(cls, folder: str | os.PathLike[str], what: str = "cli", group: str = "",
+                world: int = 1) -> BatchLock:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / BATCH_LOCK_NAME, "a+b")  # noqa: SIM115 (held for the whole run)
+        try:
+            locked = _try_lock(fh)
+        except BaseException:
+            fh.close()
+            raise
+        if locked is False:
+            fh.close()
+            raise FolderInUseError(folder, read_lock_info(folder))
+        stale = read_lock_info(folder)
+        info = LockInfo(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        what, group=group, world=world)
+        lock = cls(folder, fh, info, locked is True, stale)
+        try:
+            lock._write_info()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def set_run(self, run_id: str) -> None:
+        """Name the run in the info (the other processes of a group join by it)."""
+        self.info = dataclasses.replace(self.info, run=run_id)
+        self._write_info()
+
+    def _write_info(self) -> None:
+        data = json.dumps(self.info.to_json(), ensure_ascii=True).encode()
+        tmp = self.folder / f".sdstudio-lockinfo-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.folder / BATCH_LOCK_INFO)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def release(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            if read_lock_info(self.folder) == self.info:
+                with contextlib.suppress(OSError):
+                    (self.folder / BATCH_LOCK_INFO).unlink()
+        finally:
+            fh.close()  # closing drops the lock
+
+    def __enter__(self) -> BatchLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def check_group_lock(folder: str | os.PathLike[str], run_id: str, group: str) -> LockInfo:
+    """For the other processes of a multi-process run: the folder's lock must be held (by the
+    group's main process) for ``run_id`` and ``group``; else FolderInUseError."""
+    folder = Path(folder)
+    info = read_lock_info(folder)
+    try:
+        with open(folder / BATCH_LOCK_NAME, "a+b") as fh:
+            free = _try_lock(fh) is True  # closing the file drops it again
+    except OSError:
+        free = False
+    if free or info is None:
+        raise FolderInUseError(folder, info, ", and this process's main process does not "
+                               "hold it")
+    if info.run != run_id or info.group != group:
+        raise FolderInUseError(folder, info)
+    return info
+
+
+def _try_lock(fh: BinaryIO) -> bool | None:
+    """Take the exclusive lock without waiting: True, False (held elsewhere), or None when the
+    file system has no locks."""
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+            return False
+        if exc.errno in _LOCKING_UNSUPPORTED:
+            log.warning("no file locking in %s (%s): a second batch into it is not refused",
+                        fh.name, exc)
+            return None
+        raise
+    return True

@@ -131,6 +131,27 @@ def test_cli_bad_lines_changed_list_and_dry_run(tmp_path: Path,
     assert "unknown token" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_folder_another_batch_runs_into(tiny_model: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming the running batch, exit status 2, nothing made."""
+    from sdstudio.storage.manifest import BatchLock
+
+    good = _write(tmp_path / "list.txt", "a\nb\n")
+    out = tmp_path / "out"
+    with BatchLock.acquire(out, "window") as lock:
+        lock.set_run("20260101-000000-abcdef12")
+        code = cli.main(["batch", str(good), "--model", str(tiny_model), "--out", str(out),
+                         *TINY_FLAGS])
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"sdstudio: error: the output folder {out} is in use by another "
+                               f"batch (the batch tab of an SD Studio window, pid {os.getpid()} "
+                               f"on {socket.gethostname()}, started ")
+    assert "run 20260101-000000-abcdef12" in lines[0] and "choose another output folder" in lines[0]
+    assert not list(out.rglob("*.png")) and not (out / "manifest.jsonl").exists()
+
+
 def _done_lines(out: Path) -> int:
     n = 0
     for path in out.glob("manifest*.jsonl"):

@@ -248,3 +248,32 @@ def test_a_queued_batch_removed_from_the_queue_never_runs(
     release.set()
     qtbot.waitUntil(lambda: not queue.busy, timeout=5000)
     assert [r.prompt for r in engine.calls] == ["single"] and saved == []
+
+
+def test_a_folder_another_batch_runs_into_is_refused(qtbot: Any, tmp_path: Path,
+                                                     make_panel: Any) -> None:
+    """The batch tab refuses at once, naming the running batch; nothing is made."""
+    import os
+
+    from sdstudio.storage.manifest import BatchLock, FolderInUseError
+
+    engine = FakeEngine()
+    panel, saved = make_panel(engine)
+    refusals: list[object] = []
+    panel.controller.failed.connect(refusals.append)
+    panel.set_text("one\ntwo\n")
+    out = tmp_path / "busy"
+    panel.out_edit.setText(str(out))
+    with BatchLock.acquire(out, "cli"):  # an `sdstudio batch` into the same folder
+        assert panel.start()
+        qtbot.waitUntil(lambda: bool(refusals) and not panel.controller.running, timeout=10_000)
+    assert len(refusals) == 1 and isinstance(refusals[0], FolderInUseError)
+    text = panel.status.text()
+    assert "is in use by another batch (sdstudio batch on the command line, " in text
+    assert f"pid {os.getpid()}" in text and "\n" not in text
+    assert panel.status.property("error") is True
+    assert engine.calls == [] and saved == [] and not list(out.glob("*.png"))
+    (job,) = panel.controller.queue.jobs()
+    assert job.state is JobState.FAILED
+    assert panel.start_button.isEnabled()
+    panel.shutdown()

@@ -119,3 +119,33 @@ def test_no_vram_label_off_the_gpu(qtbot: Any, make_window: Any) -> None:
     w = make_window(fake=FakeScript())
     qtbot.waitUntil(lambda: w.queue.loaded is not None, timeout=5000)
     assert not w.vram_label.isVisibleTo(w)
+
+
+def test_batch_tab_refuses_a_folder_a_cli_batch_runs_into(qtbot: Any, make_window: Any,
+                                                          tmp_path: Path) -> None:
+    """A `sdstudio batch` holds the folder: the window's batch is refused with its one line
+    (pid, host, start), the job fails, nothing is made; once it ends the tab's batch runs."""
+    import os
+    import socket
+
+    from sdstudio.storage.manifest import BatchLock
+
+    w = make_window(fake=FakeScript())
+    qtbot.waitUntil(lambda: w.queue.loaded is not None, timeout=5000)
+    panel = add_batch_tab(w)
+    w.prompt_panel.set_size(64, 64)
+    assert panel.set_text("a red fox\na blue bird\n")
+    out = tmp_path / "out" / "batch-pasted"
+    with BatchLock.acquire(out, "cli"):
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not panel.controller.running
+                        and "in use" in panel.status.text(), timeout=RUN_TIMEOUT)
+    text = panel.status.text()
+    assert "sdstudio batch on the command line" in text and "\n" not in text
+    assert f"pid {os.getpid()} on {socket.gethostname()}, started " in text
+    (job,) = w.queue.jobs()
+    assert job.state is JobState.FAILED and not list(out.glob("*.png"))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)  # the folder is free now
+    qtbot.waitUntil(lambda: panel.summary is not None and not panel.controller.running,
+                    timeout=RUN_TIMEOUT)
+    assert panel.summary.done == 2 and len(list(out.glob("*.png"))) == 2
