@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import SDStudioError, describe_error
-from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.core.request import GenerationRequest, Mode, request_spec
 from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
@@ -442,7 +442,11 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
     # ============================================================ persistence
     def _restore_state(self) -> None:
         self.refresh_addons()
-        self.prompt_panel.restore(self.settings.last_request)
+        saved = self.settings.last_request
+        self.prompt_panel.restore(saved)
+        fit = saved.get("resize_mode")  # the source canvas' Fit, remembered with the panel
+        if fit in request_spec("resize_mode").choices:
+            self.source_canvas.set_fit_mode(str(fit))
         ui = self.settings.ui
         geometry = ui.get("geometry")
         if isinstance(geometry, str):
@@ -462,7 +466,8 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         ui["window_state"] = bytes(self.saveState().toBase64().data()).decode()
         ui["tab"] = min(self.tabs.currentIndex(), TAB_INPAINT + 1)
         ui["more_options"] = self.prompt_panel.more_shown()
-        self.settings = self.settings.replace(last_request=self.prompt_panel.values(), ui=ui)
+        values = {**self.prompt_panel.values(), "resize_mode": self.source_canvas.fit_mode()}
+        self.settings = self.settings.replace(last_request=values, ui=ui)
         try:
             save_settings(self.settings)
         except OSError as exc:

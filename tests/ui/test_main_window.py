@@ -323,6 +323,10 @@ def test_settings_persist_across_a_restart(qtbot: Any, make_window: Any,
     p.widget("sampler").setCurrentText("DDIM")
     p.widget("seed").setText("77")
     p.widget("batch_count").setValue(3)
+    p.widget("clip_skip").setValue(2)
+    p.widget("rng").setCurrentIndex(p.widget("rng").findData("device"))
+    p.show_more(True)
+    w.source_canvas.set_fit_mode("fill")
     new = w.settings.replace(filename_pattern="{date}/{seed}",
                              engine=w.settings.engine.replace(memory_mode="low",
                                                               model_dirs=("/models",)))
@@ -336,6 +340,8 @@ def test_settings_persist_across_a_restart(qtbot: Any, make_window: Any,
     assert (r.prompt, r.negative_prompt, r.width, r.height, r.steps, r.cfg_scale, r.sampler,
             r.seed, r.batch_count) == ("persist me", "not this", 832, 1216, 31, 6.5, "DDIM",
                                        77, 3)
+    assert (r.clip_skip, r.rng, w2.source_canvas.fit_mode()) == (2, "device", "fill")
+    assert w2.prompt_panel.more_shown()
 
 
 def test_settings_dialog_round_trip(qtbot: Any, make_window: Any) -> None:
