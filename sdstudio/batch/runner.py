@@ -41,6 +41,7 @@ from sdstudio.batch.plan import (
     KEY_ENCODINGS,
     BatchOptions,
     WorkUnit,
+    count_units,
     decide_seeds,
     fingerprint,
     parse_tag,
@@ -56,7 +57,7 @@ from sdstudio.core.errors import (
 )
 from sdstudio.core.events import EngineEvent, ImageReady
 from sdstudio.core.prompts import PromptList
-from sdstudio.core.request import GenerationRequest
+from sdstudio.core.request import MAX_SEED, GenerationRequest
 from sdstudio.storage.manifest import (
     MANIFEST_VERSION,
     BatchLock,
@@ -261,6 +262,11 @@ class BatchRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state = read_manifest(self.out_dir)
         old = state.header
+        if old is not None and not opts.restart and old.version in KEY_ENCODINGS and (
+                old.fingerprint == self._fingerprint(old.version)
+                and old.total != count_units(prompts, opts.per_prompt)):
+            old = None  # this plan's header, but damaged (its seeds do not fit): as if lost
+        recover = old is None and not opts.restart
         restart = old is None or opts.restart
         changed = not restart and old is not None and (
             old.fingerprint != self._fingerprint(old.version))
@@ -269,7 +275,11 @@ class BatchRunner:
             raise ListChangedError(old, prompts.source_sha256, self.out_dir)
         removed = len(remove_stale_temp_files(self.out_dir, _subfolders(self.out_dir)))
         resumed = False
-        if old is None or restart or (changed and opts.on_change == "restart"):
+        tagged: list[_Tagged] = []
+        if recover:  # no readable header: the folder's batch images say what is done
+            tagged = self._tagged_images(skip=frozenset())
+            header = self._recovered_header(tagged)
+        elif old is None or restart or (changed and opts.on_change == "restart"):
             header = self._new_header(MANIFEST_VERSION, inherits=())
         elif not changed:
             header, resumed = old, True
@@ -281,12 +291,58 @@ class BatchRunner:
                 writer.write_header(header)
         if self._lock is not None:
             self._lock.set_run(header.run_id)
-        adopted = self._adopt_orphans(header) if resumed else 0
+        adopted = 0
+        if recover and tagged:
+            adopted = self._adopt_orphans(header, tagged)
+            resumed = adopted > 0
+            if resumed:
+                log.warning("the manifest header in %s was missing or unreadable: %d image(s) "
+                            "already made were recognised from their metadata", self.out_dir,
+                            adopted)
+        elif resumed:
+            adopted = self._adopt_orphans(header)
         return resumed, adopted, removed
 
-    def _new_header(self, encoding: int, inherits: Sequence[str]) -> ManifestHeader:
+    def _recovered_header(self, tagged: Sequence[_Tagged]) -> ManifestHeader:
+        """A new header for a folder whose header is lost or unreadable, with the seeds its
+        batch images were made with: a unit's seed that the policy decides from the prompt
+        list alone is kept (an image matches it only with that seed); the seeds drawn at random
+        (a random default seed, the "random" policy) come from the images of the unit (the
+        latest run's first), so they are adopted instead of made again. The key encoding is
+        the one that matches the images (the current one when none does)."""
         opts, prompts = self.options, self.prompts
-        seeds = decide_seeds(prompts, opts.per_prompt, opts.seed_policy, self._seed_draw)
+        per, policy = opts.per_prompt, opts.seed_policy
+        found: dict[tuple[str, int], list[_Tagged]] = {}
+        for tag in sorted(tagged, key=lambda t: t.run, reverse=True):
+            found.setdefault((tag.key, tag.image), []).append(tag)
+
+        def matches(encoding: int) -> int:
+            units = plan_units(prompts, per, [0] * count_units(prompts, per), encoding)
+            return sum(1 for u in units if u.slot in found)
+
+        encoding = max(KEY_ENCODINGS, key=lambda e: (matches(e), e == MANIFEST_VERSION))
+        at_0 = decide_seeds(prompts, per, policy, lambda: 0)
+        at_1 = decide_seeds(prompts, per, policy, lambda: 1)
+        units = plan_units(prompts, per, at_0, encoding)
+        drawn = [u for u in units if at_0[u.index] != at_1[u.index] and u.slot in found]
+        draw: Any = self._seed_draw
+        if policy != "random" and drawn:  # one shared seed S: a unit's is S + its offset
+            latest = max(drawn, key=lambda u: found[u.slot][0].run)
+            base = (found[latest.slot][0].seed - at_0[latest.index]) % (MAX_SEED + 1)
+
+            def draw() -> int:
+                return base
+        seeds = decide_seeds(prompts, per, policy, draw)
+        if policy == "random":
+            for unit in drawn:
+                seeds[unit.index] = found[unit.slot][0].seed
+        return self._new_header(encoding, inherits=(), seeds=seeds)
+
+    def _new_header(self, encoding: int, inherits: Sequence[str],
+                    seeds: Sequence[int] | None = None) -> ManifestHeader:
+        opts, prompts = self.options, self.prompts
+        if seeds is None:
+            seeds = decide_seeds(prompts, opts.per_prompt, opts.seed_policy, self._seed_draw)
         return ManifestHeader(
             run_id=new_run_id(),
             source=prompts.source_name,
@@ -307,45 +363,63 @@ class BatchRunner:
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
 
-    def _adopt_orphans(self, header: ManifestHeader) -> int:
-        """Images saved just before a crash, without their manifest record: adopt them."""
-        from sdstudio.storage.png import read_image_metadata
-
+    def _adopt_orphans(self, header: ManifestHeader,
+                       tagged: Sequence[_Tagged] | None = None) -> int:
+        """Batch images in the folder without a record of this run: adopt those made for a unit
+        still to do, by their batch tag: of one of the header's runs (saved just before a
+        crash); with ``tagged`` (the header was lost: its run ids are unknown), of any run with
+        the unit's key, image index and seed (the same image)."""
         state = read_manifest(self.out_dir)
         units = plan_units(self.prompts, self.options.per_prompt, header.seeds, header.version)
         done = state.done()
         pending = {u.slot: u for u in units if u.slot not in done}
         if not pending:
             return 0
-        known = _all_recorded_files(self.out_dir)
+        any_run = tagged is not None
+        if tagged is None:
+            tagged = self._tagged_images(skip=_all_recorded_files(self.out_dir))
+        recorded = state.files()
         adopted = 0
         runs = header.runs
         with ManifestWriter(self.out_dir, 0) as writer:
-            for rel in image_files(self.out_dir, skip=known):
-                try:
-                    meta = read_image_metadata(self.out_dir / rel)
-                except SDStudioError:
+            for tag in tagged:
+                unit = pending.get((tag.key, tag.image))
+                if unit is None or tag.file in recorded or (
+                        tag.run not in runs and not (any_run and tag.seed == unit.seed)):
                     continue
-                if meta.info is None:
-                    continue
-                for note in meta.info.notes:
-                    tag = parse_tag(note)
-                    if not tag or tag.get("run") not in runs:
-                        continue
-                    try:
-                        slot = (tag["key"], int(tag["image"]))
-                        seed = int(tag["seed"])
-                    except (KeyError, ValueError):
-                        continue
-                    unit = pending.pop(slot, None)
-                    if unit is None or meta.request.seed != seed:
-                        continue
-                    writer.write_record(UnitRecord(
-                        "done", header.run_id, unit.index, unit.item, unit.line_no,
-                        unit.image, unit.key, seed, file=rel, adopted=True,
-                    ))
-                    adopted += 1
+                del pending[unit.slot]
+                writer.write_record(UnitRecord(
+                    "done", header.run_id, unit.index, unit.item, unit.line_no,
+                    unit.image, unit.key, tag.seed, file=tag.file, adopted=True,
+                ))
+                adopted += 1
         return adopted
+
+    def _tagged_images(self, skip: set[str] | frozenset[str]) -> list[_Tagged]:
+        """The folder's images (but ``skip``) with a batch tag whose seed is the image's."""
+        from sdstudio.storage.png import read_image_metadata
+
+        out: list[_Tagged] = []
+        for rel in image_files(self.out_dir, skip=skip):
+            try:
+                meta = read_image_metadata(self.out_dir / rel)
+            except SDStudioError:
+                continue
+            if meta.info is None:
+                continue
+            for note in meta.info.notes:
+                tag = parse_tag(note)
+                if not tag:
+                    continue
+                try:
+                    found = _Tagged(rel, str(tag.get("run", "")), tag["key"],
+                                    int(tag["image"]), int(tag["seed"]))
+                except (KeyError, ValueError):
+                    continue
+                if meta.request.seed == found.seed:
+                    out.append(found)
+                    break
+        return out
 
     # ---------------------------------------------------------------------------------- run
     def run(self) -> BatchSummary:
@@ -438,6 +512,17 @@ class BatchRunner:
         return summary
 
 
+@dataclass(frozen=True)
+class _Tagged:
+    """A batch image found in the folder, by the tag in its metadata."""
+
+    file: str  # relative to the output folder
+    run: str
+    key: str
+    image: int
+    seed: int
+
+
 def _subfolders(folder: Path) -> list[str]:
     """The folder and its visible subfolders (a pattern with "/" saves into subfolders)."""
     out = [""]
@@ -460,7 +545,7 @@ def _all_recorded_files(folder: Path) -> set[str]:
         for raw in data.split(b"\n"):
             try:
                 obj = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # torn or garbage lines
                 continue
             if isinstance(obj, dict) and obj.get("type") == "done" and obj.get("file"):
                 files.add(str(obj["file"]))

@@ -246,7 +246,7 @@ def _lines(path: Path) -> Iterator[dict[str, Any] | None]:
             continue
         try:
             obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # torn, not UTF-8, not JSON, nested too deep
             yield None
             continue
         yield obj if isinstance(obj, dict) else None

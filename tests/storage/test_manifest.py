@@ -78,6 +78,22 @@ def test_torn_last_line_is_ignored_then_cut_by_the_next_writer(tmp_path: Path) -
     assert read_manifest(tmp_path).torn_lines == 0
 
 
+def test_garbage_lines_in_the_middle_are_skipped(tmp_path: Path) -> None:
+    """Not UTF-8, nested too deep for the parser, wrong types: counted, never raised."""
+    touch(tmp_path, "0.png", "1.png")
+    with ManifestWriter(tmp_path) as w:
+        w.write_header(header())
+        w.write_record(done("r1", 0))
+        w.append({"type": "done", "run": "r1", "unit": "x"})
+    with open(tmp_path / "manifest.jsonl", "ab") as fh:
+        fh.write(b"\xff\xfe\x00 binary\n" + b"[" * 100_000 + b"\n" + b"{" * 100_000 + b"\n")
+    with ManifestWriter(tmp_path) as w:
+        w.write_record(done("r1", 1))
+    state = read_manifest(tmp_path)
+    assert state.header is not None and state.torn_lines == 4
+    assert set(state.done()) == {("k0", 0), ("k1", 0)}
+
+
 def test_rank_files_are_merged_and_headers_only_from_main(tmp_path: Path) -> None:
     touch(tmp_path, "0.png", "1.png", "sub/2.png")
     with ManifestWriter(tmp_path, 0) as w0, ManifestWriter(tmp_path, 1) as w1:
