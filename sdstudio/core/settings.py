@@ -2,7 +2,8 @@
 
 ``EngineSettings`` is what the engine needs (device, precision, memory savers, model folders);
 ``Settings`` is everything the app keeps between launches. Loading never fails: a missing file
-gives the defaults; a corrupt one is moved aside to ``settings.json.bad`` and the defaults used.
+gives the defaults; a corrupt one (not JSON, nested too deeply, too large, not a regular file) is
+moved aside to ``settings.json.bad-<time>`` and the defaults used.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import paths
+from sdstudio.core import paths, safejson
 
 DEVICES_HINT = ("auto", "cuda", "mps", "cpu")  # "cuda:1" etc. are accepted too
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
@@ -99,23 +101,33 @@ def settings_path() -> Path:
     return paths.config_dir() / "settings.json"
 
 
+MAX_SETTINGS_BYTES = 4 * 1024 * 1024  # a real settings file is a few KB
+MAX_SETTINGS_DEPTH = 32
+
+
 def load_settings(path: Path | None = None) -> Settings:
     path = path or settings_path()
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return Settings()
-    except OSError:
+        raw = safejson.read_limited(path, MAX_SETTINGS_BYTES)
+    except safejson.JSONLimitError:
+        return _set_aside(path)
+    except OSError:  # missing (the first launch) or unreadable
         return Settings()
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = safejson.loads(raw, max_bytes=MAX_SETTINGS_BYTES, max_depth=MAX_SETTINGS_DEPTH)
         if not isinstance(data, Mapping):
             raise ValueError("not an object")
         return Settings.from_dict(data)
     except (ValueError, TypeError):
-        with contextlib.suppress(OSError):
-            os.replace(path, path.with_name(path.name + ".bad"))
-        return Settings()
+        return _set_aside(path)
+
+
+def _set_aside(path: Path) -> Settings:
+    """Move a damaged settings file aside (``settings.json.bad-<time>``, kept for the person
+    to look at) and use the defaults: one bad file must not break every command."""
+    with contextlib.suppress(OSError):
+        os.replace(path, path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}"))
+    return Settings()
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:

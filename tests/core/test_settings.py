@@ -55,14 +55,19 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"[1, 2, 3]", b'"text"', b"\xff\xfe\x00garbage\x80", b""],
+    [b"{not json", b"[1, 2, 3]", b'"text"', b"\xff\xfe\x00garbage\x80", b"",
+     b'{"ui": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # RecursionError in json.loads
+     b'{"ui": ' + b"[" * 40 + b"]" * 40 + b"}"],  # parses, but deeper than settings nest
 )
 def test_corrupt_file_is_moved_aside(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "settings.json"
     path.write_bytes(content)
     assert load_settings(path) == Settings()
     assert not path.exists()
-    assert (tmp_path / "settings.json.bad").read_bytes() == content
+    [aside] = tmp_path.glob("settings.json.bad-*")
+    assert aside.read_bytes() == content
+    save_settings(CUSTOM, path)  # the next save works, the next load reads it
+    assert load_settings(path) == CUSTOM
 
 
 def test_unknown_and_wrongly_typed_keys_are_ignored(tmp_path: Path) -> None:
