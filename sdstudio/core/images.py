@@ -58,6 +58,8 @@ def open_image(path: str | os.PathLike[str], what: str = "image") -> Image.Image
         raise ImageInputError(f"{what} {name}: file not found", str(p))
     if p.is_dir():
         raise ImageInputError(f"{what} {name} is a folder, not an image file", str(p))
+    if not p.is_file():  # a FIFO, device or socket: opening it could block forever
+        raise ImageInputError(f"{what} {name} is not a regular file", str(p))
     try:
         if p.stat().st_size == 0:
             raise ImageInputError(f"{what} {name} is empty (0 bytes)", str(p))

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
+from sdstudio.core import safejson
 from sdstudio.core.errors import ModelError
 
 if TYPE_CHECKING:
@@ -32,6 +36,13 @@ if TYPE_CHECKING:
 Format = Literal["safetensors", "torch-zip", "torch-pickle"]
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+MAX_HEADER_DEPTH = 16  # {name: {"shape": [...]}} is 3 levels
+MAX_TENSORS = 100_000  # real checkpoints: SD 1.x ~1,100 tensors, SDXL ~2,500
+MAX_ZIP_ENTRIES = 2 * MAX_TENSORS  # torch.save writes one entry per storage, plus a few
+# torch.save stores entries uncompressed: what a zip's entries unpack to cannot be much more
+# than the file itself. A 1 MB file whose central directory promises 1 GiB is a zip bomb.
+MAX_ZIP_UNPACKED_RATIO = 2
+ZIP_UNPACKED_SLACK = 16 * 1024 * 1024
 SAFETENSORS_DTYPE_BYTES: dict[str, float] = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F4": 0.5,
     "F6_E2M3": 0.75, "F6_E3M2": 0.75,
@@ -64,19 +75,28 @@ def _refuse(path: Path, reason: str) -> ModelError:
     return ModelError(f"Refused to load {path.name}: {reason}", details=str(path))
 
 
+def require_regular_file(path: Path) -> os.stat_result:
+    """``path``'s stat, refusing (ModelError) a folder, a FIFO, a device or a socket before
+    anything opens it: opening a FIFO for reading blocks until someone writes to it."""
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise _refuse(path, "it is a folder, not a model file")
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(path, "it is not a regular file (a pipe, device or socket)")
+    return st
+
+
 def detect_format(path: Path) -> Format:
     """The file's format from its first bytes; ModelError if it is none we load safely."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        size = require_regular_file(path).st_size
         with path.open("rb") as fh:
             head = fh.read(16)
     except FileNotFoundError as exc:
         raise ModelError(f"Model file not found: {path}", details=str(path)) from exc
     except OSError as exc:
         raise _refuse(path, f"cannot read it ({exc.strerror or exc})") from exc
-    if path.is_dir():
-        raise _refuse(path, "it is a folder, not a model file")
     if len(head) >= 9 and head[8:9] == b"{":
         (length,) = struct.unpack("<Q", head[:8])
         if length > size - 8:
@@ -111,10 +131,14 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
         raw = fh.read(length)
     if len(raw) != length:
         raise _refuse(path, "truncated safetensors header")
+    # Counted in the raw bytes, before parsing: 700k entries parse into ~1 GB of objects.
+    if (count := raw.count(b'"data_offsets"')) > MAX_TENSORS:
+        raise _refuse(path, f"its safetensors header lists {count} tensors (at most "
+                      f"{MAX_TENSORS}; a real SDXL checkpoint has ~2,500)")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _refuse(path, f"corrupt safetensors header (invalid JSON: {exc})") from exc
+        header = safejson.loads(raw, max_bytes=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH)
+    except ValueError as exc:
+        raise _refuse(path, f"corrupt safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise _refuse(path, "corrupt safetensors header (not a JSON object)")
     data_start = 8 + length
@@ -169,11 +193,76 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
+def pickle_refusal(exc: BaseException) -> str:
+    """Why a pickle was refused, in SD Studio's words. torch's own message advises loading
+    the file unsafely (``weights_only=False``); it is never passed on. Only the name of what
+    the pickle asked for is kept, restricted to identifier characters."""
+    found = re.search(r"GLOBAL ([\w.]{1,100})", str(exc))
+    asks = f" (it asks for {found.group(1)})" if found else ""
+    return (f"it contains pickle data that can run code{asks}, which SD Studio will not run; "
+            "only plain tensors are loaded from .ckpt/.pt files. Use a .safetensors version "
+            "of this model")
+
+
+def _zip_entry_count(fh: BinaryIO, size: int) -> int | None:
+    """The entry count a zip's end-of-central-directory record states (zip64 too), read from
+    the file's tail alone; None when there is no such record."""
+    tail_len = min(size, 22 + 0xFFFF)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    (total,) = struct.unpack("<H", tail[at + 10:at + 12])
+    if total == 0xFFFF and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
+        (offset,) = struct.unpack("<Q", tail[at - 12:at - 4])
+        if offset < size:
+            fh.seek(offset)
+            record = fh.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                (total,) = struct.unpack("<Q", record[32:40])
+    return int(total)
+
+
+def check_zip_sizes(path: Path) -> None:
+    """Refuse (ModelError) a PyTorch zip whose headers promise more than its size allows:
+    too many entries, or entries that unpack to far more than the file (a zip bomb). Reads
+    only the central directory, before torch allocates anything."""
+    import zipfile
+
+    size = require_regular_file(path).st_size
+    with path.open("rb") as fh:
+        count = _zip_entry_count(fh, size)
+        if count is not None and count > MAX_ZIP_ENTRIES:
+            raise _refuse(path, f"its zip directory lists {count} entries "
+                          f"(at most {MAX_ZIP_ENTRIES})")
+        try:
+            with zipfile.ZipFile(fh) as archive:
+                infos = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise _refuse(path, f"not a readable PyTorch checkpoint (corrupt zip: "
+                          f"{str(exc)[:200]})") from None
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise _refuse(path, f"its zip directory lists {len(infos)} entries "
+                      f"(at most {MAX_ZIP_ENTRIES})")
+    unpacked = sum(info.file_size for info in infos)
+    allowed = MAX_ZIP_UNPACKED_RATIO * size + ZIP_UNPACKED_SLACK
+    if unpacked > allowed:
+        biggest = max(infos, key=lambda info: info.file_size)
+        raise _refuse(
+            path, f"its zip entries would unpack to {unpacked / 2**20:.0f} MiB from a "
+            f"{size / 2**20:.1f} MiB file ({biggest.filename[:80]!r}: "
+            f"{biggest.file_size / 2**20:.0f} MiB); refused as a possible zip bomb"
+        )
+
+
 def _torch_load(path: Path, fmt: Format) -> Any:
     import pickle
 
     import torch
 
+    if fmt == "torch-zip":
+        check_zip_sizes(path)
     try:
         if path.suffix.lower() == ".safetensors":
             # torch.load dispatches on a ".safetensors" name; the bytes say pickle: read it
@@ -184,11 +273,7 @@ def _torch_load(path: Path, fmt: Format) -> Any:
             path, map_location="cpu", weights_only=True, mmap=(fmt == "torch-zip")
         )
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _refuse(
-            path, "the checkpoint contains code or objects other than tensors, which could "
-            f"run programs on this computer ({first[:200]})"
-        ) from exc
+        raise _refuse(path, pickle_refusal(exc)) from exc
     except Exception as exc:  # corrupt zip, truncated pickle, wrong magic...
         raise _refuse(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
@@ -234,3 +319,25 @@ def tensor_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str
 
 def is_model_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in MODEL_SUFFIXES
+
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a component config is a few KB; a vocab.json ~1 MB
+MAX_CONFIG_DEPTH = 32  # real configs nest 3-4 levels deep
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A model's JSON config file (``model_index.json``, a component's ``config.json``...) as
+    a dict, read within limits on size and nesting (:mod:`sdstudio.core.safejson`), and only
+    from a regular file; ModelError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = safejson.load_file(path, max_bytes=MAX_CONFIG_BYTES, max_depth=MAX_CONFIG_DEPTH)
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing", details=str(path)) from None
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}", details=str(path)) from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {path} ({exc.strerror or exc})", details=str(path)) from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object", details=str(path))
+    return data

@@ -9,18 +9,23 @@ No torch here: the model-folder scanner can use it from any thread.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 
-from sdstudio.core import paths
+from sdstudio.core import paths, safejson
 
 _LOCK = threading.Lock()
 _CHUNK = 4 * 1024 * 1024
 WEIGHT_SUFFIXES = (".safetensors",)
+MAX_CACHE_BYTES = 64 * 1024 * 1024  # ~200 bytes per file hashed
 
 
 def _cache_file() -> Path:
@@ -28,11 +33,22 @@ def _cache_file() -> Path:
 
 
 def _load_cache() -> dict[str, dict[str, object]]:
+    """The hash cache; {} when there is none. A damaged one (not JSON, nested too deeply, too
+    large, not an object, not a regular file) is moved aside to ``hashes.json.bad-<time>``."""
+    target = _cache_file()
     try:
-        data = json.loads(_cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = safejson.load_file(target, max_bytes=MAX_CACHE_BYTES)
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except ValueError:
+        data = None
+    except OSError:
+        return {}
+    if isinstance(data, dict):
+        return data
+    with contextlib.suppress(OSError):
+        os.replace(target, target.with_name(f"{target.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}"))
+    return {}
 
 
 def _save_cache(cache: dict[str, dict[str, object]]) -> None:
@@ -51,6 +67,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     """Full sha256 hex digest of a file, cached by resolved path, size and mtime."""
     path = Path(path).resolve()
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read below forever
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     key = str(path)
     with _LOCK:
         entry = _load_cache().get(key)

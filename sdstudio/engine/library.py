@@ -153,8 +153,21 @@ def _file_arch(path: Path) -> tuple[str, str]:
 
 
 def _walk(base: Path) -> Iterable[tuple[Path, Kind]]:
+    """Model files and diffusers folders under ``base``. Symlinked folders are followed, but
+    each real folder is walked once (by device and inode): links to a parent would otherwise
+    make the walk exponential or endless."""
+    seen: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(base, followlinks=True):
         here = Path(root)
+        try:
+            st = here.stat()
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         if "model_index.json" in files and here != base:
             dirs[:] = []
             yield here, "diffusers"

@@ -219,7 +219,7 @@ def load_vae(
         if any(k.startswith("encoder.down_blocks.") for k in state):  # diffusers layout
             config_path = ref.with_name("config.json")
             if config_path.is_file():
-                config = json.loads(config_path.read_text("utf-8"))
+                config = checkpoint.read_config_json(config_path)
             else:
                 config = json.loads(
                     (configs_root() / "sd15" / "vae" / "config.json").read_text("utf-8"))

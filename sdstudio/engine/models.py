@@ -17,19 +17,21 @@ with the file's name), so a corrupt model never reaches torch.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
 import struct
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.core import safejson
 from sdstudio.core.errors import ModelError
 from sdstudio.core.settings import EngineSettings
-from sdstudio.engine import library, single_file, tiny
+from sdstudio.engine import checkpoint, library, single_file, tiny
 from sdstudio.engine.arch import ARCHS as ARCHS  # re-exported: models.detect_arch & co
 from sdstudio.engine.arch import arch_from_configs as arch_from_configs
 from sdstudio.engine.arch import arch_from_pipe as arch_from_pipe
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _SD_COMPONENTS = ("unet", "vae", "text_encoder")
 _MAX_HEADER = 100 * 1024 * 1024
+HUB_REQUEST_TIMEOUT_S = 10.0  # each request of a download
+HUB_STALL_TIMEOUT_S = 60.0  # a download with no progress for this long is given up
 
 
 @dataclass(frozen=True)
@@ -158,18 +162,54 @@ def _hub_source(repo_id: str, on_progress: ProgressCallback | None = None) -> Mo
             f"{repo_id!r} is not a local path and huggingface.co cannot be reached; "
             "give a local model folder or file"
         )
-    try:
-        from huggingface_hub import snapshot_download
+    return ModelSource("hub", _download(repo_id, on_progress), repo_id, repo_id)
 
-        folder = snapshot_download(
-            repo_id,
-            allow_patterns=["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
-            ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.*"],
-            tqdm_class=download_progress_class(repo_id, on_progress) if on_progress else None,
-        )
-    except Exception as exc:
+
+def _download(repo_id: str, on_progress: ProgressCallback | None) -> Path:
+    """``snapshot_download`` with a time bound: each request times out after
+    :data:`HUB_REQUEST_TIMEOUT_S`, and the download as a whole is given up (ModelError) once
+    nothing has moved for :data:`HUB_STALL_TIMEOUT_S` (a name lookup or a server that hangs,
+    which no socket timeout covers). A download given up keeps running in its daemon thread
+    until its own timeouts end it; the person gets their answer at once."""
+    from huggingface_hub import snapshot_download
+
+    activity = [time.monotonic()]
+
+    def progress(message: str, fraction: float | None) -> None:
+        activity[0] = time.monotonic()
+        if on_progress is not None:
+            on_progress(message, fraction)
+
+    result: list[Path] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(Path(str(snapshot_download(
+                repo_id,
+                allow_patterns=["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
+                ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.*"],
+                tqdm_class=download_progress_class(repo_id, progress),
+                etag_timeout=HUB_REQUEST_TIMEOUT_S,
+            ))))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name="sdstudio-hub-download", daemon=True)
+    thread.start()
+    while True:
+        thread.join(0.1)
+        if not thread.is_alive():
+            break
+        if time.monotonic() - activity[0] > HUB_STALL_TIMEOUT_S:
+            raise ModelError(f"could not download {repo_id!r}: nothing received for "
+                             f"{HUB_STALL_TIMEOUT_S:g} s (the hub or the network hangs)")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, ModelError):
+            raise exc
         raise ModelError(f"could not download {repo_id!r}: {exc}", repr(exc)) from exc
-    return ModelSource("hub", Path(folder), repo_id, repo_id)
+    return result[0]
 
 
 def _hub_cached(repo_id: str) -> Path | None:
@@ -183,20 +223,31 @@ def _hub_cached(repo_id: str) -> Path | None:
 
 
 def _hub_reachable(timeout: float = 1.5) -> bool:  # offline must fail in < 2 s (issue 3)
+    """Whether the hub's host accepts a connection, answered within ``timeout`` seconds in
+    all: the connection runs in a daemon thread, since the socket timeout does not cover the
+    name lookup (``getaddrinfo`` can hang for much longer)."""
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     host = re.sub(r"^https?://", "", endpoint).split("/")[0].split(":")[0]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="sdstudio-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
 
 
 # ------------------------------------------------------------------------- folder checks
 def check_safetensors(path: Path) -> None:
     """Refuse a safetensors file whose header does not parse or whose data is cut short."""
     try:
-        size = path.stat().st_size
+        size = checkpoint.require_regular_file(path).st_size  # a FIFO would block the read
         with open(path, "rb") as fh:
             raw = fh.read(8)
             if len(raw) < 8:
@@ -205,10 +256,15 @@ def check_safetensors(path: Path) -> None:
             if header_len <= 1 or header_len > _MAX_HEADER or 8 + header_len > size:
                 raise ModelError(f"weight file {path} is not a valid safetensors file "
                                  "(corrupt header)")
-            header = json.loads(fh.read(header_len).decode("utf-8"))
+            text = fh.read(header_len)
+        if (count := text.count(b'"data_offsets"')) > checkpoint.MAX_TENSORS:
+            raise ModelError(f"weight file {path} lists {count} tensors "
+                             f"(at most {checkpoint.MAX_TENSORS})")
+        header = safejson.loads(text, max_bytes=_MAX_HEADER,
+                                max_depth=checkpoint.MAX_HEADER_DEPTH)
     except ModelError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelError(f"weight file {path} is not a valid safetensors file: {exc}") from exc
     if not isinstance(header, dict):
         raise ModelError(f"weight file {path} is not a valid safetensors file (bad header)")
@@ -233,7 +289,7 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
             f"{folder} is not a model folder (no model_index.json); give a diffusers model "
             "folder or a checkpoint file"
         )
-    index = check_model_index(read_json(index_path), str(folder))
+    index = check_model_index(checkpoint.read_config_json(index_path), str(folder))
     for name in (*_SD_COMPONENTS, "text_encoder_2"):
         entry = index.get(name)
         if name == "text_encoder_2" and not entry:
@@ -243,6 +299,7 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
         sub = folder / name
         if not (sub / "config.json").is_file():
             raise ModelError(f"{folder} is missing {name}/config.json")
+        checkpoint.read_config_json(sub / "config.json")  # bounded: diffusers' read is not
         weights = sorted(sub.glob("*.safetensors"))
         if not weights:
             pickles = [p.name for p in sub.iterdir() if p.suffix in (".bin", ".ckpt", ".pt")]
@@ -254,6 +311,10 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
             raise ModelError(f"{sub} has no weight file (*.safetensors)")
         for weight in weights:
             check_safetensors(weight)
+    for extra in ("scheduler/scheduler_config.json", "tokenizer/special_tokens_map.json",
+                  "tokenizer/tokenizer_config.json"):
+        if (folder / extra).exists():  # read later by detect_arch and the tokenizer
+            checkpoint.read_config_json(folder / extra)
     return index
 
 

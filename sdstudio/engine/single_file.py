@@ -33,7 +33,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import inspect
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,7 +52,6 @@ from sdstudio.engine.ldm_layout import (
     UNET_PREFIX,
     VAE_PREFIX,
     materialize_config,
-    read_config,
 )
 
 if TYPE_CHECKING:
@@ -208,8 +206,8 @@ def detect_arch(
 # ----------------------------------------------------------------------------- configs
 def _expected_shapes(config: Path) -> dict[str, int]:
     """A few shapes the checkpoint must have to fit ``config`` (cheap sanity check)."""
-    unet = json.loads((config / "unet" / "config.json").read_text(encoding="utf-8"))
-    vae = json.loads((config / "vae" / "config.json").read_text(encoding="utf-8"))
+    unet = checkpoint.read_config_json(config / "unet" / "config.json")
+    vae = checkpoint.read_config_json(config / "vae" / "config.json")
     expect = {
         "UNet width": int(unet["block_out_channels"][0]),
         "UNet cross-attention width": int(unet["cross_attention_dim"]),
@@ -217,7 +215,7 @@ def _expected_shapes(config: Path) -> dict[str, int]:
     }
     te = config / "text_encoder" / "config.json"
     if te.is_file():
-        expect["text encoder width"] = int(json.loads(te.read_text("utf-8"))["hidden_size"])
+        expect["text encoder width"] = int(checkpoint.read_config_json(te)["hidden_size"])
     return expect
 
 
@@ -296,7 +294,8 @@ def is_v_prediction(unet: Any) -> bool:
 
 def _component_classes(config: Path) -> dict[str, tuple[str, str]]:
     """(library, class) of each component, from a config folder's checked model_index."""
-    index = check_model_index(read_config(config / "model_index.json"), str(config))
+    index = check_model_index(checkpoint.read_config_json(config / "model_index.json"),
+                              str(config))
     return {k: (index[k][0], index[k][1]) for k in components(index)}
 
 
@@ -414,8 +413,8 @@ def load_single_file(
                         "a1111-test", arch.context_dim, arch.unet_width)
         scheduler_dir = configs_root() / arch.config_name
     elif source != "shipped":
-        sched_cfg = json.loads(
-            (config_dir / "scheduler" / "scheduler_config.json").read_text("utf-8"))
+        sched_cfg = checkpoint.read_config_json(
+            config_dir / "scheduler" / "scheduler_config.json")
         arch = ArchInfo(arch.family, arch.inpaint,
                         sched_cfg.get("prediction_type", "epsilon"), "config",
                         arch.context_dim, arch.unet_width)
@@ -432,7 +431,8 @@ def load_single_file(
             components["scheduler"] = type(sched).from_config(
                 sched.config, prediction_type=arch.prediction)
 
-    index = check_model_index(read_config(config_dir / "model_index.json"), path.name)
+    index = check_model_index(checkpoint.read_config_json(config_dir / "model_index.json"),
+                              path.name)
     pipe_cls = getattr(diffusers, index["_class_name"])  # one of PIPELINE_CLASSES
     accepted = inspect.signature(pipe_cls.__init__).parameters
     kwargs = {k: v for k, v in components.items() if k in accepted}

@@ -83,6 +83,20 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, name: str,
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("name,zip_format", [("evil.ckpt", True), ("evil-legacy.pt", False)])
+def test_pickle_refusal_does_not_pass_on_torchs_unsafe_advice(tmp_path: Path, name: str,
+                                                             zip_format: bool) -> None:
+    path, marker = _malicious(tmp_path, name, zip_format=zip_format)
+    with pytest.raises(ModelError) as err:
+        checkpoint.load_state_dict(path)
+    message = str(err.value)
+    assert "pickle data that can run code" in message and "will not run" in message
+    for advice in ("weights_only", "two options", "unsafe", "trust", "add_safe_globals"):
+        assert advice not in message.lower(), message
+    assert "\n" not in message and "\x1b" not in message
+    assert not marker.exists()
+
+
 def test_pickle_renamed_safetensors_is_not_read_as_safetensors(tmp_path: Path) -> None:
     path = tmp_path / "renamed.safetensors"
     torch.save({"w": torch.zeros(3)}, path)  # a plain (harmless) torch checkpoint
