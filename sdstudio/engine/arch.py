@@ -7,11 +7,11 @@ way. ``models`` re-exports these names (``models.detect_arch`` and friends).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core import safejson
 from sdstudio.core.errors import ModelError
 
 ARCHS = ("sd1", "sd1-inpaint", "sd2", "sd2-inpaint", "sd2-v", "sdxl", "sdxl-inpaint")
@@ -19,7 +19,7 @@ ARCHS = ("sd1", "sd1-inpaint", "sd2", "sd2-inpaint", "sd2-v", "sdxl", "sdxl-inpa
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safejson.load_file(path)  # bounded size and depth, regular files only
     except FileNotFoundError:
         raise ModelError(f"{path} is missing") from None
     except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import paths
+from sdstudio.core import paths, safejson
 from sdstudio.core.errors import ModelError
 from sdstudio.engine.config_check import check_embedded_config
 
@@ -30,8 +30,12 @@ SDXL_TEXT2_PREFIX = "conditioner.embedders.1.model."
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """A JSON config file as a dict (errors propagate as they are)."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A JSON config file as a dict, read within safejson's limits (a ValueError, or OSError,
+    propagates as it is)."""
+    data = safejson.load_file(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
 
 
 def embedded_config(folder: Path) -> dict[str, Any]:
