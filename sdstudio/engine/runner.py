@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -36,8 +35,6 @@ from sdstudio.core.events import (
     LoadProgress,
     ModelReady,
     Notice,
-    Preview,
-    Progress,
     ignore_event,
 )
 from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
@@ -45,9 +42,9 @@ from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
 from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
+from sdstudio.engine.latents import StepCallback, decode_latents, initial_latents
 from sdstudio.engine.memory import MemoryPlan, decide_memory, next_fallback
-from sdstudio.engine.pipelines import PipelineSet, module_dtype
-from sdstudio.engine.preview import latents_to_rgb
+from sdstudio.engine.pipelines import PipelineSet
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
 from sdstudio.engine.text import encode_prompts
 
@@ -425,7 +422,7 @@ class Engine:
                 device = pipe._execution_device if loaded.offloaded else choice.device
                 gens = self._generators(request, run_seeds, device)
                 kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
-                callback = _StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
+                callback = StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
                                          self.settings.preview_every, choice.device)
                 if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
                     pipe.scheduler = scheduler
@@ -478,7 +475,7 @@ class Engine:
 
     @staticmethod
     def _call(pipe: Any, encoded: Any, request: GenerationRequest, gens: list[torch.Generator],
-              callback: _StepCallback, kwargs: dict[str, Any]) -> torch.Tensor:
+              callback: StepCallback, kwargs: dict[str, Any]) -> torch.Tensor:
         return pipe(
             **encoded.pipe_kwargs(),
             num_inference_steps=request.steps,
@@ -525,93 +522,7 @@ class Engine:
         return kwargs
 
 
-def initial_latents(pipe: Any, gens: list[torch.Generator], width: int, height: int,
-                    device: torch.device) -> torch.Tensor:
-    """One latent per generator, drawn in fp32 on the generator's device (the CPU by default:
-    the same noise on every machine), then moved to the pipeline's device and dtype."""
-    channels = int(pipe.vae.config.latent_channels)
-    factor = int(getattr(pipe, "vae_scale_factor", 8))
-    shape = (1, channels, height // factor, width // factor)
-    noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in gens]
-    return torch.cat(noise).to(device=device, dtype=module_dtype(pipe.unet))
-
-
-def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image], list[str]]:
-    """VAE decode to PIL images, as the diffusers pipelines do it (SDXL's fp32 upcast
-    included); an fp16 decode that gives NaN is redone in fp32, with a note."""
-    vae = pipe.vae
-    notes: list[str] = []
-    vae_dtype = module_dtype(vae)  # read once: see module_dtype
-    force_upcast = vae_dtype == torch.float16 and bool(getattr(vae.config, "force_upcast",
-                                                               False))
-    sdxl = getattr(pipe, "text_encoder_2", None) is not None or "XL" in type(pipe).__name__
-
-    def run(dtype: torch.dtype) -> torch.Tensor:
-        if dtype != vae_dtype:
-            vae.to(dtype=dtype)
-        try:
-            z = latents.to(dtype=dtype)
-            mean = getattr(vae.config, "latents_mean", None)
-            std = getattr(vae.config, "latents_std", None)
-            if mean is not None and std is not None:
-                m = torch.tensor(mean).view(1, -1, 1, 1).to(z.device, z.dtype)
-                s = torch.tensor(std).view(1, -1, 1, 1).to(z.device, z.dtype)
-                z = z * s / vae.config.scaling_factor + m
-            else:
-                z = z / vae.config.scaling_factor
-                shift = getattr(vae.config, "shift_factor", None)
-                if shift:
-                    z = z + shift
-            with torch.no_grad():
-                return vae.decode(z, return_dict=False)[0]
-        finally:
-            if dtype != vae_dtype:
-                vae.to(dtype=vae_dtype)
-
-    decoded = run(torch.float32 if (force_upcast and sdxl) else vae_dtype)
-    # NaN/inf check for half-precision decodes: one reduction (an fp32-accumulated sum, which
-    # any NaN or inf turns non-finite; |pixels| <= ~1 so it cannot overflow) and one sync.
-    if decoded.dtype != torch.float32 and not torch.isfinite(
-            decoded.sum(dtype=torch.float32)).item():
-        decoded = run(torch.float32)
-        notes.append("the fp16 VAE decoded to NaN; decoded again in fp32")
-    array = pipe.image_processor.postprocess(decoded, output_type="np")
-    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array], notes
-
-
 def _replace_info(info: GenerationInfo, **changes: Any) -> GenerationInfo:
     import dataclasses
 
     return dataclasses.replace(info, **changes)
-
-
-class _StepCallback:
-    """``callback_on_step_end``: cancel check, Progress, Preview every N steps."""
-
-    def __init__(self, on_event: EventCallback, cancel: CancelToken, run: int, runs: int,
-                 arch: str, preview_every: int, device: Any = None) -> None:
-        self.on_event = on_event
-        self.cancel = cancel
-        self.run = run
-        self.runs = runs
-        self.arch = arch
-        self.preview_every = max(0, int(preview_every))
-        self.started = time.perf_counter()
-        self.last = self.started
-        self.device = device  # for the VRAM figures (None off CUDA)
-
-    def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        self.cancel.raise_if_cancelled()
-        now = time.perf_counter()
-        total = max(int(getattr(pipe, "num_timesteps", 0) or 0), i + 1)
-        step = min(i + 1, total)
-        self.on_event(Progress(step, total, self.run, self.runs,
-                               elapsed_s=now - self.started, s_per_it=now - self.last,
-                               vram=devices.vram_usage(self.device)))
-        self.last = now
-        if self.preview_every and step % self.preview_every == 0 and "latents" in kwargs:
-            self.on_event(Preview(step, total, latents_to_rgb(kwargs["latents"], self.arch)))
-        return kwargs
-
-
-StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]

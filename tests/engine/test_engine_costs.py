@@ -71,7 +71,7 @@ def test_no_previews_are_built_when_they_are_off(engines: Callable[[str], Any],
                                                  make_request: Callable[..., Any],
                                                  monkeypatch: Any) -> None:
     """preview_every=0 (the CLI and the batch runner) never runs the latent -> RGB map."""
-    import sdstudio.engine.runner as runner
+    import sdstudio.engine.latents as runner  # where the step callback builds previews
 
     eng = engines("sd1")
     old = eng.settings
