@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 
 from sdstudio.core import images as core_images
 from sdstudio.core.errors import ImageInputError
+from sdstudio.core.request import GenerationRequest, Mode
 
 MAX_INPUT_PIXELS = core_images.MAX_INPUT_PIXELS
 
@@ -158,3 +159,24 @@ def composite(generated: Image.Image, job: InpaintJob) -> Image.Image:
     elif generated.size != job.source.size:
         generated = generated.resize(job.source.size, Image.Resampling.LANCZOS)
     return Image.composite(generated.convert("RGB"), job.source.convert("RGB"), job.full_mask)
+
+
+def request_inputs(request: GenerationRequest) -> tuple[Image.Image | None, InpaintJob | None]:
+    """The init image fitted to the request's size (img2img), or the inpaint job (inpaint),
+    read with the safe loader; (None, None) for text to image. The engine and the test fake
+    both use this, so they refuse the same inputs."""
+    mode = request.mode
+    if mode is Mode.TXT2IMG:
+        return None, None
+    assert request.init_image is not None
+    init = load_image(request.init_image, "init image", "RGB")
+    if mode is Mode.IMG2IMG:
+        return fit_image(init, request.width, request.height, request.resize_mode), None
+    assert request.mask is not None
+    mask = load_image(request.mask, "mask", "L")
+    job = prepare_inpaint(
+        init, mask, width=request.width, height=request.height,
+        resize_mode=request.resize_mode, blur=request.mask_blur,
+        only_masked=request.inpaint_only_masked, padding=request.inpaint_padding)
+    return job.image, job
+

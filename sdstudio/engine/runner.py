@@ -349,21 +349,8 @@ class Engine:
             raise
 
     def _prepare_inputs(self, request: GenerationRequest) -> _Prepared:
-        mode = request.mode
-        if mode is Mode.TXT2IMG:
-            return _Prepared(mode)
-        assert request.init_image is not None
-        init = img.load_image(request.init_image, "init image", "RGB")
-        if mode is Mode.IMG2IMG:
-            return _Prepared(mode, image=img.fit_image(init, request.width, request.height,
-                                                       request.resize_mode))
-        assert request.mask is not None
-        mask = img.load_image(request.mask, "mask", "L")
-        job = img.prepare_inpaint(
-            init, mask, width=request.width, height=request.height,
-            resize_mode=request.resize_mode, blur=request.mask_blur,
-            only_masked=request.inpaint_only_masked, padding=request.inpaint_padding)
-        return _Prepared(mode, image=job.image, job=job)
+        image, job = img.request_inputs(request)
+        return _Prepared(request.mode, image=image, job=job)
 
     @staticmethod
     def _check_strength(request: GenerationRequest, prepared: _Prepared) -> None:

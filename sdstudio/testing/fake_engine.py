@@ -331,22 +331,11 @@ class FakeEngine:
 
 
 def _prepare_inputs(request: GenerationRequest) -> _Inputs:
-    """The init image and mask, read and fitted by the engine's own (torch-free) helpers."""
-    if request.mode is Mode.TXT2IMG:
-        return _Inputs()
+    """The init image and mask, read and fitted by the engine's own (torch-free) helper."""
     from sdstudio.engine import images as img
 
-    assert request.init_image is not None
-    init = img.load_image(request.init_image, "init image", "RGB")
-    if request.mode is Mode.IMG2IMG:
-        return _Inputs(img.fit_image(init, request.width, request.height, request.resize_mode))
-    assert request.mask is not None
-    mask = img.load_image(request.mask, "mask", "L")
-    job = img.prepare_inpaint(
-        init, mask, width=request.width, height=request.height,
-        resize_mode=request.resize_mode, blur=request.mask_blur,
-        only_masked=request.inpaint_only_masked, padding=request.inpaint_padding)
-    return _Inputs(job.image, job)
+    image, job = img.request_inputs(request)
+    return _Inputs(image, job)
 
 
 def _sleep(seconds: float) -> None:
