@@ -29,7 +29,13 @@ from sdstudio.batch.events import (
     UnitFailed,
     UnitStarted,
 )
-from sdstudio.batch.plan import SEED_POLICIES, BatchOptions, count_units, fingerprint
+from sdstudio.batch.plan import (
+    SEED_POLICIES,
+    BatchOptions,
+    count_units,
+    fingerprint,
+    plan_units,
+)
 from sdstudio.cli.request_args import (
     add_engine_arguments,
     add_request_arguments,
@@ -74,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the good lines when some lines are bad")
     p.add_argument("--dry-run", action="store_true",
                    help="check the list and show the plan without generating")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_engine_arguments(p)
     add_request_arguments(p, prompt_required=False, line_defaults=True)
 
@@ -232,6 +238,15 @@ def _dry_run(prompts: Any, options: BatchOptions, err: TextIO) -> int:
         done = len(state.done())
         print(f"{done} already done: a run would resume with {total - done} images",
               file=sys.stdout)
+    elif options.on_change == "resume":
+        keys = {(key, image) for key, image in state.done()}
+        units = plan_units(prompts, options.per_prompt, [0] * total, state.header.version)
+        kept = sum(1 for u in units if u.slot in keys)
+        print(f"the list changed: --resume keeps {kept} images of unchanged lines and makes "
+              f"{total - kept}", file=sys.stdout)
+    elif options.restart:
+        print(f"--restart starts the batch over: {total} images to make (the "
+              f"{len(state.done())} already there stay on disk)", file=sys.stdout)
     else:
         print("the folder holds a batch of a different list or options: "
               "--resume or --restart needed", file=sys.stdout)

@@ -127,6 +127,13 @@ def test_cli_bad_lines_changed_list_and_dry_run(tmp_path: Path,
     assert "prompt list changed" in err and "--resume or --restart" in err
     assert cli.main(["batch", str(good), "--out", str(out), "--dry-run", *TINY_FLAGS]) == 0
     assert "--resume or --restart needed" in capsys.readouterr().out
+    # with the decision given, the dry run says what the run would do
+    assert cli.main(["batch", str(good), "--out", str(out), "--dry-run", "--resume", "-q",
+                     *TINY_FLAGS, "--seed", "1000"]) == 0
+    assert "--resume keeps 1 images of unchanged lines and makes 1" in capsys.readouterr().out
+    assert cli.main(["batch", str(good), "--out", str(out), "--dry-run", "--restart",
+                     *TINY_FLAGS, "--seed", "1000"]) == 0
+    assert "--restart starts the batch over: 2 images to make" in capsys.readouterr().out
     assert cli.main(["batch", str(good), "--out", str(out), "--pattern", "{nope}"]) == 2
     assert "unknown token" in capsys.readouterr().err
 
