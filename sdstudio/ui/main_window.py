@@ -168,6 +168,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.prompt_panel.sizeChanged.connect(self.source_canvas.set_target_size)
         panel = self.prompt_panel
         panel.widget("mask_blur").valueChanged.connect(self.mask_canvas.set_blur_preview)
+        self.mask_canvas.set_blur_preview(panel.control("mask_blur").value())  # from the start
         panel.widget("inpaint_only_masked").toggled.connect(self._update_masked_preview)
         panel.widget("inpaint_padding").valueChanged.connect(self._update_masked_preview)
         self.source_canvas.errorOccurred.connect(self.show_error)

@@ -309,6 +309,15 @@ def test_gallery_lists_earlier_images_and_actions(qtbot: Any, make_window: Any,
     assert not QApplication.clipboard().image().isNull()
 
 
+def test_mask_blur_preview_shows_the_blur_from_the_start(qtbot: Any, make_window: Any) -> None:
+    """The mask you see is the one used: the canvas previews the panel's mask blur (4 px by
+    default) before anything is changed, and follows it (issue 17, item 2)."""
+    w = make_window(fake=FakeScript(), start=False)
+    assert w.mask_canvas.blur_preview() == w.prompt_panel.control("mask_blur").value() == 4
+    w.prompt_panel.widget("mask_blur").setValue(9)
+    assert w.mask_canvas.blur_preview() == 9
+
+
 def test_settings_persist_across_a_restart(qtbot: Any, make_window: Any,
                                            isolated_config: Path) -> None:
     from sdstudio.core.settings import load_settings
