@@ -302,8 +302,15 @@ def request_fields(cls: type) -> tuple[FieldSpec, ...]:
     return table
 
 
+_MAPS: dict[type, dict[str, FieldSpec]] = {}
+
+
 def field_map(cls: type) -> dict[str, FieldSpec]:
-    return {s.name: s for s in request_fields(cls)}
+    """The field table by name (built once per class; do not change it)."""
+    table = _MAPS.get(cls)
+    if table is None:
+        table = _MAPS[cls] = {s.name: s for s in request_fields(cls)}
+    return table
 
 
 def infotext_keys(cls: type) -> list[tuple[InfotextKey, FieldSpec]]:

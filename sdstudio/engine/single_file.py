@@ -292,10 +292,8 @@ def is_v_prediction(unet: Any) -> bool:
         return float((out - x).float().mean()) < -1.0
 
 
-def _component_classes(config: Path) -> dict[str, tuple[str, str]]:
-    """(library, class) of each component, from a config folder's checked model_index."""
-    index = check_model_index(checkpoint.read_config_json(config / "model_index.json"),
-                              str(config))
+def _component_classes(index: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """(library, class) of each component of a checked model_index."""
     return {k: (index[k][0], index[k][1]) for k in components(index)}
 
 
@@ -378,7 +376,9 @@ def load_single_file(
         progress(f"Loading the weights of {path.name}", 0.1)
         state = checkpoint.load_state_dict(path)
 
-    classes = _component_classes(config_dir)
+    index = check_model_index(checkpoint.read_config_json(config_dir / "model_index.json"),
+                              path.name)  # read once; names only what SD Studio loads
+    classes = _component_classes(index)
     components: dict[str, Any] = {}
     model_names: list[str] = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2")
                               if n in classes]
@@ -431,8 +431,6 @@ def load_single_file(
             components["scheduler"] = type(sched).from_config(
                 sched.config, prediction_type=arch.prediction)
 
-    index = check_model_index(checkpoint.read_config_json(config_dir / "model_index.json"),
-                              path.name)
     pipe_cls = getattr(diffusers, index["_class_name"])  # one of PIPELINE_CLASSES
     accepted = inspect.signature(pipe_cls.__init__).parameters
     kwargs = {k: v for k, v in components.items() if k in accepted}

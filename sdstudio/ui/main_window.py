@@ -310,6 +310,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.queue.start()
         self.queue.load_model(self._current_model)
         self.queue.refresh_models()
+        self.refresh_addons()  # the VAE folders: walked after the window is shown, not before
         QTimer.singleShot(200, self.load_gallery)
 
     def load_gallery(self) -> None:
@@ -442,7 +443,6 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
 
     # ============================================================ persistence
     def _restore_state(self) -> None:
-        self.refresh_addons()
         saved = self.settings.last_request
         self.prompt_panel.restore(saved)
         fit = saved.get("resize_mode")  # the source canvas' Fit, remembered with the panel

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import RequestError
+from sdstudio.core.paths import ADDON_SUFFIXES
 from sdstudio.core.request import FIELDS, GenerationRequest
 
 # Always named in the message (the values people check first), then every other field the
@@ -21,9 +22,8 @@ INFORMATIONAL_KEYS = frozenset({"Version", "VAE hash", "Lora hashes", "TI hashes
                                 "Model hash", "Hashes"})
 
 
-def summary(request: GenerationRequest, skip: Iterable[str] = ()) -> list[str]:
+def summary(request: GenerationRequest) -> list[str]:
     """Short descriptions of the restored values: "seed 1", "20 steps", "512×768", ..."""
-    skipped = set(skip)
     parts = ["prompt"]
     if request.negative_prompt:
         parts.append("negative prompt")
@@ -32,7 +32,7 @@ def summary(request: GenerationRequest, skip: Iterable[str] = ()) -> list[str]:
                            and s.name not in ("prompt", "negative_prompt", "height")
                            and getattr(request, s.name) != s.default)]
     for name in names:
-        if name in skipped or (name in ("init_image", "mask")):
+        if name in ("init_image", "mask"):
             continue
         spec = by_name[name]
         value = getattr(request, name)
@@ -71,7 +71,7 @@ def missing_loras(request: GenerationRequest, installed: Iterable[str]) -> list[
     out = []
     for lora in loras:
         wanted = lora.name.replace("\\", "/").strip().lower()
-        for suffix in (".safetensors", ".ckpt", ".pt", ".pth"):
+        for suffix in ADDON_SUFFIXES:
             wanted = wanted.removesuffix(suffix)
         if wanted not in names and wanted.rsplit("/", 1)[-1] not in stems \
                 and lora.name not in out:
