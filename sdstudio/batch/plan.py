@@ -44,6 +44,7 @@ from typing import Any
 
 from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import MAX_SEED, GenerationRequest
+from sdstudio.core.sampler_names import combined_name
 from sdstudio.core.settings import DEFAULT_FILENAME_PATTERN
 from sdstudio.storage.manifest import MANIFEST_VERSION
 
@@ -128,14 +129,26 @@ KEY_ENCODINGS = (1, 2)
 def request_key_data(request: GenerationRequest, encoding: int = MANIFEST_VERSION
                      ) -> dict[str, Any]:
     """What a content key hashes of ``request`` in key ``encoding`` (see the module doc)."""
-    changed = request.changed_dict()
+    changed = _fold_schedule(request.changed_dict())
     if encoding == 1:
-        full = request.to_dict()
+        full = _fold_schedule(request.to_dict())
         return {**{n: full[n] for n in V1_FIELDS},
                 **{n: v for n, v in changed.items() if n not in V1_FIELDS}}
     if encoding != 2:
         raise ValueError(f"unknown batch key encoding {encoding}")
     return changed
+
+
+def _fold_schedule(data: dict[str, Any]) -> dict[str, Any]:
+    """A sampler + schedule type that had one combined name ("DPM++ 2M Karras") hashes as
+    that name, as before schedule types were a field: old manifests keep their keys."""
+    schedule = data.get("schedule_type", "Automatic")
+    old = combined_name(data.get("sampler", ""), schedule)
+    if old is not None:
+        data = {**data, "sampler": old}
+    if "schedule_type" in data and (old is not None or schedule == "Automatic"):
+        data = {k: v for k, v in data.items() if k != "schedule_type"}
+    return data
 
 
 def item_keys(prompts: PromptList, encoding: int = MANIFEST_VERSION) -> list[str]:

@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sdstudio.core.fields import ALL_MODES, FieldSpec, InfotextKey, Mode
-from sdstudio.core.sampler_names import canonical_sampler
+from sdstudio.core.sampler_names import (
+    TIMESTEP_SAMPLERS,
+    canonical_sampler,
+    canonical_schedule,
+    effective_schedule,
+    split_combined,
+)
 
 RE_IMAGESIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -52,10 +58,11 @@ def parse_size(text: Any) -> tuple[int, int]:
 
 
 class SamplerKey(InfotextKey):
-    """``Sampler`` (+ A1111 1.9's ``Schedule type``, or ``Scheduler``): "DPM++ 2M" + "Karras"
-    is our "DPM++ 2M Karras"; "Automatic" keeps the sampler; Krita's "Default - DPM++ 2M"
-    preset names give the part after " - ". An unknown sampler stays in extras and the
-    request keeps its default (validation would refuse it)."""
+    """``Sampler`` (+ A1111 1.9's ``Schedule type``, or ``Scheduler``): "DPM++ 2M" +
+    "Karras" is sampler DPM++ 2M, schedule type Karras; the older combined "DPM++ 2M Karras"
+    is the same; Krita's "Default - DPM++ 2M" preset names give the part after " - ". An
+    unknown sampler or schedule stays in extras and the request keeps its default
+    (validation would refuse it)."""
 
     SCHEDULE_KEYS = ("Schedule type", "Scheduler")
 
@@ -65,38 +72,76 @@ class SamplerKey(InfotextKey):
     def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
              fields: dict[str, Any]) -> None:
         schedule_key = next((k for k in self.SCHEDULE_KEYS if params.get(k)), "")
-        sampler, folded = resolve_sampler(params.get("Sampler", ""),
-                                          params.get(schedule_key, "") if schedule_key else "")
+        schedule_text = params.get(schedule_key, "") if schedule_key else ""
+        sampler = resolve_sampler(params.get("Sampler", ""))
         if sampler is None and "Sampler" in params:
             extras["Sampler"] = params["Sampler"]
+        schedule = canonical_schedule(schedule_text) if schedule_text else None
+        if schedule_text and schedule is None:
+            extras[schedule_key] = params[schedule_key]
         if sampler is not None:
+            pair = split_combined(sampler)
+            if pair is not None:
+                sampler, folded = pair
+                schedule = schedule or folded
             fields[self.field] = sampler
-        if not folded:
-            for key in self.SCHEDULE_KEYS:
-                if key in params:
-                    extras[key] = params[key]
+        if schedule is not None:
+            fields["schedule_type"] = schedule
 
 
-def resolve_sampler(name: str, schedule: str) -> tuple[str | None, bool]:
-    """(our sampler name or None, whether the schedule type was folded into it)."""
+def resolve_sampler(name: str) -> str | None:
+    """Our sampler name (maybe a combined one) for an infotext's ``Sampler``, or None."""
     name = name.strip()
     if not name:
-        return None, False
+        return None
     candidates = [name]
     if " - " in name:
         candidates.append(name.rsplit(" - ", 1)[1])
-    schedule = schedule.strip().lower()
     for candidate in candidates:
         base = canonical_sampler(candidate)
-        if base is None:
-            continue
-        if schedule == "karras" and not base.endswith("Karras"):
-            combined = canonical_sampler(f"{base} Karras")
-            if combined:
-                return combined, True
-            return base, False  # e.g. "Euler a" + Karras: keep the schedule as an extra
-        return base, schedule in ("", "automatic", "karras")
-    return None, False
+        if base is not None:
+            return base
+    return None
+
+
+class ScheduleKey(InfotextKey):
+    """``Schedule type`` as A1111 1.10 writes it: the schedule that ran, whenever it is not
+    Automatic or Automatic is not Uniform for the sampler. Read together with ``Sampler``
+    (see :class:`SamplerKey`)."""
+
+    def __init__(self) -> None:
+        super().__init__("Schedule type", consumes=SamplerKey.SCHEDULE_KEYS)
+
+    def write(self, request: Any, spec: FieldSpec) -> Any:
+        schedule = request.schedule_type
+        ran = effective_schedule(request.sampler, schedule)
+        if schedule == "Automatic" and ran == "Uniform":
+            return None
+        return None if request.sampler in TIMESTEP_SAMPLERS else ran
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        return None  # SamplerKey reads both keys
+
+
+class SeedResizeKey(InfotextKey):
+    """``Seed resize from: 512x768``, written when both sides are set."""
+
+    def __init__(self) -> None:
+        super().__init__("Seed resize from")
+
+    def write(self, request: Any, spec: FieldSpec) -> Any:
+        w, h = request.seed_resize_from_w, request.seed_resize_from_h
+        return f"{w}x{h}" if w > 0 and h > 0 else None
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        text = params.get(self.key, "").strip()
+        if not text:
+            return
+        if text in ("-1x-1", "0x0"):
+            return
+        fields["seed_resize_from_w"], fields["seed_resize_from_h"] = parse_size(text)
 
 
 class RngKey(InfotextKey):

@@ -28,13 +28,32 @@ from sdstudio.core.fields import (
     request_fields,
     spec,
 )
-from sdstudio.core.infotext_keys import FlagWordsKey, RngKey, SamplerKey, SizeKey, WhenKey
-from sdstudio.core.sampler_names import SAMPLER_NAMES, normalize_sampler
+from sdstudio.core.infotext_keys import (
+    FlagWordsKey,
+    RngKey,
+    SamplerKey,
+    ScheduleKey,
+    SeedResizeKey,
+    SizeKey,
+    WhenKey,
+)
+from sdstudio.core.sampler_names import (
+    SAMPLER_NAMES,
+    SCHEDULE_TYPES,
+    normalize_sampler,
+    normalize_schedule,
+    schedule_problem,
+    split_combined,
+)
 
 __all__ = ["FIELD_NAMES", "MAX_SEED", "SAMPLER_NAMES", "GenerationInfo", "GenerationRequest",
            "LoraSpec", "Mode", "request_spec"]
 
 RESIZE_MODES: tuple[str, ...] = ("resize", "crop", "fill")
+# A1111's emphasis modes (modules/sd_emphasis.py): Original multiplies each token's embedding
+# by its weight and restores the chunk's mean; No norm skips the mean; Ignore parses the
+# syntax away without weights; None keeps the brackets as text.
+EMPHASIS_MODES: tuple[str, ...] = ("Original", "No norm", "Ignore", "None")
 
 MAX_SIDE = 8192  # pixels per side
 MAX_PIXELS = 4096 * 4096  # per image; refused before anything is allocated
@@ -45,6 +64,7 @@ MAX_SEED = 2**32 - 1
 
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
 _SIZE_KEY = SizeKey()
+_SEED_RESIZE_KEY = SeedResizeKey()
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,13 @@ class GenerationRequest:
         choice_message="unknown sampler {value!r}; choose one of: {choices}", metavar="NAME",
         aliases=("sampler_name", "sampler_index"),
         infotext=SamplerKey(), ui=Ui("sampling", "Sa&mpler")))
+    schedule_type: str = field(default="Automatic", metadata=spec(
+        "choice", "Schedule type", help="the noise schedule the sampler steps along "
+        "(Automatic = the sampler's own default, as in AUTOMATIC1111)",
+        choices=SCHEDULE_TYPES, normalize=normalize_schedule,
+        choice_message="unknown schedule type {value!r}; choose one of: {choices}",
+        metavar="NAME", aliases=("scheduler", "schedule"), infotext=ScheduleKey(),
+        ui=Ui("sampling", "Schedule t&ype", inline=True)))
     width: int = field(default=512, metadata=_size("width"))
     height: int = field(default=512, metadata=_size("height"))
     steps: int = field(default=20, metadata=spec(
@@ -95,6 +122,27 @@ class GenerationRequest:
         "int", "Seed", help="-1 picks a new random seed for every run", minimum=0,
         maximum=MAX_SEED, special=-1, special_meaning="random", metavar="N",
         infotext=InfotextKey("Seed"), ui=Ui("sampling", "S&eed", widget="seed")))
+    variation_seed: int = field(default=-1, metadata=spec(
+        "int", "Variation seed", help="a second seed whose noise is blended in by the "
+        "variation strength (-1 = random)", minimum=0, maximum=MAX_SEED, special=-1,
+        special_meaning="random", metavar="N", aliases=("subseed",),
+        infotext=WhenKey("Variation seed", lambda r: r.variation_strength > 0),
+        ui=Ui("advanced", "Variation &seed")))
+    variation_strength: float = field(default=0.0, metadata=spec(
+        "float", "Variation strength", help="how much of the variation seed's noise is "
+        "blended in: 0 = none, 1 = only the variation seed", minimum=0.0, maximum=1.0,
+        metavar="X", aliases=("subseed_strength",),
+        infotext=InfotextKey("Variation seed strength", omit_default=True),
+        ui=Ui("advanced", "V&ariation strength", inline=True, step=0.05, decimals=2)))
+    seed_resize_from_w: int = field(default=0, metadata=spec(
+        "int", "Seed resize from width", help="make the noise as at this width, so a seed "
+        "keeps its picture at another size (0 = off; needs both sides)", noun="seed resize width", minimum=0,
+        maximum=MAX_SIDE, metavar="PX", infotext=_SEED_RESIZE_KEY,
+        ui=Ui("advanced", "Seed resize fr&om", step=64, suffix=" px")))
+    seed_resize_from_h: int = field(default=0, metadata=spec(
+        "int", "Seed resize from height", help="the height for --seed-resize-from-w "
+        "(0 = off)", noun="seed resize height", minimum=0, maximum=MAX_SIDE, metavar="PX",
+        infotext=_SEED_RESIZE_KEY, ui=Ui("advanced", "×", inline=True, step=64, suffix=" px")))
     batch_size: int = field(default=1, metadata=spec(
         "int", "Images per run", help="images made together in one run (uses more memory)",
         minimum=1, maximum=MAX_BATCH_SIZE, cli=("--batch-size", "-b"), metavar="N",
@@ -154,11 +202,23 @@ class GenerationRequest:
         minimum=1, maximum=12, metavar="N", infotext=InfotextKey("Clip skip",
                                                                    omit_default=True),
         ui=Ui("advanced", "C&lip skip")))
+    emphasis: str = field(default="Original", metadata=spec(
+        "choice", "Emphasis", help="how (word:1.2) weights apply, as AUTOMATIC1111: Original "
+        "(weights, then the mean restored), No norm (weights only), Ignore (no weights), None "
+        "(brackets are plain text)", choices=EMPHASIS_MODES,
+        infotext=InfotextKey("Emphasis", omit_default=True), ui=Ui("advanced", "Emp&hasis")))
     rng: str = field(default="cpu", metadata=spec(
         "choice", "RNG", help="where the initial noise is drawn: cpu (the same image on every "
         "device, as A1111's CPU setting) or device (the GPU's generator)", noun="rng",
         choices=("cpu", "device"), choice_labels=("CPU", "GPU"), infotext=RngKey(),
         ui=Ui("advanced", "&RNG")))
+
+    def __post_init__(self) -> None:
+        # an older combined name ("DPM++ 2M Karras") is the sampler plus its schedule type
+        pair = split_combined(self.sampler)
+        if pair is not None and self.schedule_type in ("Automatic", pair[1]):
+            object.__setattr__(self, "sampler", pair[0])
+            object.__setattr__(self, "schedule_type", pair[1])
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -222,6 +282,11 @@ class GenerationRequest:
             f"size {self.width}x{self.height} is too large "
             f"(at most {MAX_PIXELS // 1_000_000} megapixels)",
         )
+        if split_combined(self.sampler) is not None:  # left combined: another schedule given
+            raise RequestError("schedule_type", f"sampler {self.sampler} already names its "
+                               f"schedule type; schedule type {self.schedule_type} conflicts")
+        schedule = schedule_problem(self.sampler, self.schedule_type)
+        _check(schedule is None, "schedule_type", schedule or "")
         _check(
             self.mask is None or bool(self.init_image),
             "mask",
@@ -324,7 +389,8 @@ class GenerationInfo:
     model_untrained: bool = False  # the built-in demo model
     vae_name: str = ""
     vae_sha256: str = ""
-    lora_hashes: Mapping[str, str] = field(default_factory=dict)  # name -> first 10 hex
+    lora_hashes: Mapping[str, str] = field(default_factory=dict)  # name -> A1111's short hash
+    ti_hashes: Mapping[str, str] = field(default_factory=dict)  # embedding name -> short hash
     device: str = ""
     dtype: str = ""
     memory: Mapping[str, Any] = field(default_factory=dict)  # savers chosen and why

@@ -72,6 +72,10 @@ def test_every_infotext_field_round_trips() -> None:
         base = GenerationRequest(prompt="a cat", **INPAINT)  # every key is written in inpaint
         if s.name == "inpaint_padding":
             base = base.replace(inpaint_only_masked=True)
+        if s.name == "variation_seed":  # written only when it is used
+            base = base.replace(variation_strength=0.25)
+        if s.name.startswith("seed_resize_from_"):  # written when both sides are set
+            base = base.replace(seed_resize_from_w=320, seed_resize_from_h=256)
         request = base.replace(**{s.name: other_value(s)}).validated()
         parsed = parse_infotext(to_infotext(request, GenerationInfo())).request
         assert getattr(parsed, s.name) == getattr(request, s.name), s.name

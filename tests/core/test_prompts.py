@@ -36,7 +36,7 @@ def test_txt_plain_lines_comments_and_a1111_options() -> None:
     assert castle.prompt == "a castle, at night"
     assert castle.negative_prompt == "blurry, low quality"
     assert (castle.steps, castle.seed, castle.cfg_scale) == (30, 5, 7.5)
-    assert castle.sampler == "DPM++ 2M Karras"
+    assert (castle.sampler, castle.schedule_type) == ("DPM++ 2M", "Karras")
     assert (castle.width, castle.height) == (512, 768)
     assert light.prompt == "a lighthouse on a cliff"  # A1111: words up to the next option
     assert (light.batch_count, light.batch_size, light.strength) == (2, 3, 0.4)
