@@ -136,8 +136,9 @@ class GenerationRequest:
         ui=Ui("advanced", "V&ariation strength", inline=True, step=0.05, decimals=2)))
     seed_resize_from_w: int = field(default=0, metadata=spec(
         "int", "Seed resize from width", help="make the noise as at this width, so a seed "
-        "keeps its picture at another size (0 = off; needs both sides)", noun="seed resize width", minimum=0,
-        maximum=MAX_SIDE, metavar="PX", infotext=_SEED_RESIZE_KEY,
+        "keeps its picture at another size (0 = off; needs both sides)",
+        noun="seed resize width", minimum=0, maximum=MAX_SIDE,
+        metavar="PX", infotext=_SEED_RESIZE_KEY,
         ui=Ui("advanced", "Seed resize fr&om", step=64, suffix=" px")))
     seed_resize_from_h: int = field(default=0, metadata=spec(
         "int", "Seed resize from height", help="the height for --seed-resize-from-w "
