@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,8 +236,24 @@ class GenerationRequest:
         return self.batch_size * self.batch_count
 
     def seeds(self, first_seed: int) -> list[int]:
-        """Seeds of every image, in order: A1111's convention of seed + image index."""
-        return [(first_seed + i) % (MAX_SEED + 1) for i in range(self.image_count)]
+        """Seeds of every image, in order: A1111's convention of seed + image index; with a
+        variation strength every image keeps the seed and the variation seed counts up."""
+        step = 0 if self.variation_strength > 0 else 1
+        return [(first_seed + i * step) % (MAX_SEED + 1) for i in range(self.image_count)]
+
+    def variation_seeds(self, first_seed: int | None = None) -> list[int]:
+        """Variation seeds of every image, in order: the first + image index (as A1111); the
+        first is ``first_seed``, else the request's, else (-1) a random one."""
+        first = self.variation_seed if first_seed is None else first_seed
+        if first < 0:
+            first = secrets.randbelow(MAX_SEED + 1) if self.variation_strength > 0 else 0
+        return [(first + i) % (MAX_SEED + 1) for i in range(self.image_count)]
+
+    def image_request(self, seed: int, variation_seed: int) -> GenerationRequest:
+        """The request of one image of this one: its own seed (and variation seed, when one
+        was used), one image per run."""
+        extra = {"variation_seed": variation_seed} if self.variation_strength > 0 else {}
+        return self.replace(seed=seed, batch_size=1, batch_count=1, **extra)
 
     def prompt_loras(self) -> tuple[str, tuple[LoraSpec, ...]]:
         """The prompt with ``<lora:name:weight>`` tags removed, and every LoRA to apply."""

@@ -4,6 +4,7 @@ the initial noise, and the VAE decode to PIL images (with the fp16 NaN retry).""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,15 +18,93 @@ from sdstudio.engine.pipelines import module_dtype
 from sdstudio.engine.preview import latents_to_rgb
 
 
+@dataclass(frozen=True)
+class Variation:
+    """A1111's variation seeds and seed resize for one run: per image a variation seed, the
+    strength its noise is blended in with, and the size the noise is made at (0 = the
+    image's size)."""
+
+    seeds: tuple[int, ...] = ()
+    strength: float = 0.0
+    resize_w: int = 0
+    resize_h: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.strength > 0 or (self.resize_w > 0 and self.resize_h > 0)
+
+
 def initial_latents(pipe: Any, gens: list[torch.Generator], width: int, height: int,
-                    device: torch.device) -> torch.Tensor:
+                    device: torch.device, variation: Variation | None = None) -> torch.Tensor:
     """One latent per generator, drawn in fp32 on the generator's device (the CPU by default:
-    the same noise on every machine), then moved to the pipeline's device and dtype."""
+    the same noise on every machine), then moved to the pipeline's device and dtype. Each
+    generator draws exactly one latent-sized noise, so later step noise continues it."""
     channels = int(pipe.vae.config.latent_channels)
     factor = int(getattr(pipe, "vae_scale_factor", 8))
-    shape = (1, channels, height // factor, width // factor)
-    noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in gens]
-    return torch.cat(noise).to(device=device, dtype=module_dtype(pipe.unet))
+    shape = (channels, height // factor, width // factor)
+    variation = variation or Variation()
+    noise = [image_noise(g, shape, i, variation, factor) for i, g in enumerate(gens)]
+    return torch.stack(noise).to(device=device, dtype=module_dtype(pipe.unet))
+
+
+def image_noise(gen: torch.Generator, shape: tuple[int, int, int], index: int,
+                variation: Variation, factor: int = 8) -> torch.Tensor:
+    """One image's initial noise (C, H, W) as AUTOMATIC1111 makes it (``modules/rng.py``,
+    ``ImageRNG.first``): the seed's noise, slerped towards the variation seed's by the
+    strength; with seed resize, made at the other size and pasted centred into noise of this
+    size. ``gen`` (seeded with the image's seed) draws one full-size noise either way."""
+    if not variation.active:
+        return _randn(shape, gen)
+    resized = variation.resize_w > 0 and variation.resize_h > 0
+    noise_shape = ((shape[0], variation.resize_h // factor, variation.resize_w // factor)
+                   if resized else shape)
+    resized = resized and noise_shape != shape
+    if resized:  # the seed's noise at the other size, from a fresh generator of that seed
+        fresh = torch.Generator(gen.device).manual_seed(gen.initial_seed())
+        noise = _randn(noise_shape, fresh)
+    else:
+        noise = _randn(shape, gen)
+    if variation.strength > 0:
+        seeds = variation.seeds
+        sub = seeds[index] if index < len(seeds) else 0
+        sub_noise = _randn(noise_shape, torch.Generator(gen.device).manual_seed(int(sub)))
+        noise = slerp(variation.strength, noise, sub_noise)
+    if not resized:
+        return noise
+    full = _randn(shape, gen)
+    return paste_centred(full, noise)
+
+
+def _randn(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32)
+
+
+def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical blend from ``low`` (strength 0) to ``high`` (strength 1) along dim 1 of a
+    (C, H, W) noise, as A1111 blends a seed with its variation seed (nearly parallel noises
+    are blended linearly)."""
+    low_unit = low / torch.linalg.vector_norm(low, dim=1, keepdim=True)
+    high_unit = high / torch.linalg.vector_norm(high, dim=1, keepdim=True)
+    dot = (low_unit * high_unit).sum(1)
+    if dot.mean() > 0.9995:
+        return low * strength + high * (1 - strength)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return ((torch.sin((1.0 - strength) * omega) / so).unsqueeze(1) * low
+            + (torch.sin(strength * omega) / so).unsqueeze(1) * high)
+
+
+def paste_centred(target: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+    """``patch`` (C, h, w) centred on ``target`` (C, H, W); cropped where it is larger."""
+    dy = (target.shape[1] - patch.shape[1]) // 2
+    dx = (target.shape[2] - patch.shape[2]) // 2
+    h = patch.shape[1] if dy >= 0 else patch.shape[1] + 2 * dy
+    w = patch.shape[2] if dx >= 0 else patch.shape[2] + 2 * dx
+    ty, tx = max(dy, 0), max(dx, 0)
+    sy, sx = max(-dy, 0), max(-dx, 0)
+    out = target.clone()
+    out[:, ty:ty + h, tx:tx + w] = patch[:, sy:sy + h, sx:sx + w]
+    return out
 
 
 def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image], list[str]]:

@@ -42,7 +42,7 @@ from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
 from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
-from sdstudio.engine.latents import StepCallback, decode_latents, initial_latents
+from sdstudio.engine.latents import StepCallback, Variation, decode_latents, initial_latents
 from sdstudio.engine.memory import MemoryPlan, decide_memory, next_fallback
 from sdstudio.engine.pipelines import PipelineSet
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
@@ -379,6 +379,7 @@ class Engine:
         sched_info = scheduler_info(scheduler, request.sampler)
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         seeds = request.seeds(first_seed)
+        subseeds = request.variation_seeds()
         # _execution_device walks every module; only needed when offload hooks move them
         device = pipe._execution_device if loaded.offloaded else choice.device
         encoded = encode_prompts(pipe, prompt, request.negative_prompt,
@@ -402,13 +403,18 @@ class Engine:
         for run in range(runs):
             cancel.raise_if_cancelled()
             run_started = time.perf_counter()
-            run_seeds = seeds[run * request.batch_size:(run + 1) * request.batch_size]
+            run_slice = slice(run * request.batch_size, (run + 1) * request.batch_size)
+            run_seeds = seeds[run_slice]
+            variation = Variation(tuple(subseeds[run_slice]), request.variation_strength,
+                                  request.seed_resize_from_w, request.seed_resize_from_h)
 
-            def denoise(run: int = run, run_seeds: list[int] = run_seeds) -> torch.Tensor:
+            def denoise(run: int = run, run_seeds: list[int] = run_seeds,
+                        variation: Variation = variation) -> torch.Tensor:
                 # generators afresh on every try: the same noise as the first try
                 device = pipe._execution_device if loaded.offloaded else choice.device
                 gens = self._generators(request, run_seeds, device)
-                kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device)
+                kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device,
+                                           variation)
                 callback = StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
                                          self.settings.preview_every, choice.device)
                 if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
@@ -430,7 +436,7 @@ class Engine:
                 info = _replace_info(base_info, elapsed_s=round(elapsed, 3), notes=run_notes)
                 event = ImageReady(
                     index=index, image=picture,
-                    request=request.replace(seed=seed, batch_size=1, batch_count=1),
+                    request=request.image_request(seed, subseeds[index]),
                     info=info,
                 )
                 results.append(event)
@@ -483,13 +489,14 @@ class Engine:
 
     def _mode_kwargs(self, loaded: _Loaded, pipe: Any, request: GenerationRequest,
                      prepared: _Prepared, gens: list[torch.Generator],
-                     device: torch.device) -> dict[str, Any]:
+                     device: torch.device, variation: Variation | None = None
+                     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"height": request.height, "width": request.width}
         inpaint_pipe = loaded.pipes.class_for(prepared.mode) is loaded.pipes.class_for(
             Mode.INPAINT) and (loaded.pipes.inpaint_unet or prepared.mode is Mode.INPAINT)
         if prepared.mode is Mode.TXT2IMG:
             kwargs["latents"] = initial_latents(pipe, gens, request.width, request.height,
-                                                device)
+                                                device, variation)
             if inpaint_pipe:  # 9-channel UNet: inpaint a blank image under a full mask
                 kwargs["image"] = Image.new("RGB", (request.width, request.height),
                                             (127, 127, 127))

@@ -285,6 +285,7 @@ class FakeEngine:
         assert loaded is not None
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         seeds = request.seeds(first_seed)
+        subseeds = request.variation_seeds()
         total = denoising_steps(request)
         preview_every = max(0, int(self.settings.preview_every))
         out: list[ImageReady] = []
@@ -323,8 +324,8 @@ class FakeEngine:
                     vae_name=Path(request.vae.strip()).stem if request.vae.strip() else "",
                     elapsed_s=round(time.perf_counter() - started, 3),
                 )
-                event = ImageReady(index, image,
-                                   request.replace(seed=seed, batch_size=1, batch_count=1), info)
+                event = ImageReady(index, image, request.image_request(seed, subseeds[index]),
+                                   info)
                 on_event(event)
                 out.append(event)
         return out
