@@ -107,7 +107,7 @@ class GenerationRequest:
         choices=SCHEDULE_TYPES, normalize=normalize_schedule,
         choice_message="unknown schedule type {value!r}; choose one of: {choices}",
         metavar="NAME", aliases=("scheduler", "schedule"), infotext=ScheduleKey(),
-        ui=Ui("sampling", "Schedule t&ype", inline=True)))
+        ui=Ui("sampling", "Schedule t&ype")))
     width: int = field(default=512, metadata=_size("width"))
     height: int = field(default=512, metadata=_size("height"))
     steps: int = field(default=20, metadata=spec(
@@ -134,7 +134,7 @@ class GenerationRequest:
         "blended in: 0 = none, 1 = only the variation seed", minimum=0.0, maximum=1.0,
         metavar="X", aliases=("subseed_strength",),
         infotext=InfotextKey("Variation seed strength", omit_default=True),
-        ui=Ui("advanced", "V&ariation strength", inline=True, step=0.05, decimals=2)))
+        ui=Ui("advanced", "V&ariation strength", step=0.05, decimals=2)))
     seed_resize_from_w: int = field(default=0, metadata=spec(
         "int", "Seed resize from width", help="make the noise as at this width, so a seed "
         "keeps its picture at another size (0 = off; needs both sides)",

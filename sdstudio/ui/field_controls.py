@@ -205,7 +205,7 @@ class SeedControl(FieldControl):
 
     def set_value(self, value: Any) -> str | None:
         self.widget.setText(str(value))
-        return None if self.value() == value else f"seed {value!r} is not a valid seed"
+        return None if self.value() == value else f"{self.spec.what} {value!r} is not valid"
 
     def on_change(self, slot: Callable[[], None]) -> None:
         self.widget.textChanged.connect(lambda *_: slot())
@@ -214,7 +214,8 @@ class SeedControl(FieldControl):
 def make_control(spec: FieldSpec, parent: QWidget) -> FieldControl:
     """The control for a field from its kind (and its Ui widget hint)."""
     widget = spec.ui.widget if spec.ui is not None else ""
-    if widget == "seed":
+    if widget == "seed" or (spec.kind == "int" and spec.maximum is not None
+                            and spec.maximum > 2**31 - 1):  # more than a spin box holds
         return SeedControl(spec, parent)
     if widget == "file-choice":
         return ChoiceControl(spec, parent, entries=[("Automatic", spec.default)])
