@@ -3,7 +3,8 @@
 Earlier images are listed and thumbnailed in a background runner, a few at a time, so a
 folder of thousands of PNGs never stalls the window. Clicking a thumbnail shows it large with
 its parameters; the actions send it to img2img / inpaint, restore its parameters, copy it,
-open its folder or delete it (after confirmation).
+open its folder or move it to the system trash (after confirmation; Ctrl+Z brings the last one
+back).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 from PySide6.QtCore import (
+    QEvent,
     QModelIndex,
+    QObject,
     QPersistentModelIndex,
     QRect,
     QSize,
@@ -28,11 +31,13 @@ from PySide6.QtGui import (
     QIcon,
     QImage,
     QImageReader,
+    QKeyEvent,
     QKeySequence,
     QPainter,
     QPalette,
     QPen,
     QPixmap,
+    QShortcut,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -54,6 +59,7 @@ from PySide6.QtWidgets import (
 from sdstudio.ui.background import BackgroundRunner
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.theme import icon
+from sdstudio.ui.trash import move_to_trash, restore_from_trash
 
 THUMB = 150
 PathRole = Qt.ItemDataRole.UserRole + 1
@@ -213,14 +219,26 @@ class GalleryWidget(QWidget):
         self.copy_button = self._button("copy", "Cop&y", "Copy the image to the clipboard")
         self.folder_button = self._button("folder", "Open &folder",
                                           "Show the image in its folder")
-        self.delete_button = self._button("delete", "&Delete…", "Delete this image file")
+        self.delete_button = self._button("delete", "&Delete…",
+                                          "Move this image file to the trash (asks first)")
+        self.undo_button = self._button("restore", "&Undo delete",
+                                        "Bring the last deleted image back from the trash")
+        self.undo_button.clicked.connect(lambda: self.undo_delete())
+        # Ctrl+Z while the gallery has the focus (the canvases and text boxes keep their own)
+        undo = QShortcut(QKeySequence(QKeySequence.StandardKey.Undo), self)
+        undo.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        undo.activated.connect(self.undo_delete)
+        self._last_deleted: tuple[str, str] | None = None  # (original path, path in trash)
         self.img2img_button.clicked.connect(lambda: self._emit_path(self.sendToImg2img))
         self.inpaint_button.clicked.connect(lambda: self._emit_path(self.sendToInpaint))
         self.reuse_button.clicked.connect(lambda: self._emit_path(self.reuseParameters))
         self.copy_button.clicked.connect(self.copy_current)
         self.folder_button.clicked.connect(self.open_folder)
-        self.delete_button.clicked.connect(self.delete_current)
-        self.delete_button.setShortcut(QKeySequence(QKeySequence.StandardKey.Delete))
+        # a lambda: clicked(bool checked) would otherwise arrive as confirm=False
+        self.delete_button.clicked.connect(lambda: self.delete_current())
+        # Delete in the thumbnail list or on the image (not window-wide: text boxes keep it)
+        self.list.installEventFilter(self)
+        self.viewer.installEventFilter(self)
 
         left = QWidget(self)
         lv = QVBoxLayout(left)
@@ -238,7 +256,7 @@ class GalleryWidget(QWidget):
         for b in (self.img2img_button, self.inpaint_button, self.reuse_button):
             row1.addWidget(b)
         row2 = QHBoxLayout()
-        for b in (self.copy_button, self.folder_button, self.delete_button):
+        for b in (self.copy_button, self.folder_button, self.delete_button, self.undo_button):
             row2.addWidget(b)
         rv.addLayout(row1)
         rv.addLayout(row2)
@@ -310,33 +328,85 @@ class GalleryWidget(QWidget):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent)))
 
     def delete_current(self, confirm: bool = True) -> bool:
+        """Move the selected image to the system trash, asking first; where there is no
+        trash, ask again before deleting it for good."""
         path = self.current_path()
         if not path:
             return False
-        if confirm:
-            answer = QMessageBox.question(
-                self, "Delete image", f"Delete {Path(path).name} from the disk?\n\n{path}",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Cancel)
-            if answer != QMessageBox.StandardButton.Yes:
-                return False
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self.message.emit("error", f"Could not delete {Path(path).name}: {exc.strerror}")
+        name = Path(path).name
+        if confirm and not self._ask("Delete image", f"Move {name} to the trash?\n\n{path}",
+                                     "Move to Trash"):
             return False
-        row = self.list.currentRow()
-        self.list.takeItem(row)
+        trashed = move_to_trash(path) if os.path.exists(path) else None
+        if trashed is None and os.path.exists(path):
+            if not self._ask("Delete image", f"{name} cannot be moved to a trash on this "
+                             f"drive. Delete it for good? This cannot be undone.\n\n{path}",
+                             "Delete for Good"):
+                return False
+            try:
+                os.remove(path)
+            except OSError as exc:
+                self.message.emit("error", f"Could not delete {name}: {exc.strerror}")
+                return False
+        self._forget(path)
+        if trashed is not None:
+            self._last_deleted = (path, trashed)
+            self.message.emit("info", f"Moved {name} to the trash (Ctrl+Z brings it back)")
+        else:
+            self._last_deleted = None
+            self.message.emit("info", f"Deleted {name}")
+        self._update_state()
+        return True
+
+    def undo_delete(self) -> bool:
+        """Bring the last image moved to the trash back to its folder and list it again."""
+        if self._last_deleted is None:
+            return False
+        original, trashed = self._last_deleted
+        name = Path(original).name
+        try:
+            restore_from_trash(trashed, original)
+        except FileExistsError:
+            self.message.emit("error", f"Could not bring {name} back: a file of that name is "
+                              "there again")
+            return False
+        except OSError as exc:
+            self.message.emit("error", f"Could not bring {name} back from the trash: "
+                              f"{exc.strerror or exc}")
+            return False
+        self._last_deleted = None
+        self.add_image(original, select=True)
+        self.message.emit("info", f"{name} is back in {Path(original).parent}")
+        self._update_state()
+        return True
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent)
+                and event.matches(QKeySequence.StandardKey.Delete)
+                and watched in (self.list, self.viewer)):
+            self.delete_current()
+            return True
+        return super().eventFilter(watched, event)
+
+    def _ask(self, title: str, text: str, yes_text: str) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, title, text,
+                          QMessageBox.StandardButton.Cancel, self)
+        yes = box.addButton(yes_text, QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is yes
+
+    def _forget(self, path: str) -> None:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(PathRole) == path:
+                self.list.takeItem(i)
+                break
         self._known.discard(path)
         self._full_cache.pop(path, None)
         if self.list.count() == 0:
             self.viewer.set_image(None)
             self.info.clear()
             self.path_label.clear()
-        self._update_state()
-        return True
 
     def shutdown(self) -> None:
         self._runner.stop()
@@ -422,6 +492,7 @@ class GalleryWidget(QWidget):
         for b in (self.img2img_button, self.inpaint_button, self.reuse_button, self.copy_button,
                   self.folder_button, self.delete_button):
             b.setEnabled(has)
+        self.undo_button.setEnabled(self._last_deleted is not None)
         empty = self.list.count() == 0
         self.empty_label.setVisible(empty)
         self.list.setVisible(not empty)

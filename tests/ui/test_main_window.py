@@ -273,8 +273,6 @@ def test_parameters_restored_from_a_dropped_png(qtbot: Any, make_window: Any,
 
 def test_gallery_lists_earlier_images_and_actions(qtbot: Any, make_window: Any,
                                                   tmp_path: Path, monkeypatch: Any) -> None:
-    from PySide6.QtWidgets import QMessageBox
-
     from sdstudio.core.request import GenerationInfo
     from sdstudio.storage.png import save_image
 
@@ -298,11 +296,11 @@ def test_gallery_lists_earlier_images_and_actions(qtbot: Any, make_window: Any,
     assert w.tabs.currentIndex() == TAB_INPAINT and w.mask_canvas.image() is not None
     w.tabs.setCurrentWidget(w.gallery)
     path = w.gallery.current_path()
-    monkeypatch.setattr(QMessageBox, "question",
-                        lambda *a, **k: QMessageBox.StandardButton.Cancel)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # the trash goes there
+    monkeypatch.setattr(type(w.gallery), "_ask", lambda *a, **k: False)
     assert not w.gallery.delete_current()
     assert Path(path).exists()
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    monkeypatch.setattr(type(w.gallery), "_ask", lambda *a, **k: True)
     assert w.gallery.delete_current()
     assert not Path(path).exists() and len(w.gallery.paths()) == 2
     w.gallery.copy_current()
