@@ -71,11 +71,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(path, flush=True)
         elif isinstance(event, ev.ModelReady):
             name = terminal_text(event.name)  # a model's name comes from its file or metadata
-            if event.untrained:
+            if event.untrained and not args.quiet:
                 bar.message(f"{PROG}: note: {name} is SD Studio's built-in demo model: "
                             "it is untrained, so its images are noise; use --model PATH for a "
                             "real model")
-            elif not args.quiet:
+            elif not args.quiet and not event.untrained:
                 bar.message(f"{PROG}: model {name} ({terminal_text(event.arch)}) on "
                             f"{event.device}, {event.dtype}")
         elif isinstance(event, ev.LoadProgress):

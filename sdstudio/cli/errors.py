@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -59,11 +60,29 @@ def log_unexpected(exc: BaseException, argv: Sequence[str]) -> Path | None:
         return None
 
 
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what a Unix tool killed by a closed pipe reports
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``sdstudio info ... | head``): stop quietly. The
+    rest of the output goes nowhere, so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_CLOSED_PIPE
+
+
 def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
                 argv: Sequence[str]) -> int:
     """Run a subcommand: every error becomes one line on stderr and an exit status."""
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except (CancelledError, KeyboardInterrupt):
         print(f"{PROG}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

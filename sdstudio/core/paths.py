@@ -69,6 +69,9 @@ def default_output_dir() -> Path:
     return (pictures if pictures.is_dir() else Path.home()) / "SD Studio"
 
 
+DEMO_NAME = "sdstudio-demo-tiny (untrained)"  # the built-in demo model's name everywhere
+
+
 def demo_model_dir() -> Path:
     return data_dir() / "models" / "sdstudio-demo-tiny"
 

@@ -60,8 +60,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     dirs = [*args.folders, *(args.models_dir or [])] or _default_dirs()
     if not dirs:
-        raise ModelError("no model folder given and none configured: "
-                         "sdstudio models FOLDER [FOLDER...]")
+        return _demo_only(args)
     missing = [d for d in dirs if not Path(d).expanduser().is_dir()]
     if missing:
         raise ModelError(f"not a folder: {missing[0]}")
@@ -87,6 +86,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         if e.problem:
             line += f"  ({terminal_text(e.problem)})"
         print(line)
+    return 0
+
+
+def _demo_only(args: argparse.Namespace) -> int:
+    """No model folder given or configured: the built-in demo model is what there is; say
+    how to add real ones."""
+    from sdstudio.core.paths import DEMO_NAME, demo_model_dir
+    from sdstudio.core.settings import settings_path
+
+    demo = demo_model_dir()
+    if args.json:
+        print(json.dumps({"name": DEMO_NAME, "path": str(demo), "kind": "built-in",
+                          "arch": "sd1", "size_bytes": None, "short_hash": "",
+                          "problem": "untrained: its images are noise"}))
+    else:
+        print(f"{DEMO_NAME}  sd1  built-in  (untrained: its images are noise)")
+    print("sdstudio: no model folders configured. List one with `sdstudio models FOLDER`; "
+          "to use it everywhere add it in the window (Settings… > Models) or to "
+          f'"model_dirs" in {settings_path()}. A single file works too: '
+          "`sdstudio generate --model FILE.safetensors ...`", file=sys.stderr)
     return 0
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.core import safejson
+from sdstudio.core import paths, safejson
 from sdstudio.core.errors import ModelError
 from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import checkpoint, library, single_file, tiny
@@ -72,7 +72,7 @@ def resolve(ref: str, settings: EngineSettings,
     ref = (ref or "").strip() or (settings.default_model or "").strip()
     if not ref:
         folder = tiny.ensure_demo_model()
-        return ModelSource("folder", folder, "sdstudio-demo-tiny (untrained)", "", True)
+        return ModelSource("folder", folder, paths.DEMO_NAME, "", True)
     path = Path(ref).expanduser()
     if path.exists():
         return _local_source(path, ref)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.core import paths
 from sdstudio.core.cancel import CancelToken
 from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.events import (
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
     from sdstudio.engine.images import InpaintJob
 
-DEMO_NAME = "sdstudio-demo-tiny (untrained)"  # what the engine calls its built-in demo model
+DEMO_NAME = paths.DEMO_NAME  # what the engine calls its built-in demo model
 _DEMO_KEY = "<demo>"
 _RELOAD_KEY = "<reload>"
 _VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")  # sdstudio.engine.lora.load_vae's

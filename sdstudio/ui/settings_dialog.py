@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -35,6 +36,31 @@ MEMORY_LABELS = {"auto": "Automatic (decided from free memory)",
 PATTERN_HELP = ("Fields: {index} {seed} {prompt} {model} {date} {time} {steps} {cfg} "
                 "{sampler} {width} {height}. A “/” makes sub-folders.")
 
+
+
+class EveryStepsSpin(QSpinBox):
+    """0 = "Never", 1 = "every step", n = "every n steps" (a suffix cannot say both)."""
+
+    def textFromValue(self, value: int) -> str:
+        if value <= 0:
+            return "Never"
+        return "every step" if value == 1 else f"every {value} steps"
+
+    def valueFromText(self, text: str) -> int:
+        digits = "".join(c for c in text if c.isdigit())
+        if digits:
+            return int(digits)
+        return 1 if "step" in text.lower() else 0
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        lowered = text.strip().lower()
+        if any(c.isdigit() for c in lowered):
+            value = self.valueFromText(lowered)
+            ok = self.minimum() <= value <= self.maximum()
+            return (QValidator.State.Acceptable if ok else QValidator.State.Invalid, text, pos)
+        if lowered in ("never", "every step"):
+            return (QValidator.State.Acceptable, text, pos)
+        return (QValidator.State.Intermediate, text, pos)
 
 class FolderList(QWidget):
     """A list of folders with Add… and Remove."""
@@ -111,12 +137,9 @@ class SettingsDialog(QDialog):
         help_label.setWordWrap(True)
         help_label.setEnabled(False)
         form.addRow("", help_label)
-        self.preview_spin = QSpinBox(out)
+        self.preview_spin = EveryStepsSpin(out)
         self.preview_spin.setRange(0, 100)
         self.preview_spin.setValue(eng.preview_every)
-        self.preview_spin.setSpecialValueText("Never")
-        self.preview_spin.setSuffix(" steps")
-        self.preview_spin.setPrefix("every ")
         self.preview_spin.setAccessibleName("Preview every N steps")
         label = QLabel("Live &preview", out)
         label.setBuddy(self.preview_spin)
