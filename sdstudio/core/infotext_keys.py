@@ -13,11 +13,14 @@ from typing import Any
 
 from sdstudio.core.fields import ALL_MODES, FieldSpec, InfotextKey, Mode
 from sdstudio.core.sampler_names import (
+    KRITA_PRESETS,
     TIMESTEP_SAMPLERS,
     canonical_sampler,
     canonical_schedule,
+    comfy_schedule,
     effective_schedule,
     split_combined,
+    split_schedule_suffix,
 )
 
 RE_IMAGESIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -58,11 +61,18 @@ def parse_size(text: Any) -> tuple[int, int]:
 
 
 class SamplerKey(InfotextKey):
-    """``Sampler`` (+ A1111 1.9's ``Schedule type``, or ``Scheduler``): "DPM++ 2M" +
-    "Karras" is sampler DPM++ 2M, schedule type Karras; the older combined "DPM++ 2M Karras"
-    is the same; Krita's "Default - DPM++ 2M" preset names give the part after " - ". An
-    unknown sampler or schedule stays in extras and the request keeps its default
-    (validation would refuse it)."""
+    """``Sampler`` + ``Schedule type``, read as AUTOMATIC1111 1.10 reads them
+    (``sd_samplers.get_sampler_and_scheduler``): a missing ``Schedule type`` is Automatic,
+    whatever the ``Version``; a sampler name ending in a schedule ("DPM++ 2M Karras", the
+    names before 1.9) names that schedule, and that suffix wins over ``Schedule type``.
+
+    Beyond A1111: Krita AI Diffusion's preset names ("Default - DPM++ 2M") and Fooocus's
+    ``Scheduler: karras`` (ComfyUI's names) give the sampler and schedule they ran; spellings
+    like "k_euler_a" or "dpmpp_2m_sde_gpu" are understood. A name A1111 would replace by its
+    default sampler, or a schedule it would replace by Automatic, stays in ``extras`` and the
+    request keeps its default instead (nothing is silently swapped). A timestep sampler
+    (DDIM, PLMS, UniPC) ignores the schedule type, so a written one (A1111 1.9 wrote
+    "UniPC, Schedule type: Karras") is kept in ``extras`` and Automatic, what ran, is used."""
 
     SCHEDULE_KEYS = ("Schedule type", "Scheduler")
 
@@ -71,53 +81,73 @@ class SamplerKey(InfotextKey):
 
     def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
              fields: dict[str, Any]) -> None:
-        schedule_key = next((k for k in self.SCHEDULE_KEYS if params.get(k)), "")
-        schedule_text = params.get(schedule_key, "") if schedule_key else ""
-        sampler = resolve_sampler(params.get("Sampler", ""))
-        if sampler is None and "Sampler" in params:
-            extras["Sampler"] = params["Sampler"]
-        schedule = canonical_schedule(schedule_text) if schedule_text else None
-        if schedule_text and schedule is None:
-            extras[schedule_key] = params[schedule_key]
+        raw = params.get("Sampler", "").strip()
+        sampler, schedule, unknown = resolve_sampler_and_schedule(
+            raw, params.get("Schedule type", "").strip(), params.get("Scheduler", "").strip())
+        for key in unknown:
+            extras[key] = params[key]
         if sampler is not None:
-            pair = split_combined(sampler)
-            if pair is not None:
-                sampler, folded = pair
-                schedule = schedule or folded
             fields[self.field] = sampler
+        if sampler in TIMESTEP_SAMPLERS and schedule not in (None, "Automatic"):
+            extras.setdefault("Schedule type", params.get("Schedule type") or schedule)
+            schedule = "Automatic"
         if schedule is not None:
             fields["schedule_type"] = schedule
 
 
-def resolve_sampler(name: str) -> str | None:
-    """Our sampler name (maybe a combined one) for an infotext's ``Sampler``, or None."""
-    name = name.strip()
-    if not name:
-        return None
-    candidates = [name]
-    if " - " in name:
-        candidates.append(name.rsplit(" - ", 1)[1])
-    for candidate in candidates:
-        base = canonical_sampler(candidate)
-        if base is not None:
-            return base
-    return None
+def resolve_sampler_and_schedule(
+        sampler_text: str, schedule_text: str = "", scheduler_text: str = ""
+) -> tuple[str | None, str | None, list[str]]:
+    """(sampler, schedule type, keys not understood) for an infotext's ``Sampler``,
+    ``Schedule type`` (A1111) and ``Scheduler`` (Fooocus: a ComfyUI name). None where the
+    text names nothing SD Studio has; a missing schedule is Automatic."""
+    unknown: list[str] = []
+    schedule: str | None = "Automatic"
+    if schedule_text:
+        schedule = canonical_schedule(schedule_text)
+        if schedule is None:
+            unknown.append("Schedule type")
+    elif scheduler_text:
+        schedule = comfy_schedule(scheduler_text) or canonical_schedule(scheduler_text)
+        if schedule is None:
+            unknown.append("Scheduler")
+    if not sampler_text:
+        return None, schedule, unknown
+    preset = KRITA_PRESETS.get(sampler_text)
+    if preset is not None:
+        base, ran = canonical_sampler(preset[0]), comfy_schedule(preset[1])
+        if base is None or ran is None:
+            return None, schedule, [*unknown, "Sampler"]
+        return base, ran, unknown
+    name, suffix = split_schedule_suffix(sampler_text)
+    base = canonical_sampler(name)
+    if base is None:
+        return None, schedule, [*unknown, "Sampler"]
+    pair = split_combined(base)  # a combined name spelled without spaces: "k_lms_karras"
+    if pair is not None:
+        base, suffix = pair[0], suffix or pair[1]
+    if suffix is not None:
+        schedule = suffix  # the name's schedule wins over "Schedule type", as in A1111
+    return base, schedule, unknown
 
 
 class ScheduleKey(InfotextKey):
-    """``Schedule type`` as A1111 1.10 writes it: the schedule that ran, whenever it is not
-    Automatic or Automatic is not Uniform for the sampler. Read together with ``Sampler``
+    """``Schedule type`` as A1111 1.10 writes it: always. The schedule that ran by its label
+    ("Karras" for DPM++ 2M on Automatic: A1111 writes the resolved label), and "Automatic"
+    where Automatic runs the model's own (uniform) sigmas or the sampler runs on timesteps
+    (DDIM, PLMS, UniPC), as A1111's web UI writes then. Read together with ``Sampler``
     (see :class:`SamplerKey`)."""
 
     def __init__(self) -> None:
         super().__init__("Schedule type", consumes=SamplerKey.SCHEDULE_KEYS)
 
     def write(self, request: Any, spec: FieldSpec) -> Any:
-        schedule = request.schedule_type
-        ran = effective_schedule(request.sampler, schedule)
-        if schedule == "Automatic" and ran == "Uniform":
-            return None
-        return None if request.sampler in TIMESTEP_SAMPLERS else ran
+        if request.sampler in TIMESTEP_SAMPLERS:
+            return "Automatic"
+        ran = effective_schedule(request.sampler, request.schedule_type)
+        if request.schedule_type == "Automatic" and ran == "Uniform":
+            return "Automatic"
+        return ran
 
     def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
              fields: dict[str, Any]) -> None:

@@ -6,19 +6,25 @@
     Negative prompt: blurry
     Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: 0123456789, ...
 
-``parse_infotext`` reads that text back, whether we, AUTOMATIC1111 (old and new sampler
-naming), Fooocus (its A1111-compatible scheme) or Krita AI Diffusion wrote it. Keys that do
-not map onto a request field are kept in ``extras``. The parsed request is *not* validated:
-a caller that wants to run it calls ``request.validated()``.
+``parse_infotext`` reads that text back as AUTOMATIC1111 1.10's parse_generation_parameters
+reads it, whether we, A1111 (old combined sampler names, or 1.9's separate "Schedule type"),
+Forge, Fooocus (its A1111-compatible scheme) or Krita AI Diffusion wrote it: a text whose last
+line has fewer than three ``Key: value`` pairs is all prompt; each prompt line is stripped; an
+old "First pass size" hires text is converted as A1111 converts it. Keys that do not map onto
+a request field are kept in ``extras``. The parsed request is *not* validated: a caller that
+wants to run it calls ``request.validated()``.
 
 Round trip: ``parse_infotext(to_infotext(r, info)).request`` equals ``r`` on every field the
-infotext carries (prompt, negative prompt, steps, sampler, CFG scale, seed, size, clip skip,
-rng; denoising strength for img2img/inpaint; mask blur, "only masked" and padding for inpaint),
-provided the prompts have no leading/trailing whitespace, use "\\n" line breaks and no prompt
-line starts with "Negative prompt:" (limits of the format itself). LoRAs given in
-``request.loras`` are written as ``<lora:name:weight>`` tags after the prompt, so they come back
-as tags in the prompt (``prompt_loras()`` gives the same LoRAs). The sdstudio JSON chunk
-carries the whole request exactly.
+infotext carries (prompt, negative prompt, steps, sampler, schedule type, CFG scale, seed,
+size, variation seed and strength, seed resize, clip skip, emphasis, rng; denoising strength
+for img2img/inpaint; mask blur, "only masked" and padding for inpaint), provided the prompts
+have no leading/trailing whitespace on any line, use "\\n" line breaks and no prompt line
+starts with "Negative prompt:" (limits of the format itself). One exception, A1111's own: the
+schedule type "Automatic" is written as the schedule it runs ("Karras" for DPM++ 2M), so it
+reads back as that schedule, which runs the same sigmas. LoRAs given in ``request.loras`` are
+written as ``<lora:name:weight>`` tags after the prompt, so they come back as tags in the
+prompt (``prompt_loras()`` gives the same LoRAs). The sdstudio JSON chunk carries the whole
+request exactly.
 
 Pure Python: no PIL, no Qt, no torch.
 """
@@ -35,6 +41,7 @@ from typing import Any
 from sdstudio import __version__
 from sdstudio.core.errors import MetadataError, RequestError
 from sdstudio.core.fields import FieldSpec, InfotextKey, infotext_keys
+from sdstudio.core.infotext_keys import parse_size
 from sdstudio.core.request import FIELD_NAMES, GenerationInfo, GenerationRequest, LoraSpec
 
 # AUTOMATIC1111's parameter regex (modules/infotext_utils.py): "Key: value" or "Key: "json""
@@ -54,12 +61,21 @@ def _request_keys() -> list[tuple[InfotextKey, FieldSpec]]:
 
 @dataclass(frozen=True)
 class ParsedInfotext:
-    """What an infotext says: the request, the model it names, and every other key."""
+    """What an infotext says: the request, the model it names, and every other key.
+
+    ``params``: the parameter line's keys and values as AUTOMATIC1111 reads them (quotes
+    undone; empty values dropped, as A1111 drops them). ``extras``: the keys no request
+    field took (unknown keys, hashes, the version), plus "Hires resize" converted from an
+    old "First pass size". ``lora_hashes`` / ``ti_hashes``: A1111's "Lora hashes" / "TI
+    hashes" as {name: short hash}."""
 
     request: GenerationRequest
     extras: dict[str, str] = field(default_factory=dict)
     model_name: str = ""
     model_hash: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    lora_hashes: dict[str, str] = field(default_factory=dict)
+    ti_hashes: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -98,9 +114,14 @@ def format_number(value: float | int) -> str:
     return repr(float(value))
 
 
-def _lora_name(name: str) -> str:
-    # A1111 strips these from names in "Lora hashes" so the list stays parseable
-    return name.replace(":", "").replace(",", "").strip()
+def _hash_list(hashes: Mapping[str, str]) -> str | None:
+    """A1111's "Lora hashes" / "TI hashes" value: "name: hash, name2: hash2", the names
+    without ":" and "," (A1111 removes them so the list stays parseable), each hash its
+    12-digit short form (a full sha256 is cut to it)."""
+    items = [f"{name.replace(':', '').replace(',', '').strip()}: "
+             f"{digest[:12] if len(digest) == 64 else digest}"
+             for name, digest in hashes.items() if digest]
+    return ", ".join(items) or None
 
 
 def infotext_params(
@@ -115,10 +136,8 @@ def infotext_params(
     _put(params, "Model", info.model_name or None)
     _put(params, "VAE hash", info.vae_sha256[:10] or None)
     _put(params, "VAE", info.vae_name or None)
-    if info.lora_hashes:
-        params["Lora hashes"] = ", ".join(
-            f"{_lora_name(name)}: {digest}" for name, digest in info.lora_hashes.items()
-        )
+    _put(params, "Lora hashes", _hash_list(info.lora_hashes))
+    _put(params, "TI hashes", _hash_list(info.ti_hashes))
     params["Version"] = f"sdstudio {__version__}"
     extra = _A1111_ORDER.index(_EXTRA)
     ranked = sorted(enumerate(params), key=lambda p: (
@@ -126,15 +145,19 @@ def infotext_params(
     return {key: params[key] for _, key in ranked}
 
 
-# The order of AUTOMATIC1111's parameter line (modules/processing.py create_infotext): its
-# own keys, then the extra generation parameters (img2img's mask keys, hires fix, LoRA
-# hashes, ...) in the order they were added, then the version. Keys not named here are extras.
+# The order of AUTOMATIC1111 1.10's parameter line (modules/processing.py create_infotext):
+# its own keys, then the extra generation parameters in the order they are added (img2img's
+# mask keys at init, hires fix, then "Lora hashes" when the LoRAs are activated, then the
+# text encoder's "TI hashes" and "Emphasis"), then the version. Keys not named here are
+# extras, written where A1111 writes extras.
 _EXTRA = "*extra*"
 _A1111_ORDER = (
-    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Size",
-    "Model hash", "Model", "VAE hash", "VAE", "Variation seed", "Variation seed strength",
-    "Seed resize from", "Denoising strength", "Clip skip", "RNG",
-    "Mask blur", "Inpaint area", "Masked area padding", _EXTRA, "Lora hashes", "Version",
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed",
+    "Face restoration", "Size", "Model hash", "Model", "VAE hash", "VAE", "Variation seed",
+    "Variation seed strength", "Seed resize from", "Denoising strength",
+    "Conditional mask weight", "Clip skip", "ENSD", "Token merging ratio", "RNG", "Tiling",
+    "Mask blur", "Inpaint area", "Masked area padding", _EXTRA, "Lora hashes", "TI hashes",
+    "Emphasis", "Version",
 )
 
 
@@ -154,15 +177,40 @@ def to_infotext(request: GenerationRequest, info: GenerationInfo | None = None) 
 
 # ------------------------------------------------------------------------------ parsing
 def split_params(line: str) -> dict[str, str]:
-    """``Key: value, Key2: "quoted, value"`` -> {key: unquoted value} (last one wins)."""
-    return {key.strip(): unquote(value.strip()) for key, value in RE_PARAM.findall(line)}
+    """``Key: value, Key2: "quoted, value"`` -> {key: unquoted value} (last one wins), as
+    AUTOMATIC1111's parse_generation_parameters reads the line: a key with an empty value
+    is dropped (A1111 fails on it and skips it)."""
+    out: dict[str, str] = {}
+    for key, value in RE_PARAM.findall(line):
+        value = value.strip()
+        if value:
+            out[key.strip()] = unquote(value)
+    return out
+
+
+def split_prompt(lines: list[str]) -> tuple[str, str]:
+    """(prompt, negative prompt) from the lines before the parameter line, as A1111 splits
+    them: every line stripped, the first one starting with "Negative prompt:" starts the
+    negative prompt."""
+    prompt: list[str] = []
+    negative: list[str] = []
+    target = prompt
+    for line in lines:
+        line = line.strip()
+        if target is prompt and line.startswith(NEGATIVE_PREFIX):
+            target = negative
+            line = line[len(NEGATIVE_PREFIX):].strip()
+        target.append(line)
+    return "\n".join(prompt), "\n".join(negative)
 
 
 def parse_infotext(text: str) -> ParsedInfotext:
-    """Parse AUTOMATIC1111-style infotext (ours, A1111, Fooocus, Krita AI Diffusion).
+    """Parse AUTOMATIC1111-style infotext (ours, A1111, Forge, Fooocus, Krita AI Diffusion)
+    as A1111 1.10 parses it: a last line with fewer than three ``Key: value`` pairs is part
+    of the prompt, so any text is at least a prompt.
 
-    Raises MetadataError, and nothing else, when the text is not infotext or a value of a
-    known key is malformed."""
+    Raises MetadataError, and nothing else, when the text is empty or a value of a known
+    key is malformed."""
     if not isinstance(text, str):
         raise MetadataError(f"generation parameters must be text, not {type(text).__name__}")
     try:
@@ -179,33 +227,22 @@ def _parse_infotext(text: str) -> ParsedInfotext:
         raise MetadataError("generation parameters are empty")
     *lines, last = text.split("\n")
     if len(RE_PARAM.findall(last)) < 3:
-        raise MetadataError(
-            "not generation parameters: the last line is not a 'Steps: ..., Sampler: ...' line"
-        )
+        lines.append(last)
+        last = ""
+    prompt, negative = split_prompt(lines)
     params = split_params(last)
-    if "Steps" not in params:
-        raise MetadataError("not generation parameters: no 'Steps' value")
-
-    prompt_lines: list[str] = []
-    negative_lines: list[str] = []
-    target = prompt_lines
-    for line in lines:
-        if target is prompt_lines and line.lstrip().startswith(NEGATIVE_PREFIX):
-            target = negative_lines
-            line = line.lstrip()[len(NEGATIVE_PREFIX):]
-            if line.startswith(" "):
-                line = line[1:]
-        target.append(line)
-    prompt = "\n".join(prompt_lines).strip()
-    negative = "\n".join(negative_lines).strip()
-
+    converted = _old_hires_fix(params)
     keys = _request_keys()
     consumed = _INFO_KEYS.union(*(k.consumes for k, _ in keys))
     extras = {k: v for k, v in params.items() if k not in consumed}
+    read = {**params, **converted}
+    if converted:
+        extras.pop("First pass size", None)
+        extras["Hires resize"] = converted["Hires resize"]
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     for key, sp in keys:
         try:
-            key.read(params, extras, sp, fields)
+            key.read(read, extras, sp, fields)
         except ValueError as exc:
             raise MetadataError(str(exc)) from None
 
@@ -222,7 +259,47 @@ def _parse_infotext(text: str) -> ParsedInfotext:
         extras=extras,
         model_name=params.get("Model", "").strip(),
         model_hash=model_hash,
+        params=params,
+        lora_hashes=parse_hash_list(params.get("Lora hashes", "")),
+        ti_hashes=parse_hash_list(params.get("TI hashes", "")),
     )
+
+
+def old_hires_first_pass(width: int, height: int) -> tuple[int, int]:
+    """A1111's size for "First pass size: 0x0" (processing.old_hires_fix_first_pass_
+    dimensions): about 512x512 pixels in the final aspect, each side rounded up to 64."""
+    scale = math.sqrt(512 * 512 / (width * height))
+    return math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+
+
+def _old_hires_fix(params: Mapping[str, str]) -> dict[str, str]:
+    """A1111's restore_old_hires_fix_params: an infotext from before January 2023 with
+    ``First pass size`` made its image at that size, then upscaled to ``Size``; today that is
+    ``Size`` = the first pass and ``Hires resize`` = the old Size. {} when there is none."""
+    first = params.get("First pass size")
+    if first is None:
+        return {}
+    try:
+        fw, fh = parse_size(first)
+        width, height = parse_size(params.get("Size", "512x512"))
+    except ValueError:
+        return {}
+    if fw == 0 or fh == 0:
+        if width <= 0 or height <= 0:
+            return {}
+        fw, fh = old_hires_first_pass(width, height)
+    return {"Size": f"{fw}x{fh}", "Hires resize": f"{width}x{height}"}
+
+
+def parse_hash_list(text: str) -> dict[str, str]:
+    """A1111's "Lora hashes" / "TI hashes" ("name: hash, name2: hash2") as {name: hash};
+    items without a ":" are skipped."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, digest = item.partition(":")
+        if sep and name.strip() and digest.strip():
+            out[name.strip()] = digest.strip()
+    return out
 
 
 def _fooocus_loras(text: str) -> tuple[LoraSpec, ...]:

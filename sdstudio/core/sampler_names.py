@@ -163,3 +163,116 @@ def schedule_problem(sampler: str, schedule: str) -> str | None:
         return (f"{sampler} runs on the model's own timesteps and takes no schedule type "
                 f"(choose Automatic, not {schedule})")
     return None
+
+
+# ------------------------------------------------------------ model evaluations per run
+# How A1111 1.10 runs each sampler, as far as the number of model evaluations goes
+# (engine/samplers.py has the loops; a test checks these counts against them).
+DISCARD_PENULTIMATE: frozenset[str] = frozenset({"DPM2", "DPM2 a", "DPM++ 3M SDE"})
+# two evaluations per step, one on a step that ends at sigma 0
+TWO_PER_STEP: frozenset[str] = frozenset(
+    {"Heun", "DPM2", "DPM2 a", "DPM++ SDE", "DPM++ 2S a", "Restart"})
+
+
+def _schedule_intervals(sampler: str, schedule: str, steps: int,
+                        strength: float | None) -> tuple[int, bool]:
+    """(steps the sampler takes, whether the last one ends at sigma 0) for a k-sampler."""
+    n = steps + (1 if sampler in DISCARD_PENULTIMATE else 0)
+    if schedule == "DDIM":  # every (table // n)-th training sigma from index 1
+        table = 50 if sampler == "LCM" else 1000
+        length = len(range(1, table, max(table // n, 1))) + 1
+    else:
+        length = n + 1
+    if sampler in DISCARD_PENULTIMATE:
+        length -= 1
+    if strength is not None:  # sigmas[steps - t_enc - 1:]
+        t_enc = int(min(strength, 0.999) * steps)
+        length = max(length - (steps - t_enc - 1), 0)
+    return max(length - 1, 0), schedule != "KL Optimal"  # KL Optimal ends at sigma_min
+
+
+def model_evaluations(sampler: str, schedule: str, steps: int,
+                      strength: float | None = None) -> int:
+    """How many times ``sampler`` evaluates the model (one step callback each) at ``steps``
+    with ``schedule`` ("Automatic" resolved here); ``strength`` for img2img/inpaint, None for
+    txt2img. Restart at 20+ steps rebuilds Karras sigmas ending at 0 with as many steps."""
+    if sampler in ("DDIM", "PLMS"):
+        length = len(range(0, 1000, 1000 // steps))
+        if strength is not None:
+            length = min(length, int(min(strength, 0.999) * steps))
+        loop = max(length - 1, 0)
+        return loop + (1 if sampler == "PLMS" and loop else 0)
+    if sampler == "UniPC":  # diffusers' scheduler: the pipeline's own step count
+        return steps if strength is None else min(int(steps * strength), steps)
+    intervals, ends_at_zero = _schedule_intervals(
+        sampler, effective_schedule(sampler, schedule), steps, strength)
+    if sampler not in TWO_PER_STEP:
+        return intervals
+    if sampler == "Restart" and intervals >= 20:
+        ends_at_zero = True
+    return 2 * intervals - (1 if ends_at_zero and intervals else 0)
+
+
+# ------------------------------------------------------------- other tools' spellings
+# AUTOMATIC1111 1.10's schedule names besides the labels (modules/sd_schedulers.py: each
+# scheduler's internal name and aliases). A sampler name ending in " " + one of these, or a
+# label, names that schedule (sd_samplers.get_sampler_and_scheduler), as in "DPM++ 2M Karras".
+A1111_SCHEDULE_NAMES: dict[str, str] = {
+    "automatic": "Automatic", "uniform": "Uniform", "karras": "Karras",
+    "exponential": "Exponential", "polyexponential": "Polyexponential",
+    "sgm_uniform": "SGM Uniform", "SGMUniform": "SGM Uniform", "kl_optimal": "KL Optimal",
+    "align_your_steps": "Align Your Steps", "simple": "Simple", "normal": "Normal",
+    "ddim": "DDIM", "beta": "Beta",
+}
+
+# ComfyUI's scheduler names (which Fooocus writes as "Scheduler: karras" and Krita AI
+# Diffusion's presets use) for the A1111 schedule types that compute the same sigmas.
+# ComfyUI's others ("gits", "linear_quadratic", "turbo", "lcm", "tcd", ...) have no A1111
+# equivalent and stay unknown.
+COMFY_SCHEDULES: dict[str, str] = {
+    "normal": "Normal", "karras": "Karras", "exponential": "Exponential",
+    "sgm_uniform": "SGM Uniform", "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta",
+    "kl_optimal": "KL Optimal", "align_your_steps": "Align Your Steps",
+}
+
+# Krita AI Diffusion's sampler presets (ai_diffusion/presets/samplers.json, Acly/krita-ai-
+# diffusion at 0217cd2, 2026-08): the preset name it writes as "Sampler: ..." -> the ComfyUI
+# sampler and scheduler it ran. "Default - DPM++ 2M" is dpmpp_2m + karras: DPM++ 2M Karras.
+KRITA_PRESETS: dict[str, tuple[str, str]] = {
+    "Default - DPM++ 2M": ("dpmpp_2m", "karras"),
+    "Alternative - Euler A": ("euler_ancestral", "normal"),
+    "Creative - DPM++ 2M SDE": ("dpmpp_2m_sde_gpu", "karras"),
+    "Fast - UniPC BH2": ("uni_pc_bh2", "gits"),
+    "Euler beta": ("euler", "beta"),
+    "RES multistep simple": ("res_multistep", "simple"),
+    "Turbo/Lightning Merge - DPM++ SDE": ("dpmpp_sde_gpu", "karras"),
+    "Lightning Merge - Euler A Uniform": ("euler_ancestral", "sgm_uniform"),
+    "Realtime - Hyper": ("euler", "sgm_uniform"),
+    "Realtime - LCM": ("lcm", "sgm_uniform"),
+    "Realtime - Lightning": ("euler", "sgm_uniform"),
+    "SD3 - DPM++ 2M Uniform": ("dpmpp_2m", "sgm_uniform"),
+    "Flux - Euler simple": ("euler", "simple"),
+    "Flux - Turbo": ("euler", "simple"),
+    "Flux 2 - Euler": ("euler", "flux2"),
+}
+
+
+def comfy_schedule(name: str) -> str | None:
+    """The A1111 schedule type for a ComfyUI scheduler name ("karras", "sgm_uniform"), or
+    None when A1111 has none."""
+    return COMFY_SCHEDULES.get(name.strip().lower()) if isinstance(name, str) else None
+
+
+def split_schedule_suffix(name: str) -> tuple[str, str | None]:
+    """("DPM++ 2M", "Karras") for "DPM++ 2M Karras": A1111's rule that a sampler name ending
+    in a space and a schedule label, name or alias names that schedule; (name, None) when it
+    does not. Every suffix is stripped in A1111's order, as it does."""
+    found = None
+    for label in SCHEDULE_TYPES:
+        options = [label] + [k for k, v in A1111_SCHEDULE_NAMES.items() if v == label]
+        for option in options:
+            if name.endswith(" " + option):
+                found = label
+                name = name[: -(len(option) + 1)]
+                break
+    return name, found

@@ -21,12 +21,14 @@ from sdstudio.core.metadata import (
     to_sdstudio_json,
 )
 from sdstudio.core.request import (
+    EMPHASIS_MODES,
     SAMPLER_NAMES,
     GenerationInfo,
     GenerationRequest,
     LoraSpec,
     Mode,
 )
+from sdstudio.core.sampler_names import SCHEDULE_TYPES, effective_schedule, schedule_problem
 
 SHA = "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa"
 INFO = GenerationInfo(
@@ -77,8 +79,9 @@ def test_txt2img_infotext_is_exactly_a1111_format() -> None:
     assert to_infotext(request, INFO) == (
         "a photo of a cat\n"
         "Negative prompt: blurry\n"
-        "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, "
-        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, RNG: CPU, Version: sdstudio 0.1.0"
+        "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, "
+        "Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, RNG: CPU, "
+        "Version: sdstudio 0.1.0"
     )
 
 
@@ -112,9 +115,9 @@ def test_inpaint_keys_in_a1111_order() -> None:
     line = to_infotext(request, info).splitlines()[-1]
     keys = [k for k, _ in _A1111_RE_PARAM.findall(line)]
     assert keys == [
-        "Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash",
-        "VAE", "Denoising strength", "Clip skip", "RNG", "Mask blur", "Inpaint area",
-        "Masked area padding", "Lora hashes", "Version",
+        "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash",
+        "Model", "VAE hash", "VAE", "Denoising strength", "Clip skip", "RNG", "Mask blur",
+        "Inpaint area", "Masked area padding", "Lora hashes", "Version",
     ]
     params = split_params(line)
     assert params["VAE hash"] == "735e4c3a44"
@@ -177,7 +180,8 @@ def test_parse_automatic1111_current() -> None:
         'looking at viewer, "quoted" words'
     )
     assert r.negative_prompt == "(worst quality, low quality:1.4), EasyNegative\nbad hands"
-    assert (r.steps, r.sampler, r.cfg_scale, r.seed) == (28, "DPM++ 2M Karras", 7.5, 2468013579)
+    assert (r.steps, r.sampler, r.cfg_scale, r.seed) == (28, "DPM++ 2M", 7.5, 2468013579)
+    assert r.schedule_type == "Karras"
     assert (r.width, r.height) == (512, 768)
     assert r.strength == 0.45 and r.clip_skip == 2
     assert r.rng == "device"  # no RNG key: A1111 used the GPU generator
@@ -206,7 +210,7 @@ def test_parse_automatic1111_2022_without_model_name() -> None:
         "Model hash: 45dee52b, ENSD: 31337"
     )
     parsed = parse_infotext(text)
-    assert parsed.request.sampler == "DPM++ 2M Karras"
+    assert (parsed.request.sampler, parsed.request.schedule_type) == ("DPM++ 2M", "Karras")
     assert parsed.request.cfg_scale == 7.0
     assert parsed.request.seed == 965400086
     assert parsed.model_hash == "45dee52b" and parsed.model_name == ""
@@ -245,13 +249,14 @@ def test_parse_fooocus_a1111_scheme() -> None:
     r = parsed.request
     assert r.prompt.startswith("cinematic photo of a lighthouse")
     assert r.negative_prompt.endswith("drawing, sketch")
-    assert (r.steps, r.sampler, r.seed, r.cfg_scale) == (30, "DPM++ 2M SDE Karras", 1234567890, 4)
+    assert (r.steps, r.sampler, r.seed, r.cfg_scale) == (30, "DPM++ 2M SDE", 1234567890, 4)
+    assert r.schedule_type == "Karras"
     assert (r.width, r.height) == (1152, 896)
     assert r.loras == (LoraSpec("sd_xl_offset_example-lora_1.0", 0.1),)
     assert parsed.model_name == "juggernautXL_v8Rundiffusion"
     assert parsed.extras["ADM Guidance"] == "(1.5, 0.8, 0.3)"
     assert parsed.extras["Raw prompt"] == "lighthouse at dusk"
-    assert parsed.extras["Raw negative prompt"] == ""
+    assert "Raw negative prompt" not in parsed.extras  # empty: A1111 drops the key
     assert parsed.extras["Version"] == "Fooocus v2.5.5"
     assert "Scheduler" not in parsed.extras  # folded into "DPM++ 2M SDE Karras"
     assert "Lora weights" not in parsed.extras
@@ -269,6 +274,7 @@ def test_parse_krita_ai_diffusion() -> None:
     assert r.prompt == "a cozy cabin in the woods, snow <lora:detail-tweaker:0.5>"
     assert r.negative_prompt == ""
     assert (r.steps, r.sampler, r.cfg_scale, r.seed) == (20, "DPM++ 2M", 7.0, 1029384756)
+    assert r.schedule_type == "Karras"  # Krita's preset runs dpmpp_2m with karras
     assert (r.width, r.height, r.strength) == (1024, 768, 0.65)
     assert parsed.model_hash == ""  # "unknown"
     assert parsed.model_name == "zavychromaxl_v80.safetensors"
@@ -278,26 +284,69 @@ def test_parse_krita_ai_diffusion() -> None:
 @pytest.mark.parametrize(
     ("sampler", "schedule", "expected", "kept"),
     [
-        ("DPM++ 2M", "Karras", "DPM++ 2M Karras", {}),
-        ("DPM++ SDE", "Karras", "DPM++ SDE Karras", {}),
-        ("LMS", "Karras", "LMS Karras", {}),
-        ("DPM++ 2M", "Automatic", "DPM++ 2M", {}),
-        ("Euler a", "Karras", "Euler a", {"Schedule type": "Karras"}),
-        ("Euler", "Exponential", "Euler", {"Schedule type": "Exponential"}),
-        ("k_euler_a", None, "Euler a", {}),
-        ("dpmpp_2m", None, "DPM++ 2M", {}),
-        ("DPM++ 3M SDE", None, "Euler a", {"Sampler": "DPM++ 3M SDE"}),
-        ("Restart", "Karras", "Euler a", {"Sampler": "Restart", "Schedule type": "Karras"}),
+        # A1111 1.9+: the sampler and its schedule type
+        ("DPM++ 2M", "Karras", ("DPM++ 2M", "Karras"), {}),
+        ("DPM++ 2M", "Automatic", ("DPM++ 2M", "Automatic"), {}),
+        ("Euler a", "Karras", ("Euler a", "Karras"), {}),
+        ("Euler", "Exponential", ("Euler", "Exponential"), {}),
+        ("DPM++ 3M SDE", "SGM Uniform", ("DPM++ 3M SDE", "SGM Uniform"), {}),
+        ("Restart", "Karras", ("Restart", "Karras"), {}),
+        ("DPM++ 2M", "sgm_uniform", ("DPM++ 2M", "SGM Uniform"), {}),  # A1111's name
+        # no "Schedule type": Automatic, whatever the version (A1111 1.10 reads it so)
+        ("DPM++ 2M", None, ("DPM++ 2M", "Automatic"), {}),
+        ("DPM++ 3M SDE", None, ("DPM++ 3M SDE", "Automatic"), {}),
+        # the names before 1.9 carry their schedule; the name's schedule wins, as in A1111
+        ("DPM++ 2M Karras", None, ("DPM++ 2M", "Karras"), {}),
+        ("DPM++ SDE Karras", None, ("DPM++ SDE", "Karras"), {}),
+        ("LMS Karras", None, ("LMS", "Karras"), {}),
+        ("DPM2 a Karras", None, ("DPM2 a", "Karras"), {}),
+        ("DPM++ 2M SDE Exponential", None, ("DPM++ 2M SDE", "Exponential"), {}),
+        ("DPM++ 2M SDE Heun Karras", None, ("DPM++ 2M SDE Heun", "Karras"), {}),
+        ("DPM++ 2M Karras", "Exponential", ("DPM++ 2M", "Karras"), {}),
+        # other spellings
+        ("k_euler_a", None, ("Euler a", "Automatic"), {}),
+        ("dpmpp_2m", None, ("DPM++ 2M", "Automatic"), {}),
+        ("Default - DPM++ 2M", None, ("DPM++ 2M", "Karras"), {}),  # Krita preset
+        ("Alternative - Euler A", None, ("Euler a", "Normal"), {}),
+        ("Lightning Merge - Euler A Uniform", None, ("Euler a", "SGM Uniform"), {}),
+        # a timestep sampler ignores a schedule type (A1111 1.9 wrote one for UniPC)
+        ("UniPC", "Karras", ("UniPC", "Automatic"), {"Schedule type": "Karras"}),
+        # what SD Studio does not have stays visible and the default is kept
+        ("DPM adaptive", None, ("Euler a", "Automatic"), {"Sampler": "DPM adaptive"}),
+        ("Fast - UniPC BH2", None, ("Euler a", "Automatic"), {"Sampler": "Fast - UniPC BH2"}),
+        ("Euler", "Karras Exponential", ("Euler", "Automatic"),
+         {"Schedule type": "Karras Exponential"}),
     ],
 )
 def test_sampler_mapping(
-    sampler: str, schedule: str | None, expected: str, kept: dict[str, str]
+    sampler: str, schedule: str | None, expected: tuple[str, str], kept: dict[str, str]
 ) -> None:
     sched = f", Schedule type: {schedule}" if schedule else ""
     text = f"p\nSteps: 5, Sampler: {sampler}{sched}, CFG scale: 7, Seed: 1, Size: 64x64"
     parsed = parse_infotext(text)
-    assert parsed.request.sampler == expected
+    assert (parsed.request.sampler, parsed.request.schedule_type) == expected
     assert parsed.extras == kept
+
+
+@pytest.mark.parametrize(
+    ("sampler", "scheduler", "expected"),
+    [
+        ("DPM++ 2M SDE Karras", "karras", ("DPM++ 2M SDE", "Karras")),
+        ("Euler a", "karras", ("Euler a", "Karras")),  # Fooocus adds no " Karras" to Euler a
+        ("DPM++ 2M SDE", "exponential", ("DPM++ 2M SDE", "Exponential")),
+        ("DPM++ 2M", "normal", ("DPM++ 2M", "Normal")),
+        ("Euler", "sgm_uniform", ("Euler", "SGM Uniform")),
+        ("dpmpp_3m_sde_gpu", "karras", ("DPM++ 3M SDE", "Karras")),  # no A1111 name there
+        ("LCM", "lcm", ("LCM", "Automatic")),
+    ],
+)
+def test_fooocus_sampler_and_scheduler(sampler: str, scheduler: str,
+                                       expected: tuple[str, str]) -> None:
+    text = (f"p\nSteps: 30, Sampler: {sampler}, Seed: 1, Size: 1024x1024, CFG scale: 4, "
+            f"Scheduler: {scheduler}, Version: Fooocus v2.5.5")
+    parsed = parse_infotext(text)
+    assert (parsed.request.sampler, parsed.request.schedule_type) == expected
+    assert ("Scheduler" in parsed.extras) == (scheduler == "lcm")  # no A1111 equivalent
 
 
 def test_every_sampler_name_round_trips() -> None:
@@ -311,8 +360,6 @@ def test_every_sampler_name_round_trips() -> None:
     [
         ("", "empty"),
         ("   \n  ", "empty"),
-        ("just a prompt, nothing else", "not generation parameters"),
-        ("prompt\nSize: 512x512, Seed: 1, Sampler: Euler, CFG scale: 7", "no 'Steps'"),
         ("p\nSteps: many, Sampler: Euler, CFG scale: 7, Seed: 1", "Steps 'many'"),
         ("p\nSteps: 20, Sampler: Euler, CFG scale: high, Seed: 1", "CFG scale 'high'"),
         ("p\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1.5", "Seed '1.5'"),
@@ -375,6 +422,9 @@ def random_request(rng: random.Random) -> GenerationRequest:
     mode = rng.choice(list(Mode))
     init = None if mode is Mode.TXT2IMG else rng.choice(["in.png", "/tmp/ä b/in, 1.png"])
     mask = "mask.png" if mode is Mode.INPAINT else None
+    sampler = rng.choice(SAMPLER_NAMES)
+    side = rng.randrange(64, 2049, 8)
+    resize = rng.choice([(0, 0), (0, 512), (side, rng.randrange(64, 2049, 8))])
     loras = tuple(
         LoraSpec(rng.choice(["film", "ü-lora"]), rng.choice([1.0, 0.5, rng.uniform(0, 2)]))
         for _ in range(rng.choice([0, 0, 1, 2]))
@@ -387,7 +437,12 @@ def random_request(rng: random.Random) -> GenerationRequest:
         steps=rng.randint(1, 150),
         cfg_scale=rng.choice([7.0, 7.5, 1.0, rng.uniform(0, 30), float(rng.randint(1, 20))]),
         seed=rng.choice([-1, 0, rng.randint(0, 2**32 - 1)]),
-        sampler=rng.choice(SAMPLER_NAMES),
+        sampler=sampler,
+        schedule_type=rng.choice([s for s in SCHEDULE_TYPES if not schedule_problem(sampler, s)]),
+        emphasis=rng.choice(EMPHASIS_MODES),
+        variation_seed=rng.choice([-1, rng.randint(0, 2**32 - 1)]),
+        variation_strength=rng.choice([0.0, 0.0, 1.0, round(rng.random(), 3)]),
+        seed_resize_from_w=resize[0], seed_resize_from_h=resize[1],
         batch_size=rng.randint(1, 4),
         batch_count=rng.randint(1, 4),
         strength=rng.choice([0.75, 1.0, 0.0, rng.random()]),
@@ -436,6 +491,10 @@ def _carried(r: GenerationRequest) -> dict[str, object]:
         "negative_prompt": r.negative_prompt,
         "width": r.width, "height": r.height, "steps": r.steps, "cfg_scale": r.cfg_scale,
         "seed": r.seed, "sampler": r.sampler, "clip_skip": r.clip_skip, "rng": r.rng,
+        "schedule": effective_schedule(r.sampler, r.schedule_type), "emphasis": r.emphasis,
+        "variation": (r.variation_seed, r.variation_strength) if r.variation_strength else None,
+        "seed_resize": (r.seed_resize_from_w, r.seed_resize_from_h)
+        if r.seed_resize_from_w and r.seed_resize_from_h else None,
     }
     if r.mode in (Mode.IMG2IMG, Mode.INPAINT):
         fields["strength"] = r.strength
@@ -447,10 +506,17 @@ def _carried(r: GenerationRequest) -> dict[str, object]:
     return fields
 
 
+def _a1111_lines(r: GenerationRequest) -> GenerationRequest:
+    """The prompts as A1111 reads them back: each line stripped (a limit of the format)."""
+    def strip(text: str) -> str:
+        return "\n".join(line.strip() for line in text.split("\n"))
+    return r.replace(prompt=strip(r.prompt), negative_prompt=strip(r.negative_prompt))
+
+
 def test_infotext_round_trip_over_many_random_requests() -> None:
     rng = random.Random(20240601)
     for _ in range(600):
-        request = random_request(rng).validated()
+        request = _a1111_lines(random_request(rng).validated())
         info = random_info(rng)
         text = to_infotext(request, info)
         parsed = parse_infotext(text)
@@ -469,6 +535,12 @@ def test_infotext_round_trip_over_many_random_requests() -> None:
         assert a1111["Steps"] == str(request.steps)
         assert float(a1111["CFG scale"]) == request.cfg_scale
         assert a1111["Sampler"] == request.sampler
+        ran = effective_schedule(request.sampler, request.schedule_type)
+        if request.schedule_type == "Automatic" and ran != "Uniform" \
+                and request.sampler not in ("DDIM", "PLMS", "UniPC"):
+            assert parsed.request.schedule_type == ran  # A1111 writes the resolved label
+        else:
+            assert parsed.request.schedule_type == request.schedule_type
 
 
 def test_sdstudio_json_round_trip_is_exact() -> None:
@@ -518,3 +590,110 @@ def test_newer_format_version_keeps_known_fields() -> None:
     data["request"]["future_field"] = 1
     request, _ = parse_sdstudio_json(json.dumps(data))
     assert request == GenerationRequest(prompt="x", steps=9)
+
+
+# ------------------------------------------------------- A1111 1.10 keys, both directions
+def test_every_sampler_and_schedule_pair_round_trips() -> None:
+    pairs = 0
+    for sampler in SAMPLER_NAMES:
+        for schedule in SCHEDULE_TYPES:
+            if schedule_problem(sampler, schedule):
+                continue
+            request = GenerationRequest(prompt="x", sampler=sampler, schedule_type=schedule,
+                                        seed=3).validated()
+            text = to_infotext(request, INFO)
+            params = split_params(text.splitlines()[-1])
+            ran = effective_schedule(sampler, schedule)
+            timesteps = sampler in ("DDIM", "PLMS", "UniPC")
+            written = "Automatic" if timesteps or (schedule == "Automatic" and ran == "Uniform") \
+                else ran
+            assert (params["Sampler"], params["Schedule type"]) == (sampler, written)
+            back = parse_infotext(text).request.validated()
+            assert back.sampler == sampler
+            assert effective_schedule(back.sampler, back.schedule_type) == ran
+            assert back.schedule_type == (schedule if written in ("Automatic", schedule)
+                                          else written)
+            pairs += 1
+    assert pairs == (len(SAMPLER_NAMES) - 3) * len(SCHEDULE_TYPES) + 3
+
+
+def test_emphasis_variation_and_seed_resize_round_trip() -> None:
+    for emphasis in EMPHASIS_MODES:
+        r = GenerationRequest(prompt="a (cat:1.2)", emphasis=emphasis, seed=1)
+        text = to_infotext(r, INFO)
+        assert ("Emphasis: " in text) == (emphasis != "Original")
+        assert parse_infotext(text).request.emphasis == emphasis
+    r = GenerationRequest(prompt="x", seed=5, variation_seed=77, variation_strength=0.35,
+                          seed_resize_from_w=512, seed_resize_from_h=768)
+    line = to_infotext(r, INFO).splitlines()[-1]
+    keys = [k for k, _ in _A1111_RE_PARAM.findall(line)]
+    assert keys[keys.index("Model") + 1:keys.index("Model") + 4] == [
+        "Variation seed", "Variation seed strength", "Seed resize from"]
+    assert "Variation seed: 77, Variation seed strength: 0.35, Seed resize from: 512x768" in line
+    back = parse_infotext(to_infotext(r, INFO)).request
+    assert (back.variation_seed, back.variation_strength) == (77, 0.35)
+    assert (back.seed_resize_from_w, back.seed_resize_from_h) == (512, 768)
+    plain = to_infotext(GenerationRequest(prompt="x", seed=5, variation_seed=77), INFO)
+    assert "Variation seed" not in plain and "Seed resize from" not in plain  # strength 0
+
+
+def test_hashes_are_written_as_a1111_writes_them() -> None:
+    info = GenerationInfo(
+        model_sha256=SHA, vae_name="vae-ft-mse", vae_sha256=SHA,
+        lora_hashes={"add_detail": SHA, "film, grain:v2": "0123456789ab"},
+        ti_hashes={"EasyNegative": "c74b4e810b03", "bad:hands": SHA})
+    line = to_infotext(GenerationRequest(prompt="x", seed=1, emphasis="No norm"), info)
+    line = line.splitlines()[-1]
+    keys = [k for k, _ in _A1111_RE_PARAM.findall(line)]
+    assert keys[-4:] == ["Lora hashes", "TI hashes", "Emphasis", "Version"]
+    params = split_params(line)
+    assert params["Model hash"] == SHA[:10] and params["VAE hash"] == SHA[:10]
+    assert params["Lora hashes"] == f"add_detail: {SHA[:12]}, film grainv2: 0123456789ab"
+    assert params["TI hashes"] == f"EasyNegative: c74b4e810b03, badhands: {SHA[:12]}"
+    parsed = parse_infotext(to_infotext(GenerationRequest(prompt="x"), info))
+    assert parsed.lora_hashes == {"add_detail": SHA[:12], "film grainv2": "0123456789ab"}
+    assert parsed.ti_hashes["EasyNegative"] == "c74b4e810b03"
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt", "negative"),
+    [
+        ("just a prompt, nothing else", "just a prompt, nothing else", ""),
+        ("a cat\nNegative prompt: dog", "a cat", "dog"),
+        ("  a cat  \n  on a mat \nNegative prompt:   dog  \n  wet ", "a cat\non a mat",
+         "dog\nwet"),
+        ("a cat\nSteps: 20, Sampler: Euler", "a cat\nSteps: 20, Sampler: Euler", ""),
+        ("Steps: 20, Sampler: Euler, CFG scale: 7", "", ""),
+    ],
+)
+def test_text_without_a_parameter_line_is_a_prompt(text: str, prompt: str,
+                                                   negative: str) -> None:
+    parsed = parse_infotext(text)
+    assert (parsed.request.prompt, parsed.request.negative_prompt) == (prompt, negative)
+    a1111 = a1111_parse(text)
+    assert (a1111["Prompt"], a1111["Negative prompt"]) == (prompt, negative)
+
+
+def test_a_parameter_line_without_steps_is_read() -> None:
+    r = parse_infotext("p\nSize: 512x768, Seed: 1, Sampler: Euler, CFG scale: 7").request
+    assert (r.steps, r.width, r.height, r.seed, r.sampler) == (20, 512, 768, 1, "Euler")
+
+
+@pytest.mark.parametrize(
+    ("size", "first_pass", "expected_size", "hires"),
+    [
+        ("1280x1024", "640x512", (640, 512), "1280x1024"),
+        ("1024x1280", "0x0", (512, 576), "1024x1280"),  # A1111's wiki example
+        ("1024x768", "0x0", (640, 448), "1024x768"),
+        ("1280x768", "0x0", (704, 448), "1280x768"),
+    ],
+)
+def test_old_first_pass_size_converts_as_a1111(size: str, first_pass: str,
+                                               expected_size: tuple[int, int],
+                                               hires: str) -> None:
+    text = (f"p\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: {size}, "
+            f"Denoising strength: 0.7, First pass size: {first_pass}")
+    parsed = parse_infotext(text)
+    assert (parsed.request.width, parsed.request.height) == expected_size
+    assert parsed.extras == {"Hires resize": hires}
+    assert parsed.params["First pass size"] == first_pass

@@ -272,7 +272,7 @@ def _a1111_png(path: Path, text: str = A1111_TEXT) -> Path:
 def test_reads_automatic1111_png(tmp_path: Path) -> None:
     meta = read_image_metadata(_a1111_png(tmp_path / "a.png"))
     assert meta.source == "parameters" and meta.info is None
-    assert meta.request.sampler == "DPM++ 2M Karras"
+    assert (meta.request.sampler, meta.request.schedule_type) == ("DPM++ 2M", "Karras")
     assert (meta.request.width, meta.request.height, meta.request.seed) == (512, 768, 42)
     assert meta.model_name == "v1-5" and meta.extras == {"Version": "v1.10.1"}
     assert meta.infotext == A1111_TEXT
@@ -309,9 +309,10 @@ def test_png_without_metadata(tmp_path: Path) -> None:
         read_image_metadata(tmp_path / "plain.png")
 
 
-def test_png_with_unparseable_parameters(tmp_path: Path) -> None:
-    with pytest.raises(MetadataError, match=r"junk\.png: not generation parameters"):
-        read_image_metadata(_a1111_png(tmp_path / "junk.png", "just some words"))
+def test_png_with_parameters_that_are_only_a_prompt(tmp_path: Path) -> None:
+    # AUTOMATIC1111 reads a text without a parameter line as a prompt
+    meta = read_image_metadata(_a1111_png(tmp_path / "junk.png", "just some words"))
+    assert (meta.request.prompt, meta.request.steps) == ("just some words", 20)
 
 
 def test_truncated_png_is_refused(tmp_path: Path) -> None:
@@ -418,7 +419,8 @@ def test_reads_fooocus_style_jpeg_comment_in_ifd0(tmp_path: Path) -> None:
     path = tmp_path / "f.jpg"
     exif = _exif_with_comment(A1111_TEXT.encode(), in_ifd0=True)
     Image.new("RGB", (16, 16)).save(path, exif=exif)
-    assert read_image_metadata(path).request.sampler == "DPM++ 2M Karras"
+    got = read_image_metadata(path).request
+    assert (got.sampler, got.schedule_type) == ("DPM++ 2M", "Karras")
 
 
 def test_jpeg_without_metadata_and_truncated_jpeg(tmp_path: Path) -> None:

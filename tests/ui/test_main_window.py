@@ -255,7 +255,7 @@ def test_parameters_restored_from_a_dropped_png(qtbot: Any, make_window: Any,
     got = w.prompt_panel.request()
     assert got.prompt == request.prompt and got.negative_prompt == "blurry"
     assert (got.width, got.height, got.steps, got.seed) == (768, 512, 33, 987654)
-    assert got.cfg_scale == 5.5 and got.sampler == "DPM++ 2M Karras"
+    assert got.cfg_scale == 5.5 and (got.sampler, got.schedule_type) == ("DPM++ 2M", "Karras")
     assert w.message_bar.kind == "info" and "Restored" in w.message_bar.message
     assert "seed 987654" in w.message_bar.message
     # A1111 infotext only (no sdstudio chunk)

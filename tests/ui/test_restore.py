@@ -14,6 +14,7 @@ from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest, Lor
 from sdstudio.core.settings import EngineSettings, Settings
 from sdstudio.storage.png import read_image_metadata, save_image
 from sdstudio.testing.fake_engine import FakeScript
+from sdstudio.ui.field_controls import SeedControl
 from sdstudio.ui.prompt_panel import PANEL_FIELDS
 from tests.field_values import other_value
 
@@ -64,7 +65,10 @@ def test_every_panel_field_has_a_control_with_the_tables_range(qtbot: Any,
         if spec.name in ("prompt", "negative_prompt"):
             continue
         control = panel.control(spec.name)
-        if spec.kind in ("int", "float") and spec.name != "seed":
+        if isinstance(control, SeedControl):  # typed digits: the range is the validator's
+            assert control.set_value(spec.maximum) is None, spec.name
+            assert control.set_value(spec.maximum + 1) is not None, spec.name
+        elif spec.kind in ("int", "float"):
             box = control.widget
             assert box.minimum() == spec.minimum, spec.name
             assert box.maximum() == min(spec.maximum, 2**31 - 1), spec.name
@@ -98,10 +102,10 @@ def test_what_cannot_be_applied_is_listed_and_kept(qtbot: Any, make_window: Any,
                                                    tmp_path: Path) -> None:
     w = make_window(fake=FakeScript(), settings=_settings(tmp_path))
     made = GenerationRequest(prompt="a fox <lora:not here:0.5>", vae="some-other-vae",
-                             sampler="DPM++ 3M SDE", model=str(tmp_path / "gone.safetensors"))
+                             sampler="DPM adaptive", model=str(tmp_path / "gone.safetensors"))
     notes = w.apply_request(made)
     text = " ".join(notes)
-    assert "not here" in text and "some-other-vae" in text and "DPM++ 3M SDE" in text
+    assert "not here" in text and "some-other-vae" in text and "DPM adaptive" in text
     assert "gone.safetensors" in text
     got = w.prompt_panel.request()  # kept, so they are written back unchanged
     assert (got.prompt, got.vae, got.sampler) == (made.prompt, made.vae, made.sampler)
@@ -121,10 +125,11 @@ def test_a1111_infotext_extras_are_named(qtbot: Any, make_window: Any, tmp_path:
     assert read_image_metadata(png).source != "sdstudio"
     assert w.restore_parameters_from(str(png))
     got = w.prompt_panel.request()
-    assert (got.sampler, got.clip_skip, got.vae, got.rng) == (
-        "DPM++ 2M Karras", 2, "vae-ft-mse", "device")
+    assert (got.sampler, got.schedule_type, got.clip_skip, got.vae, got.rng) == (
+        "DPM++ 2M", "Karras", 2, "vae-ft-mse", "device")
     message = w.message_bar.message
     assert "Hires upscale: 2" in message and "dream" in message
+    assert "schedule type Karras" in message
     assert "Version" not in message
 
 
