@@ -23,7 +23,6 @@ from typing import Any
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -56,6 +55,7 @@ from sdstudio.core.errors import SDStudioError
 from sdstudio.core.prompts import PromptList, parse_prompt_list
 from sdstudio.core.request import GenerationRequest
 from sdstudio.core.settings import DEFAULT_FILENAME_PATTERN
+from sdstudio.ui import file_dialogs
 from sdstudio.ui.batch_items import BatchItemTable
 
 PANEL_TITLE = "&Batch"
@@ -217,8 +217,8 @@ class BatchPanel(QWidget):
 
     # ----------------------------------------------------------------------- public API
     def choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open a prompt list", "",
+        path = file_dialogs.open_file(
+            self, "prompt_lists", "Open a prompt list",
             "Prompt lists (*.txt *.csv *.jsonl *.ndjson);;All files (*)")
         if path:
             self.open_list(Path(path))
@@ -445,8 +445,8 @@ class BatchPanel(QWidget):
         self.out_edit.setPlaceholderText(f"{self.default_output_dir()} (default)")
 
     def _choose_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Output folder for the batch",
-                                                  str(self.output_dir().parent))
+        folder = file_dialogs.existing_dir(self, "output", "Output folder for the batch",
+                                           str(self.output_dir().parent))
         if folder:
             self.out_edit.setText(folder)
 

@@ -17,8 +17,8 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from sdstudio.core.errors import SDStudioError, describe_error
 from sdstudio.core.request import GenerationRequest, Mode, request_spec
 from sdstudio.core.settings import Settings, save_settings
+from sdstudio.ui import file_dialogs
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
 from sdstudio.ui.canvas.viewer import ImageViewer
@@ -75,6 +76,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self._current_model = settings.engine.default_model
         self._closing = False
         self._gallery_loaded = False
+        self._help_window: QDialog | None = None
         #: How long closing waits for the worker (the app exits anyway after that).
         self.shutdown_timeout_ms = 1500
 
@@ -373,8 +375,8 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.message_bar.show_error(message, details)
 
     def open_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open an image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)")
+        path = file_dialogs.open_file(self, "images", "Open an image",
+                                      "Images (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)")
         if path:
             self.open_path(path)
 
@@ -428,10 +430,14 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.settingsChanged.emit(new)
 
     def open_user_guide(self) -> None:
-        from sdstudio.core.paths import resources_dir
+        """The user guide in a window of SD Studio's own (F1)."""
+        from sdstudio.ui.help_viewer import HelpWindow
 
-        guide = resources_dir().parent / "docs" / "user-guide.md"
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(guide)))
+        if self._help_window is None:
+            self._help_window = HelpWindow(self)
+        self._help_window.show()
+        self._help_window.raise_()
+        self._help_window.activateWindow()
 
     def about(self) -> None:
         from sdstudio import __version__ as version
@@ -449,6 +455,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         if fit in request_spec("resize_mode").choices:
             self.source_canvas.set_fit_mode(str(fit))
         ui = self.settings.ui
+        file_dialogs.load(ui.get("dialog_folders"))
         geometry = ui.get("geometry")
         if isinstance(geometry, str):
             self.restoreGeometry(QByteArray.fromBase64(geometry.encode()))
@@ -467,6 +474,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         ui["window_state"] = bytes(self.saveState().toBase64().data()).decode()
         ui["tab"] = min(self.tabs.currentIndex(), TAB_INPAINT + 1)
         ui["more_options"] = self.prompt_panel.more_shown()
+        ui["dialog_folders"] = file_dialogs.saved()
         values = {**self.prompt_panel.values(), "resize_mode": self.source_canvas.fit_mode()}
         self.settings = self.settings.replace(last_request=values, ui=ui)
         try:

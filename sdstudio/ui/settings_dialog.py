@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.settings import MEMORY_MODES, PRECISIONS, Settings
+from sdstudio.ui import file_dialogs
 from sdstudio.ui.theme import icon
 
 DEVICE_CHOICES = (("auto", "Automatic (best available)"), ("cuda", "NVIDIA GPU (CUDA)"),
@@ -97,7 +97,8 @@ class FolderList(QWidget):
             self.list.addItem(folder)
 
     def add_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, f"Add a folder to {self._title}")
+        folder = file_dialogs.existing_dir(self, "model_folders",
+                                           f"Add a folder to {self._title}")
         if folder:
             self.add_folder(folder)
 
@@ -197,7 +198,8 @@ class SettingsDialog(QDialog):
         self.tabs = tabs
 
     def _browse_output(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())
+        folder = file_dialogs.existing_dir(self, "output", "Output folder",
+                                           self.output_edit.text())
         if folder:
             self.output_edit.setText(folder)
 

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QSizePolicy, QToolBar, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel, QSizePolicy, QToolBar, QWidget
 
 from sdstudio.core.settings import Settings
+from sdstudio.ui import file_dialogs
 from sdstudio.ui.theme import icon
 from sdstudio.ui.window_part import WindowPart
 from sdstudio.worker import JobQueue
@@ -97,14 +98,14 @@ class ModelChooser(WindowPart):
         self._persist()
 
     def open_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self._qt_parent(), "Open a model file", "",
-                                              MODEL_FILE_FILTER)
+        path = file_dialogs.open_file(self._qt_parent(), "models", "Open a model file",
+                                      MODEL_FILE_FILTER)
         if path:
             self.select_model(path)
 
     def open_model_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self._qt_parent(),
-                                                  "Open a diffusers model folder")
+        folder = file_dialogs.existing_dir(self._qt_parent(), "model_folders",
+                                           "Open a diffusers model folder")
         if folder:
             self.select_model(folder)
 

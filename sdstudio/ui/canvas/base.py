@@ -21,7 +21,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QBoxLayout,
-    QFileDialog,
     QLabel,
     QSizePolicy,
     QToolButton,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.errors import ImageInputError
 from sdstudio.core.images import MAX_INPUT_PIXELS as MAX_LOAD_PIXELS
+from sdstudio.ui import file_dialogs
 from sdstudio.ui.canvas import icons
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.imageutil import load_image_file
@@ -181,7 +181,6 @@ class ImageCanvasBase(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAcceptDrops(True)
-        self._last_dir = ""
         self._drag_hover = False
 
     # to be provided by subclasses
@@ -199,7 +198,7 @@ class ImageCanvasBase(QWidget):
         except ImageInputError as exc:
             self.errorOccurred.emit(str(exc))
             return False
-        self._last_dir = str(Path(path).expanduser().resolve().parent)
+        file_dialogs.remember("images", path)
         self.set_image(img)
         return True
 
@@ -214,7 +213,7 @@ class ImageCanvasBase(QWidget):
             return False
         paths = local_image_paths(mime)
         if paths:
-            self._last_dir = str(Path(paths[0]).resolve().parent)
+            file_dialogs.remember("images", paths[0])
         self.set_image(img)
         return True
 
@@ -228,8 +227,7 @@ class ImageCanvasBase(QWidget):
 
     def open_dialog(self) -> bool:
         """Ask for an image file with the platform's open dialog and load it."""
-        path, _ = QFileDialog.getOpenFileName(self, f"Open {self._what}", self._last_dir,
-                                              IMAGE_FILTER)
+        path = file_dialogs.open_file(self, "images", f"Open {self._what}", IMAGE_FILTER)
         if not path:
             return False
         return self.load_file(path)

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from sdstudio.core.errors import ImageInputError
+from sdstudio.ui import file_dialogs
 from sdstudio.ui.canvas.base import ImageCanvasBase
 from sdstudio.ui.canvas.mask_model import BBox, MaskModel
 from sdstudio.ui.canvas.mask_paint import (
@@ -188,7 +189,7 @@ class MaskCanvas(ImageCanvasBase):
             self.errorOccurred.emit(f"Could not save the mask to {target.name}: "
                                     f"{exc.strerror or exc}")
             return
-        self._last_dir = str(target.parent)
+        file_dialogs.remember("masks", str(target))
 
     def load_mask(self, path: str) -> bool:
         """Load a mask PNG (white = repaint) as one undoable step.
@@ -206,20 +207,19 @@ class MaskCanvas(ImageCanvasBase):
         except ImageInputError as exc:
             self.errorOccurred.emit(str(exc))
             return False
-        self._last_dir = str(Path(path).expanduser().resolve().parent)
+        file_dialogs.remember("masks", path)
         self._replace(arr)
         return True
 
     def load_mask_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load mask", self._last_dir,
-                                              "Images (*.png *.webp *.bmp *.tif *.tiff);;"
-                                              "All files (*)")
+        path = file_dialogs.open_file(self, "masks", "Load mask",
+                                      "Images (*.png *.webp *.bmp *.tif *.tiff);;All files (*)")
         if path:
             self.load_mask(path)
 
     def save_mask_dialog(self) -> None:
-        start = str(Path(self._last_dir or str(Path.home())) / "mask.png")
-        path, _ = QFileDialog.getSaveFileName(self, "Save mask", start, "PNG image (*.png)")
+        path = file_dialogs.save_file(self, "masks", "Save mask", "mask.png",
+                                      "PNG image (*.png)")
         if path:
             self.save_mask(path)
 
