@@ -1,12 +1,15 @@
 """Separate VAE files, LoRAs and textual-inversion embeddings on a loaded pipeline.
 
-* :func:`apply_loras` uses diffusers' adapter API (PEFT): each LoRA file is loaded once as a
-  named adapter (kohya / A1111 ``lora_unet_*`` / ``lora_te*_*`` keys with ``alpha``, or the
-  diffusers / PEFT layout), then ``set_adapters`` activates exactly the requested ones with
-  their weights. Adapters no longer requested are deleted, and with none requested the LoRA
-  layers are removed altogether (``unload_lora_weights``): nothing is ever fused into the base
-  weights, so dropping ``<lora:...>`` from the prompt gives the original model back bit for bit.
-  A weight of 0 keeps the LoRA out of the active set (recorded, no effect).
+* :func:`apply_loras` changes the model's weights in place as AUTOMATIC1111 1.10's Lora
+  extension does: kohya / A1111 LoRA (``lora_unet_*``, ``lora_te_*``, SDXL ``lora_te1_*`` /
+  ``lora_te2_*``, UNet layers under diffusers or LDM names), LoCon convolutions (1x1, 3x3,
+  Tucker ``lora_mid``), LyCORIS LoHa and LoKr, DoRA (``dora_scale``), full ``diff`` and norm
+  layers, and the diffusers / PEFT LoRA layouts; the formats and the math are in
+  :mod:`sdstudio.engine.lora_formats`. The original weight of every changed layer is kept
+  (on the CPU) and copied back when the LoRAs change or are dropped, so dropping
+  ``<lora:...>`` from the prompt gives the original model back bit for bit. A file is read
+  and checked against the model in full before any weight changes; one that cannot be
+  applied is refused by name. A weight of 0 is recorded but changes nothing.
 * :func:`load_vae`: an A1111 VAE file (LDM ``encoder.*``/``decoder.*``, optionally under
   ``first_stage_model.``), a diffusers-format VAE file, or a diffusers VAE folder.
 * :func:`apply_embeddings`: every embedding file in ``settings.embedding_dirs`` becomes a token
@@ -14,22 +17,24 @@
   diffusers ``{token: tensor}``, SDXL ``clip_l``/``clip_g``), through ``load_textual_inversion``.
 
 Every file is read through :mod:`sdstudio.engine.checkpoint` (format from the bytes; pickles
-only with ``weights_only=True``). Hashes: first 10 hex digits of the file's sha256 (what
-Civitai calls AutoV2), as ``GenerationInfo.lora_hashes`` expects.
+only with ``weights_only=True``). Hashes are A1111's (:mod:`sdstudio.engine.hashing`): a LoRA's
+is 12 hex digits of the "addnet" hash (or kohya's ``sshs_model_hash`` metadata, which A1111
+1.10 prefers), as ``GenerationInfo.lora_hashes`` expects; :func:`embedding_hashes` gives
+"TI hashes".
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import ModelError, describe_error
 from sdstudio.core.request import LoraSpec
-from sdstudio.engine import checkpoint, hashing
+from sdstudio.engine import checkpoint, hashing, lora_formats
 from sdstudio.engine.single_file import configs_root
 
 if TYPE_CHECKING:
@@ -42,7 +47,7 @@ LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 MAX_EMBEDDING_BYTES = 32 * 1024 * 1024  # embeddings are kilobytes: larger files are not read
 MAX_EMBEDDING_VECTORS = 75  # one prompt chunk
-_STATE_ATTR = "_sdstudio_loras"  # adapter name -> (path, mtime_ns) on the pipeline
+_STATE_ATTR = "_sdstudio_loras"  # the pipeline's _LoraState
 _EMB_ATTR = "_sdstudio_embeddings"  # token -> path
 
 
@@ -71,49 +76,169 @@ def find_file(name: str, dirs: Iterable[str], suffixes: tuple[str, ...]) -> Path
     return loose
 
 
-def short_hash(path: Path) -> str:
-    return hashing.file_sha256(path)[:10]
-
-
 # -------------------------------------------------------------------------------- LoRA
-def _adapter_name(name: str, path: Path) -> str:
-    base = re.sub(r"[^0-9A-Za-z_]", "_", Path(name).stem or "lora")[:40]
-    return f"{base}_{short_hash(path)[:6]}"
+@dataclass
+class _Network:
+    """One parsed LoRA file (kept while it is requested, re-read when the file changes)."""
+
+    stamp: tuple[int, int]  # (size, mtime_ns)
+    short_hash: str
+    layers: list[lora_formats.Layer]
 
 
-def _lora_state(pipe: Any) -> dict[str, tuple[str, int]]:
+@dataclass
+class _LoraState:
+    """What :func:`apply_loras` did to one pipeline: the parsed files, what is applied (in
+    order: resolved path, stamp, weight) and every changed layer's original weight and bias
+    (on the CPU), from which removal restores it bit for bit."""
+
+    networks: dict[str, _Network] = field(default_factory=dict)
+    applied: tuple[tuple[str, tuple[int, int], float], ...] = ()
+    backups: dict[int, tuple[Any, torch.Tensor, torch.Tensor | None]] = field(
+        default_factory=dict)
+    modules: dict[str, tuple[str, Any]] | None = None
+
+
+def _lora_state(pipe: Any) -> _LoraState:
     state = getattr(pipe, _STATE_ATTR, None)
-    if state is None:
-        state = {}
+    if not isinstance(state, _LoraState):
+        state = _LoraState()
         setattr(pipe, _STATE_ATTR, state)
     return state
 
 
-def _load_lora_file(pipe: Any, adapter: str, path: Path) -> None:
-    tensors = checkpoint.load_state_dict(path)
-    if not any("lora" in k or k.endswith(".alpha") for k in tensors):
-        raise ModelError(f"{path.name} is not a LoRA (no lora_* weights)")
-    try:
-        pipe.load_lora_weights(tensors, adapter_name=adapter)
+def _clip_name(name: str) -> str:
+    """transformers >= 5.6 flattens CLIPTextModel; LoRA files keep ``text_model.``."""
+    return name if name.startswith(("text_model.", "text_projection")) else "text_model." + name
+
+
+def _module_table(pipe: Any) -> dict[str, tuple[str, Any]]:
+    """Every layer a LoRA may change, under each name LoRA files use for it: kohya's
+    ``lora_unet_<diffusers or LDM name>`` / ``lora_te_`` / ``lora_te1_`` / ``lora_te2_`` (dots
+    as underscores), and the diffusers ``unet.`` / ``text_encoder.`` / ``text_encoder_2.``
+    names. Value: (``unet:<name>`` / ``te1:<name>`` / ``te2:<name>``, module)."""
+    import torch
+
+    from sdstudio.engine.convert import unet_to_ldm
+    from sdstudio.engine.ldm_layout import UNET_PREFIX
+
+    kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    table: dict[str, tuple[str, Any]] = {}
+
+    def add(names: Iterable[str], target: str, module: Any) -> None:
+        for name in names:
+            table.setdefault(name, (target, module))
+
+    unet = pipe.unet
+    unet_modules = {n: m for n, m in unet.named_modules()
+                    if isinstance(m, kinds) and getattr(m, "weight", None) is not None}
+    for name, module in unet_modules.items():
+        flat = name.replace(".", "_")
+        add((f"lora_unet_{flat}", f"unet.{name}", name), f"unet:{name}", module)
+    try:  # kohya's SDXL files (and some SD1 ones) name UNet layers as the LDM checkpoint does
+        keys = list(unet.state_dict())
+        for ldm, key in unet_to_ldm({k: k for k in keys}, unet.config).items():
+            name = str(key).rpartition(".")[0]
+            if name in unet_modules:
+                flat = ldm[len(UNET_PREFIX):].rpartition(".")[0].replace(".", "_")
+                add((f"lora_unet_{flat}",), f"unet:{name}", unet_modules[name])
     except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(
-            f"LoRA {path.name} does not fit this model ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
-        ) from exc
+        pass  # a UNet without an LDM layout: its LoRAs use the diffusers names
+    te2 = getattr(pipe, "text_encoder_2", None)
+    encoders = [("te1", pipe.text_encoder, ("lora_te1_",) if te2 is not None
+                 else ("lora_te_", "lora_te1_"), "text_encoder.")]
+    if te2 is not None:
+        encoders.append(("te2", te2, ("lora_te2_",), "text_encoder_2."))
+    for tag, encoder, prefixes, dotted in encoders:
+        if encoder is None:
+            continue
+        for name, module in encoder.named_modules():
+            if not isinstance(module, kinds) or getattr(module, "weight", None) is None:
+                continue
+            full = _clip_name(name)
+            names = [p + full.replace(".", "_") for p in prefixes]
+            add((*names, dotted + full, dotted + name), f"{tag}:{full}", module)
+    return table
+
+
+def _real_tensor(module: Any, name: str) -> torch.Tensor | None:
+    """The tensor holding ``module.<name>``: the parameter itself, or, while accelerate's
+    sequential CPU offload has moved it to the meta device, the CPU copy its hook keeps."""
+    tensor = getattr(module, name, None)
+    if tensor is None:
+        return None
+    if tensor.device.type != "meta":
+        return tensor.data
+    weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    if weights is not None and name in weights:
+        return weights[name]
+    raise ModelError("a LoRA cannot be applied while the model's weights are offloaded "
+                     "to the meta device without a copy")
+
+
+def _restore(state: _LoraState) -> None:
+    import torch
+
+    with torch.no_grad():
+        for module, weight, bias in state.backups.values():
+            target = _real_tensor(module, "weight")
+            assert target is not None
+            target.copy_(weight)
+            if bias is not None:
+                real_bias = _real_tensor(module, "bias")
+                assert real_bias is not None
+                real_bias.copy_(bias)
+    state.backups.clear()
+    state.applied = ()
+
+
+def _apply_network(state: _LoraState, network: _Network, weight: float) -> None:
+    """Add ``network`` at ``weight`` to the current weights, each layer's original kept
+    first (A1111: each network's change is computed on the weights the earlier ones left)."""
+    import torch
+
+    assert state.modules is not None
+    with torch.no_grad():
+        for layer in network.layers:
+            module = state.modules[layer.key][1]
+            real = _real_tensor(module, "weight")
+            real_bias = _real_tensor(module, "bias")
+            assert real is not None
+            if id(module) not in state.backups:
+                state.backups[id(module)] = (
+                    module, real.detach().to("cpu", copy=True),
+                    None if real_bias is None else real_bias.detach().to("cpu", copy=True))
+            delta, bias = lora_formats.layer_delta(layer, real, weight, real_bias is not None)
+            real.copy_((real.to(delta.dtype) + delta).to(real.dtype))
+            if bias is not None and real_bias is not None:
+                real_bias.copy_((real_bias.to(bias.dtype) + bias).to(real_bias.dtype))
+
+
+def _read_network(path: Path, stamp: tuple[int, int],
+                  modules: Mapping[str, tuple[str, Any]]) -> _Network:
+    tensors = checkpoint.load_state_dict(path)
+    metadata: dict[str, str] = {}
+    if checkpoint.detect_format(path) == "safetensors":
+        metadata = checkpoint.read_safetensors_header(path).metadata
+    layers = lora_formats.parse(path.name, tensors, modules)
+    lora_formats.check_fits(path.name, layers, modules)
+    digest = hashing.a1111_lora_hash(path, lora_formats.metadata_hash(metadata))
+    return _Network(stamp, digest, layers)
 
 
 def apply_loras(
     pipe: Any, specs: tuple[LoraSpec, ...], settings: EngineSettings | None = None
 ) -> dict[str, str]:
-    """Make exactly ``specs`` active on ``pipe`` (see the module docstring).
+    """Make exactly ``specs`` applied to ``pipe``'s weights (see :mod:`lora_formats` for the
+    formats and the math), in order, each at its weight; ``()`` restores the original
+    weights bit for bit. Every file is read and checked against the model before any weight
+    changes: a LoRA that cannot be applied is refused (ModelError) and the model is left as
+    it was. A weight of 0 is checked and recorded but changes nothing.
 
-    Returns ``{name: short hash}`` for the metadata (``Lora hashes``)."""
+    Returns ``{name as written: A1111's 12-digit short hash}`` for "Lora hashes"."""
     dirs = tuple(settings.lora_dirs) if settings is not None else ()
-    loaded = _lora_state(pipe)
-    hashes: dict[str, str] = {}
-    weights: dict[str, float] = {}
+    state = _lora_state(pipe)
+    resolved: list[tuple[LoraSpec, Path, tuple[int, int]]] = []
     for spec in specs:
         path = find_file(spec.name, dirs, LORA_SUFFIXES)
         if path is None:
@@ -121,37 +246,62 @@ def apply_loras(
             raise ModelError(f"LoRA {spec.name!r} not found ({where})")
         if not math.isfinite(spec.weight):
             raise ModelError(f"LoRA {spec.name!r}: weight {spec.weight} is not a number")
-        hashes[spec.name] = short_hash(path)
-        adapter = _adapter_name(spec.name, path)
-        mtime = path.stat().st_mtime_ns
-        if adapter in loaded and loaded[adapter] != (str(path), mtime):
-            pipe.delete_adapters([adapter])
-            del loaded[adapter]
-        if adapter not in loaded:
-            _load_lora_file(pipe, adapter, path)
-            loaded[adapter] = (str(path), mtime)
-        weights[adapter] = weights.get(adapter, 0.0) + float(spec.weight)
-
-    stale = [a for a in loaded if a not in weights]
-    if stale:
-        pipe.delete_adapters(stale)
-        for adapter in stale:
-            del loaded[adapter]
-    active = {a: w for a, w in weights.items() if w != 0.0}
-    if not loaded:
-        if hasattr(pipe, "unload_lora_weights"):
-            pipe.unload_lora_weights()
-    elif active:
-        pipe.set_adapters(list(active), adapter_weights=list(active.values()))
-    else:  # LoRAs named, all at weight 0: keep them loaded, compute nothing
-        pipe.disable_lora()
-    if active:
-        pipe.enable_lora()
+        st = path.stat()
+        resolved.append((spec, path, (st.st_size, st.st_mtime_ns)))
+    if resolved and state.modules is None:
+        state.modules = _module_table(pipe)
+    wanted_files = {str(path) for _, path, _ in resolved}
+    networks = {k: v for k, v in state.networks.items() if k in wanted_files}
+    hashes: dict[str, str] = {}
+    for spec, path, stamp in resolved:
+        known = networks.get(str(path))
+        if known is None or known.stamp != stamp:
+            assert state.modules is not None
+            networks[str(path)] = _read_network(path, stamp, state.modules)
+        hashes[spec.name] = networks[str(path)].short_hash
+    state.networks = networks
+    wanted = tuple((str(path), stamp, float(spec.weight))
+                   for spec, path, stamp in resolved if spec.weight != 0.0)
+    if wanted == state.applied:
+        return hashes
+    _restore(state)
+    try:
+        for path_key, _stamp, weight in wanted:
+            _apply_network(state, networks[path_key], weight)
+    except BaseException:
+        _restore(state)  # never left half applied
+        raise
+    state.applied = wanted
     return hashes
 
 
 def active_loras(pipe: Any) -> list[str]:
-    return list(_lora_state(pipe))
+    """The LoRA files applied to ``pipe`` now, in order (resolved paths)."""
+    return [path for path, _stamp, _weight in _lora_state(pipe).applied]
+
+
+def embedding_hashes(pipe: Any, texts: Iterable[str]) -> dict[str, str]:
+    """A1111's "TI hashes": ``{embedding name: first 12 hex digits of its file's sha256}``
+    for the embeddings :func:`apply_embeddings` loaded whose token the pipeline's tokenizer
+    finds in ``texts`` (prompt, then negative prompt), in order of first use."""
+    loaded: dict[str, str] = getattr(pipe, _EMB_ATTR, None) or {}
+    if not loaded:
+        return {}
+    tokenizer = pipe.tokenizer
+    by_id: dict[int, str] = {}
+    for token in loaded:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            by_id[token_id] = token
+    used: dict[str, str] = {}
+    for text in texts:
+        if not text:
+            continue
+        for token_id in tokenizer(text, add_special_tokens=False).input_ids:
+            name = by_id.get(int(token_id))
+            if name is not None and name not in used:
+                used[name] = hashing.a1111_embedding_hash(loaded[name])
+    return used
 
 
 # --------------------------------------------------------------------------------- VAE
