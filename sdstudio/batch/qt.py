@@ -125,6 +125,7 @@ class _BatchTask:
         self.control = control
         self.assigned = 0
         self.finished = 0
+        self.kept = 0  # images of earlier runs of the batch
         self.started = 0.0
 
     def __call__(self, ctx: TaskContext) -> None:
@@ -159,7 +160,10 @@ class _BatchTask:
             ctx.engine_event(event.event)
             return
         if isinstance(event, BatchPlanned):
-            self.assigned, self.finished, self.started = event.assigned, 0, time.perf_counter()
+            # a resumed batch counts the images of earlier runs: "3/5", not "1/3"
+            self.assigned = event.already_done + event.assigned
+            self.kept = self.finished = event.already_done
+            self.started = time.perf_counter()
         elif isinstance(event, (UnitDone, UnitFailed)):
             self.finished += 1
             if isinstance(event, UnitDone):
@@ -174,7 +178,7 @@ class _BatchTask:
         text = f"{self.finished}/{self.assigned} images"
         if isinstance(event, BatchPaused) and event.paused:
             return f"paused · {text}"
-        if self.finished:
-            per = (time.perf_counter() - self.started) / self.finished
+        if self.finished > self.kept:
+            per = (time.perf_counter() - self.started) / (self.finished - self.kept)
             text += f" · {per:.1f} s/image"
         return text

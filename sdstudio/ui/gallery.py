@@ -288,6 +288,7 @@ class GalleryWidget(QWidget):
         if not path or path in self._known:
             return
         self._known.add(path)
+        newest_shown = self.list.currentRow() == 0  # then the new image takes its place
         item = self._make_item(path)
         self.list.insertItem(0, item)
         if image is not None and not image.isNull():
@@ -299,7 +300,7 @@ class GalleryWidget(QWidget):
         else:
             self._runner.submit(functools.partial(read_thumbnail, path),
                                 functools.partial(self._set_thumb, path))
-        if select or self.list.count() == 1:
+        if select or newest_shown or self.list.count() == 1:
             self.list.setCurrentItem(item)
         self._update_state()
 

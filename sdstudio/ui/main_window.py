@@ -14,6 +14,7 @@ from PySide6.QtGui import (
     QDesktopServices,
     QDragEnterEvent,
     QDropEvent,
+    QImage,
     QKeySequence,
 )
 from PySide6.QtWidgets import (
@@ -72,6 +73,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self._job_tab: dict[int, int] = {}
         self._job_started: dict[int, float] = {}
         self._shown_result: set[int] = set()
+        self._last_result: dict[int, QImage] = {}
         self._models: list[dict[str, Any]] = []
         self._current_model = settings.engine.default_model
         self._closing = False
@@ -490,6 +492,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
 
     # ================================================================== events
     def _on_tab_changed(self, index: int) -> None:
+        self.message_bar.hide_info()  # "Restored from…", "Moved to the trash": that tab's news
         mode = {TAB_IMG2IMG: Mode.IMG2IMG, TAB_INPAINT: Mode.INPAINT}.get(index, Mode.TXT2IMG)
         self.prompt_panel.set_mode(mode)
         if self.tabs.widget(index) is self.gallery:

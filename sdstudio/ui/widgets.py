@@ -105,6 +105,16 @@ class MessageBar(QFrame):
     def show_info(self, message: str, details: str = "") -> None:
         self._show("info", message, details)
 
+    def hide_info(self) -> None:
+        """Hide an information (it belonged to where it was shown); errors stay."""
+        if self.kind == "info" and self.isVisible():
+            self.dismiss()
+
+    def hide_error(self, prefix: str) -> None:
+        """Hide the error shown when it starts with ``prefix`` (its cause went away)."""
+        if self.kind == "error" and self.isVisible() and self.message.startswith(prefix):
+            self.dismiss()
+
     def _show(self, kind: str, message: str, details: str) -> None:
         self.count = self.count + 1 if (self.isVisible() and kind == self.kind == "error") else 1
         self.kind, self.message, self.details = kind, message, details

@@ -64,10 +64,12 @@ class JobSlots(WindowPart):
     _job_tab: dict[int, int]
     _job_started: dict[int, float]
     _shown_result: set[int]
+    _last_result: dict[int, QImage]  # id(viewer) -> the last finished image it showed
 
     if TYPE_CHECKING:
         def show_error(self, message: str, details: str = "") -> None: ...
         def show_vram(self, vram: Any) -> None: ...
+        def show_idle_status(self) -> None: ...
 
     def _connect_jobs(self) -> None:
         q = self.queue
@@ -131,12 +133,19 @@ class JobSlots(WindowPart):
     def _on_image_ready(self, job_id: int, image: JobImage) -> None:
         if image.qimage is not None and image.index == 0:
             self._shown_result.add(job_id)
-            self._viewer_for(job_id).set_image(image.qimage)
+            viewer = self._viewer_for(job_id)
+            viewer.set_image(image.qimage)
+            self._last_result[id(viewer)] = image.qimage
         if image.path:
             self.gallery.add_image(image.path, image.qimage)
         self.prompt_panel.set_last_seed(image.request.seed)
 
     def _on_job_finished(self, job_id: int, state: str) -> None:
+        if job_id not in self._shown_result and state != "done":
+            # cancelled or failed before its first image: the blocky preview goes, the last
+            # real result (or the placeholder) comes back
+            viewer = self._viewer_for(job_id)
+            viewer.set_image(self._last_result.get(id(viewer)))
         self._shown_result.discard(job_id)
         started = self._job_started.pop(job_id, None)
         job = self.queue.job(job_id)
@@ -161,6 +170,7 @@ class JobSlots(WindowPart):
 
     def _update_running(self, *args: object) -> None:
         running = self.queue.running_job is not None
+        self.show_idle_status()
         self.prompt_panel.set_running(running)
         self.cancel_action.setEnabled(running)
         pending = self.queue.pending_count

@@ -60,7 +60,9 @@ class ModelChooser(WindowPart):
         self.demo_badge.setObjectName("demoBadge")
         self.demo_badge.setToolTip("The built-in demo model is untrained: its images are noise."
                                    " Open a real Stable Diffusion model to make pictures.")
-        bar.addWidget(self.demo_badge)
+        # shown and hidden through its action: the toolbar's own layout shows a widget it
+        # holds whenever it fits, whatever the widget was set to
+        self.demo_badge_action = bar.addWidget(self.demo_badge)
         bar.addSeparator()
         self.open_model_file_action = QAction(icon("file"), "Open model &file…", window)
         self.open_model_file_action.setToolTip("Open a .safetensors or .ckpt checkpoint")
@@ -131,7 +133,10 @@ class ModelChooser(WindowPart):
                 combo.setItemData(combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
         combo.setCurrentIndex(max(0, combo.findData(self._current_model)))
         combo.blockSignals(False)
-        self.demo_badge.setVisible(self._current_model == "")
+        self.show_demo_badge(self._current_model == "")
+
+    def show_demo_badge(self, visible: bool) -> None:
+        self.demo_badge_action.setVisible(visible)
 
     def _on_model_chosen(self, index: int) -> None:
         model = str(self.model_combo.itemData(index) or "")

@@ -15,6 +15,12 @@ from sdstudio.core.settings import Settings
 from sdstudio.ui.window_part import WindowPart
 from sdstudio.worker import Failure, JobQueue
 
+if TYPE_CHECKING:
+    from sdstudio.ui.widgets import MessageBar
+
+MODEL_ERROR = "Could not load the model: "
+GENERATING = "Generating…"
+
 
 class ModelStatus(WindowPart):
     """Builds the status bar and keeps it current; the window supplies queue and settings."""
@@ -22,9 +28,11 @@ class ModelStatus(WindowPart):
     queue: JobQueue
     settings: Settings
     demo_badge: QLabel
+    message_bar: MessageBar
 
     if TYPE_CHECKING:
         def show_error(self, message: str, details: str = "") -> None: ...
+        def show_demo_badge(self, visible: bool) -> None: ...
 
     def _build_status_bar(self) -> None:
         window = self._qt_parent()
@@ -78,6 +86,7 @@ class ModelStatus(WindowPart):
         self._set_load_status(event.message, event.fraction, busy=True)
 
     def _on_model_ready(self, ready: ModelReady) -> None:
+        self.message_bar.hide_error(MODEL_ERROR)  # the model that failed is not the one now
         self._set_load_status(f"Model loaded in {ready.load_s:.1f} s" if ready.load_s else
                               "Model loaded", None)
         QTimer.singleShot(4000, self._clear_loaded_status)
@@ -96,7 +105,7 @@ class ModelStatus(WindowPart):
                                                           if savers else ""))
         self.memory_label.setToolTip(str(ready.memory.get("reason", "")))
         self.show_vram(ready.vram)
-        self.demo_badge.setVisible(ready.untrained)
+        self.show_demo_badge(ready.untrained)
 
     def show_vram(self, vram: VramUsage | None) -> None:
         """"VRAM 3.2 / 8.0 GiB" in the status bar on a GPU; hidden elsewhere."""
@@ -112,8 +121,18 @@ class ModelStatus(WindowPart):
     def _clear_loaded_status(self) -> None:
         if self.load_label.text().startswith("Model loaded"):
             self.load_label.setText("Ready")
+            self.show_idle_status()
+
+    def show_idle_status(self) -> None:
+        """"Generating…" while a job runs, "Ready" when none does (load messages stay)."""
+        if not self.load_bar.isHidden():
+            return
+        if self.load_label.text() in ("Ready", GENERATING, "Engine ready"):
+            self.load_label.setText(GENERATING if self.queue.running_job is not None
+                                    else "Ready")
 
     def _on_model_failed(self, failure: Failure) -> None:
         self._set_load_status("No model loaded", None)
         self.model_label.setText("Model: none (load failed)")
-        self.show_error(f"Could not load the model: {failure.message}", failure.details)
+        self.show_demo_badge(False)  # no model is loaded, so not the demo either
+        self.show_error(f"{MODEL_ERROR}{failure.message}", failure.details)
