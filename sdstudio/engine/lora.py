@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 MAX_EMBEDDING_BYTES = 32 * 1024 * 1024  # embeddings are kilobytes: larger files are not read
 MAX_EMBEDDING_VECTORS = 75  # one prompt chunk
 _STATE_ATTR = "_sdstudio_loras"  # the pipeline's _LoraState
@@ -344,7 +345,7 @@ def load_vae(
     ref = Path(path).expanduser()
     if not ref.exists():
         dirs = tuple(settings.vae_dirs) if settings is not None else ()
-        found = find_file(str(path), dirs, (".safetensors", ".ckpt", ".pt", ".pth"))
+        found = find_file(str(path), dirs, VAE_SUFFIXES)
         if found is None:
             raise ModelError(f"VAE {str(path)!r} not found")
         ref = found
