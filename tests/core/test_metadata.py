@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -42,7 +43,8 @@ INFO = GenerationInfo(
 
 # ------------------------------------------------------------------- A1111's own reading
 # The core of AUTOMATIC1111's parse_generation_parameters (modules/infotext_utils.py),
-# reduced to what decides how a text splits into prompt, negative prompt and parameters.
+# reduced to what decides how a text splits into prompt, negative prompt and parameters
+# (before its defaults and conversions). Also the reference of test_infotext_corpus.
 _A1111_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
@@ -65,8 +67,11 @@ def a1111_parse(x: str) -> dict[str, str]:
             prompt += ("" if prompt == "" else "\n") + line
     res["Prompt"], res["Negative prompt"] = prompt, negative
     for k, v in _A1111_RE_PARAM.findall(lastline):
-        if v and v[0] == '"' and v[-1] == '"':
-            v = json.loads(v)
+        if not v:
+            continue  # A1111: v[0] raises IndexError, the key is skipped
+        if v[0] == '"' and v[-1] == '"':
+            with contextlib.suppress(ValueError):  # A1111's unquote keeps a bad one
+                v = json.loads(v)
         res[k] = v
     return res
 
