@@ -1,17 +1,21 @@
-"""CLIP token counting for the prompt panel: no torch, no transformers.
+"""CLIP tokens for prompts, no torch, no transformers: A1111's prompt syntax and chunking.
 
 Implements CLIP's byte-level BPE exactly as ``transformers.CLIPTokenizer`` (the tokenizers
 backend: NFC, whitespace collapsed to one space, lowercase, CLIP's split regex, byte-level BPE
 with ``</w>`` word ends) from ``resources/tokenizers/clip-l/{vocab.json,merges.txt}``. SD 1.x,
 SD 2.x and SDXL all share this vocabulary.
 
+This module is also the one place where AUTOMATIC1111's prompt syntax is read, for both the
+token counter and the prompt encoder (``engine.text``):
+
+- :func:`parse_prompt_attention` / :func:`prompt_pieces`: emphasis ``(word)``, ``[word]``,
+  ``(word:1.3)``, escapes and ``BREAK``, per emphasis mode ("None" keeps brackets as text);
+- :func:`chunk_prompt`: the pieces in chunks of 75 tokens as A1111's ``tokenize_line``
+  (``BREAK``, the comma backtrack, embeddings kept whole in one chunk);
 - :func:`encode` gives the raw token ids of a text (without BOS/EOS);
-- :func:`count_tokens` counts a *prompt* as SD Studio's engine encodes it: ``<lora:...>`` tags
-  are removed the way ``GenerationRequest.prompt_loras`` removes them, the rest is encoded in
-  chunks of 75. With ``emphasis=True`` it counts the way AUTOMATIC1111's counter does:
-  extra-network tags ignored, emphasis syntax such as ``(word:1.2)``, ``((word))`` and
-  ``[word]`` parsed away (each weighted piece tokenized on its own), and ``BREAK`` padding to
-  the next chunk of 75;
+- :func:`count_tokens` counts a *prompt* as the engine encodes it (``<lora:...>`` tags removed
+  the way ``GenerationRequest.prompt_loras`` removes them, then parsed and chunked: the count
+  includes the padding that ``BREAK`` and the comma backtrack add, as A1111's counter);
 - :func:`chunk_info` turns a count into ``(count, capacity)`` for a "12/75" display.
 
 The vocabulary is loaded lazily on first use (about 0.3 s); importing this module is cheap.
@@ -22,14 +26,20 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 CHUNK = 75  # tokens per CLIP window, without BOS/EOS
 BOS_ID = 49406
 EOS_ID = 49407
 COMMA_ID = 267  # ",</w>"
+COMMA_BACKTRACK = 20  # A1111's comma_padding_backtrack default
+ROUND_FACTOR = 1.1  # (word)
+SQUARE_FACTOR = 1 / 1.1  # [word]
+BREAK_WEIGHT = -1.0  # the weight A1111's parser gives its BREAK marker
 
 _SPECIAL = {"<|startoftext|>": BOS_ID, "<|endoftext|>": EOS_ID}
 _CLIP_PATTERN = (
@@ -43,8 +53,6 @@ _WHITESPACE = re.compile(r"\s+")
 # The LoRA tag as core.request strips it (kept in step by a test)
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
 _SPACES = re.compile(r"\s{2,}")
-# Extra-network tags A1111 ignores: <lora:name:1>, <lyco:...>, <hypernet:...>
-_EXTRA_NETWORK = re.compile(r"<(?:lora|lyco|hypernet)(?::[^>]*)?>", re.IGNORECASE)
 # AUTOMATIC1111's prompt_parser.re_attention and re_break
 _ATTENTION = re.compile(
     r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:",
@@ -177,99 +185,165 @@ def strip_lora_tags(prompt: str) -> str:
     return _SPACES.sub(" ", _LORA_TAG.sub("", prompt)).strip(" ,")
 
 
-def strip_extra_networks(prompt: str) -> str:
-    """Remove ``<lora:...>``-style tags, as A1111 does before counting and encoding."""
-    return _EXTRA_NETWORK.sub("", prompt)
+def _weight(number: str) -> float | None:
+    try:
+        return float(number)
+    except ValueError:  # "(a:1.2.3)" or "(a:.)": A1111 stops with an error; here it is text
+        return None
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
-    """AUTOMATIC1111's emphasis parser: ``"a (b:1.5) [c]"`` -> ``[("a ", 1.0), ("b", 1.5),
-    (" ", 1.0), ("c", 0.909...)]``; ``BREAK`` becomes ``("BREAK", -1.0)``."""
-    res: list[list[object]] = []
-    round_brackets: list[int] = []
-    square_brackets: list[int] = []
+    r"""AUTOMATIC1111's emphasis parser (``prompt_parser.parse_prompt_attention``): the text
+    in pieces with their weights, ``"a (b:1.5) [c]"`` -> ``[("a ", 1.0), ("b", 1.5),
+    (" ", 1.0), ("c", 0.909...)]``. ``(x)`` multiplies by 1.1, ``[x]`` divides by 1.1,
+    ``(x:w)`` multiplies by w, nesting multiplies; brackets left open apply to the end;
+    ``\(`` ``\)`` ``\[`` ``\]`` ``\\`` are the characters; a stray closing bracket is text.
+    ``BREAK`` becomes the piece ``("BREAK", -1.0)`` (see :func:`is_break`). Adjacent pieces
+    of equal weight are merged, so ``(x:1.0)`` is the same single piece as ``x``."""
+    pieces: list[list[Any]] = []  # [text, weight], weights scaled as brackets close
+    open_round: list[int] = []
+    open_square: list[int] = []
 
-    def multiply_range(start: int, multiplier: float) -> None:
-        for p in range(start, len(res)):
-            res[p][1] = float(res[p][1]) * multiplier  # type: ignore[arg-type]
+    def scale(start: int, factor: float) -> None:
+        for piece in pieces[start:]:
+            piece[1] *= factor
 
-    for m in _ATTENTION.finditer(text):
-        part = m.group(0)
-        weight = m.group(1)
+    for match in _ATTENTION.finditer(text):
+        part, number = match.group(0), match.group(1)
+        factor = _weight(number) if number is not None and open_round else None
         if part.startswith("\\"):
-            res.append([part[1:], 1.0])
+            pieces.append([part[1:], 1.0])
         elif part == "(":
-            round_brackets.append(len(res))
+            open_round.append(len(pieces))
         elif part == "[":
-            square_brackets.append(len(res))
-        elif weight is not None and round_brackets:
-            try:
-                multiply_range(round_brackets.pop(), float(weight))
-            except ValueError:  # "(a:1.2.3)": A1111 would fail; treat as text
-                res.append([part, 1.0])
-        elif part == ")" and round_brackets:
-            multiply_range(round_brackets.pop(), 1.1)
-        elif part == "]" and square_brackets:
-            multiply_range(square_brackets.pop(), 1 / 1.1)
+            open_square.append(len(pieces))
+        elif factor is not None:
+            scale(open_round.pop(), factor)
+        elif part == ")" and open_round:
+            scale(open_round.pop(), ROUND_FACTOR)
+        elif part == "]" and open_square:
+            scale(open_square.pop(), SQUARE_FACTOR)
         else:
-            for i, piece in enumerate(_BREAK.split(part)):
-                if i > 0:
-                    res.append(["BREAK", -1.0])
-                res.append([piece, 1.0])
-    for pos in round_brackets:
-        multiply_range(pos, 1.1)
-    for pos in square_brackets:
-        multiply_range(pos, 1 / 1.1)
-    if not res:
-        return [("", 1.0)]
+            for i, segment in enumerate(_BREAK.split(part)):
+                if i:
+                    pieces.append(["BREAK", BREAK_WEIGHT])
+                pieces.append([segment, 1.0])
+    for start in open_round:
+        scale(start, ROUND_FACTOR)
+    for start in open_square:
+        scale(start, SQUARE_FACTOR)
     merged: list[tuple[str, float]] = []
-    for text_part, w in res:
-        weight_f = float(w)  # type: ignore[arg-type]
-        if merged and merged[-1][1] == weight_f and weight_f != -1.0:
-            merged[-1] = (merged[-1][0] + str(text_part), weight_f)
+    for piece_text, piece_weight in pieces:  # A1111 merges any equal neighbours
+        if merged and merged[-1][1] == piece_weight:
+            merged[-1] = (merged[-1][0] + piece_text, merged[-1][1])
         else:
-            merged.append((str(text_part), weight_f))
-    return merged
+            merged.append((piece_text, piece_weight))
+    return merged or [("", 1.0)]
 
 
-def count_prompt_tokens(
-    prompt: str, tokenizer: ClipTokenizer | None = None, comma_backtrack: int = 0
-) -> int:
-    """A1111's token count for a prompt, including the padding that ``BREAK`` (and, with
-    ``comma_backtrack`` > 0, A1111's "pad to the last comma" option) adds to full chunks."""
-    tok = tokenizer or _default()
-    token_count = 0
+def is_break(text: str, weight: float) -> bool:
+    """Whether a parsed piece is A1111's ``BREAK`` marker (a bracketed BREAK is text)."""
+    return text == "BREAK" and weight == BREAK_WEIGHT
+
+
+def prompt_pieces(prompt: str, emphasis: str = "Original") -> list[tuple[str, float]]:
+    """The pieces A1111 tokenizes for an emphasis mode: with ``"None"`` the whole prompt is
+    one piece of weight 1 (brackets and ``BREAK`` are text); otherwise the parsed pieces
+    ("Ignore" parses the same way and then leaves the weights unused)."""
+    if emphasis == "None":
+        return [(prompt, 1.0)]
+    return parse_prompt_attention(prompt)
+
+
+# ----------------------------------------------------------------------------- chunking
+@dataclass
+class PromptChunk:
+    """One 75-token window of a prompt: its token ids (up to 75, without BOS/EOS) and the
+    weight of each."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    def row(self, bos: int, eos: int, pad: int) -> list[int]:
+        """The 77 ids the text encoder sees: BOS, the tokens, EOS up to 76, EOS; then, as
+        A1111's ``process_tokens`` does for encoders whose pad id is not EOS, every id
+        after the first EOS becomes ``pad``."""
+        ids = [bos, *self.tokens, *[eos] * (CHUNK - len(self.tokens)), eos]
+        if pad != eos:
+            first = ids.index(eos)
+            ids[first + 1:] = [pad] * (len(ids) - first - 1)
+        return ids
+
+    def row_weights(self) -> list[float]:
+        """The 77 weights matching :meth:`row` (1.0 for BOS, EOS and padding)."""
+        return [1.0, *self.weights, *[1.0] * (CHUNK + 1 - len(self.weights))]
+
+
+@dataclass
+class ChunkedPrompt:
+    chunks: list[PromptChunk]
+    token_count: int  # A1111's count: full chunks as 75, the last one as its tokens
+
+
+def chunk_prompt(
+    pieces: Sequence[tuple[str, float]],
+    tokenize: Callable[[str], Sequence[int]],
+    *,
+    comma_id: int = COMMA_ID,
+    comma_backtrack: int = COMMA_BACKTRACK,
+    embedding_at: Callable[[Sequence[int], int], int] | None = None,
+) -> ChunkedPrompt:
+    """Split parsed prompt pieces into 75-token chunks as A1111's ``tokenize_line`` does.
+
+    Each piece is tokenized on its own. A chunk is closed when it holds 75 tokens, and at
+    ``BREAK``. When a chunk is full and its last comma is at most ``comma_backtrack``
+    tokens back, the tokens after that comma move on to the next chunk (A1111's
+    ``comma_padding_backtrack``, 20 by default; 0 turns it off). ``embedding_at(ids, i)``
+    gives the length of a textual-inversion embedding's tokens starting at ``ids[i]`` (0 when
+    none starts there): an embedding that does not fit in the current chunk starts the next.
+    The token count is A1111's: each closed chunk counts 75, the last one its tokens."""
+    chunks: list[PromptChunk] = []
+    current = PromptChunk()
+    count = 0
     last_comma = -1
-    chunk_tokens: list[int] = []
 
-    def next_chunk(is_last: bool = False) -> None:
-        nonlocal token_count, last_comma, chunk_tokens
-        token_count += len(chunk_tokens) if is_last else CHUNK
-        chunk_tokens = []
+    def close(last: bool = False) -> None:
+        nonlocal current, count, last_comma
+        count += len(current.tokens) if last else CHUNK
+        chunks.append(current)
+        current = PromptChunk()
         last_comma = -1
 
-    for text, weight in parse_prompt_attention(strip_extra_networks(prompt)):
-        if text == "BREAK" and weight == -1.0:
-            next_chunk()
+    for text, weight in pieces:
+        if is_break(text, weight):
+            close()
             continue
-        for token in tok.encode(text):
-            if token == COMMA_ID:
-                last_comma = len(chunk_tokens)
-            elif (
-                comma_backtrack
-                and len(chunk_tokens) == CHUNK
-                and last_comma != -1
-                and len(chunk_tokens) - last_comma <= comma_backtrack
-            ):
-                reloc = chunk_tokens[last_comma + 1 :]
-                next_chunk()
-                chunk_tokens = reloc
-            if len(chunk_tokens) == CHUNK:
-                next_chunk()
-            chunk_tokens.append(token)
-    if chunk_tokens or token_count == 0:
-        next_chunk(is_last=True)
-    return token_count
+        ids = list(tokenize(text))
+        pos = 0
+        while pos < len(ids):
+            token = ids[pos]
+            full = len(current.tokens) == CHUNK
+            if token == comma_id:
+                last_comma = len(current.tokens)
+            elif (comma_backtrack and full and last_comma != -1
+                  and CHUNK - last_comma <= comma_backtrack):
+                cut = last_comma + 1
+                moved = PromptChunk(current.tokens[cut:], current.weights[cut:])
+                del current.tokens[cut:], current.weights[cut:]
+                close()
+                current = moved
+            if len(current.tokens) == CHUNK:
+                close()
+            span = embedding_at(ids, pos) if embedding_at is not None else 0
+            if span > 1 and len(current.tokens) + span > CHUNK:
+                close()  # an embedding's vectors stay together in one chunk
+            span = max(span, 1)
+            current.tokens.extend(ids[pos:pos + span])
+            current.weights.extend([weight] * span)
+            pos += span
+    if current.tokens or not chunks:
+        close(last=True)
+    return ChunkedPrompt(chunks, count)
 
 
 # -------------------------------------------------------------------------- module API
@@ -292,14 +366,14 @@ def encode(text: str) -> list[int]:
 
 
 @lru_cache(maxsize=512)
-def count_tokens(text: str, *, emphasis: bool = False) -> int:
-    """Tokens in a prompt, without BOS/EOS. By default as SD Studio's engine encodes it
-    (LoRA tags removed, everything else is text); with ``emphasis=True`` as AUTOMATIC1111
-    counts it (emphasis syntax parsed away, ``BREAK`` padding to the next chunk included).
-    For plain text both equal ``len(encode(text))``."""
-    if emphasis:
-        return count_prompt_tokens(text)
-    return len(_default().encode(strip_lora_tags(text)))
+def count_tokens(text: str, *, emphasis: str = "Original") -> int:
+    """A1111's token count for a prompt as the engine encodes it with ``emphasis`` (one of
+    ``core.request.EMPHASIS_MODES``): LoRA tags removed, emphasis syntax parsed away (not
+    with "None"), and the padding that ``BREAK`` and the comma backtrack add to full chunks
+    included. For plain text without commas near a chunk's end it is
+    ``len(encode(text))``."""
+    pieces = prompt_pieces(strip_lora_tags(text), emphasis)
+    return chunk_prompt(pieces, _default().encode).token_count
 
 
 def chunk_info(n: int) -> tuple[int, int]:
