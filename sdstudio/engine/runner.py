@@ -383,8 +383,9 @@ class Engine:
         # _execution_device walks every module; only needed when offload hooks move them
         device = pipe._execution_device if loaded.offloaded else choice.device
         encoded = encode_prompts(pipe, prompt, request.negative_prompt,
-                                 clip_skip=request.clip_skip, device=device)
-        notes = [*loaded.notes, *embedding_notes]
+                                 clip_skip=request.clip_skip, emphasis=request.emphasis,
+                                 device=device, arch=loaded.arch)
+        notes = [*loaded.notes, *embedding_notes, *encoded.notes]
         if "note" in sched_info:
             notes.append(str(sched_info["note"]))
         if self._versions is None:
@@ -469,17 +470,18 @@ class Engine:
     @staticmethod
     def _call(pipe: Any, encoded: Any, request: GenerationRequest, gens: list[torch.Generator],
               callback: StepCallback, kwargs: dict[str, Any]) -> torch.Tensor:
-        return pipe(
-            **encoded.pipe_kwargs(),
-            num_inference_steps=request.steps,
-            guidance_scale=request.cfg_scale,
-            num_images_per_prompt=request.batch_size,
-            generator=gens,
-            output_type="latent",
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["latents"],
-            **kwargs,
-        ).images
+        with encoded.masked_attention(pipe.unet, request.batch_size):
+            return pipe(
+                **encoded.pipe_kwargs(),
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg_scale,
+                num_images_per_prompt=request.batch_size,
+                generator=gens,
+                output_type="latent",
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **kwargs,
+            ).images
 
     @staticmethod
     def _generators(request: GenerationRequest, seeds: list[int],

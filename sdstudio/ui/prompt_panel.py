@@ -49,11 +49,12 @@ PANEL_FIELDS: tuple[FieldSpec, ...] = tuple(
 PERSISTED: tuple[str, ...] = tuple(s.name for s in PANEL_FIELDS if s.persist)
 
 
-def count_label(text: str) -> tuple[str, bool]:
-    """The "12/75" text for a prompt, and whether it spills past the first chunk."""
+def count_label(text: str, emphasis: str = "Original") -> tuple[str, bool]:
+    """The "12/75" text for a prompt as the engine encodes it with that emphasis mode, and
+    whether it spills past the first chunk."""
     from sdstudio.core.tokens import chunk_info, count_tokens
 
-    n, capacity = chunk_info(count_tokens(text))
+    n, capacity = chunk_info(count_tokens(text, emphasis=emphasis))
     return f"{n}/{capacity}", capacity > 75
 
 
@@ -179,6 +180,7 @@ class PromptPanel(QWidget):
             control.on_change(self.changed.emit)
         self.control("width").on_change(self._size_changed)
         self.control("height").on_change(self._size_changed)
+        self.control("emphasis").on_change(self._count_timer.start)  # it changes the count
         only_masked = self.widget("inpaint_only_masked")
         padding = self.widget("inpaint_padding")
         only_masked.toggled.connect(padding.setEnabled)
@@ -415,9 +417,10 @@ class PromptPanel(QWidget):
 
     def _count_tokens(self) -> None:
         texts = (self.prompt_edit.toPlainText(), self.negative_edit.toPlainText())
+        emphasis = str(self.control("emphasis").value())
 
         def work() -> tuple[tuple[str, bool], tuple[str, bool]]:
-            return count_label(texts[0]), count_label(texts[1])
+            return count_label(texts[0], emphasis), count_label(texts[1], emphasis)
 
         self._counter.submit(work, self._show_counts)
 
