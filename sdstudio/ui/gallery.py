@@ -41,7 +41,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QApplication,
-    QHBoxLayout,
     QLabel,
     QListView,
     QListWidget,
@@ -58,6 +57,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio.ui.background import BackgroundRunner
 from sdstudio.ui.canvas.viewer import ImageViewer
+from sdstudio.ui.flow_layout import FlowLayout
 from sdstudio.ui.theme import icon
 from sdstudio.ui.trash import move_to_trash, restore_from_trash
 
@@ -196,6 +196,7 @@ class GalleryWidget(QWidget):
         self.empty_label = QLabel("Images you generate appear here.\nEarlier images from the "
                                   "output folder are listed too.", self)
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
 
         self.viewer = ImageViewer(self)
         self.viewer.set_placeholder("Select an image")
@@ -252,14 +253,11 @@ class GalleryWidget(QWidget):
         rv.addWidget(self.viewer, 1)
         rv.addWidget(self.path_label)
         rv.addWidget(self.info)
-        row1 = QHBoxLayout()
-        for b in (self.img2img_button, self.inpaint_button, self.reuse_button):
-            row1.addWidget(b)
-        row2 = QHBoxLayout()
-        for b in (self.copy_button, self.folder_button, self.delete_button, self.undo_button):
-            row2.addWidget(b)
-        rv.addLayout(row1)
-        rv.addLayout(row2)
+        actions = FlowLayout(spacing=4, line_spacing=4)  # wraps where the pane is narrow
+        for b in (self.img2img_button, self.inpaint_button, self.reuse_button,
+                  self.copy_button, self.folder_button, self.delete_button, self.undo_button):
+            actions.addWidget(b)
+        rv.addLayout(actions)
 
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(left)

@@ -4,6 +4,7 @@ engine and never imports it."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSplitter,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -36,6 +38,7 @@ from sdstudio.core.errors import SDStudioError, describe_error
 from sdstudio.core.request import GenerationRequest, Mode, request_spec
 from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui import file_dialogs
+from sdstudio.ui.canvas.compare import CompareViewer
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
 from sdstudio.ui.canvas.viewer import ImageViewer
@@ -62,6 +65,24 @@ __all__ = ["TAB_IMG2IMG", "TAB_INPAINT", "TAB_TXT2IMG", "MainWindow", "format_du
 APP_TITLE = "SD Studio"
 
 
+
+QUEUE_WIDTH = 230  # the queue dock's width on first start
+
+
+class PanelScroll(QScrollArea):
+    """The prompt panel's scroll area: never narrower than the panel needs, with room for
+    the vertical scroll bar, so the splitter cannot clip it (the panel's minimum follows its
+    fonts and contents, known only once it is shown)."""
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget()
+        hint = super().minimumSizeHint()
+        if inner is None:
+            return hint
+        width = (inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                 + 2 * self.frameWidth())
+        return QSize(max(hint.width(), width), hint.height())
+
 class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWindow):
     settingsChanged = Signal(object)  # Settings
 
@@ -74,6 +95,8 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self._job_started: dict[int, float] = {}
         self._shown_result: set[int] = set()
         self._last_result: dict[int, QImage] = {}
+        self._result_request: dict[int, GenerationRequest] = {}  # id(viewer) -> its request
+        self._compare_buttons: dict[int, QToolButton] = {}
         self._models: list[dict[str, Any]] = []
         self._current_model = settings.engine.default_model
         self._closing = False
@@ -100,11 +123,10 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
     # ================================================================= building
     def _build_central(self) -> None:
         self.prompt_panel = PromptPanel(self)
-        scroll = QScrollArea(self)
+        scroll = PanelScroll(self)
         scroll.setWidget(self.prompt_panel)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setMinimumWidth(310)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.prompt_scroll = scroll
 
@@ -119,14 +141,14 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.tabs.addTab(self.txt_viewer, icon("text"), "&Text to image")
 
         self.source_canvas = SourceCanvas(self)
-        self.img_result = ImageViewer(self)
+        self.img_result = CompareViewer(self)
         self.img_result.set_placeholder("The result appears here")
         self.img_result.setAccessibleName("Image to image result")
         self.tabs.addTab(self._pair(self.source_canvas, self.img_result, "Source", "Result"),
                          icon("img2img"), "&Image to image")
 
         self.mask_canvas = MaskCanvas(self)
-        self.inpaint_result = ImageViewer(self)
+        self.inpaint_result = CompareViewer(self)
         self.inpaint_result.set_placeholder("The result appears here")
         self.inpaint_result.setAccessibleName("Inpaint result")
         self.tabs.addTab(self._pair(self.mask_canvas, self.inpaint_result,
@@ -184,22 +206,58 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.source_canvas.set_target_size(panel.control("width").value(),
                                            panel.control("height").value())
 
-    def _pair(self, left: QWidget, right: QWidget, left_title: str, right_title: str
+    def _pair(self, left: QWidget, right: CompareViewer, left_title: str, right_title: str
               ) -> QWidget:
+        """Source and result side by side, sharing the width equally; the result can
+        compare itself with its source (the Compare button, C)."""
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        for widget, title in ((left, left_title), (right, right_title)):
+        compare = QToolButton(self)
+        compare.setText("&Compare")
+        compare.setCheckable(True)
+        compare.setToolTip("Show the source left of a divider you drag across the result")
+        compare.toggled.connect(right.set_compare)
+        right.set_before_source(functools.partial(self._before_image, right))
+        self._compare_buttons[id(right)] = compare
+        for widget, title, extra in ((left, left_title, None), (right, right_title, compare)):
             box = QWidget(splitter)
             lay = QVBoxLayout(box)
             lay.setContentsMargins(0, 0, 0, 0)
             lay.setSpacing(4)
+            head_row = QHBoxLayout()
             head = QLabel(title, box)
             head.setObjectName("sectionTitle")
-            lay.addWidget(head)
+            head_row.addWidget(head)
+            head_row.addStretch(1)
+            if extra is not None:
+                head_row.addWidget(extra)
+            lay.addLayout(head_row)
             lay.addWidget(widget, 1)
             splitter.addWidget(box)
-        splitter.setSizes([600, 400])
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([500, 500])
         splitter.setChildrenCollapsible(False)
         return splitter
+
+    def _before_image(self, viewer: CompareViewer) -> QImage | None:
+        """The source of the result ``viewer`` shows, fitted as the engine fitted it."""
+        request = self._result_request.get(id(viewer))
+        if request is None or not request.init_image:
+            return None
+        from sdstudio.core.errors import ImageInputError
+        from sdstudio.core.images import open_image
+        from sdstudio.ui.canvas.source_canvas import fit_frame
+        from sdstudio.ui.imageutil import pil_to_qimage
+
+        try:
+            source = pil_to_qimage(open_image(request.init_image, "source image").convert("RGB"))
+        except (ImageInputError, OSError, ValueError):
+            return None
+        frame = fit_frame(request.resize_mode, source.width(), source.height(),
+                          request.width, request.height).toRect()
+        return source.copy(frame).scaled(request.width, request.height,
+                                         Qt.AspectRatioMode.IgnoreAspectRatio,
+                                         Qt.TransformationMode.SmoothTransformation)
 
     def _build_queue_dock(self) -> None:
         dock = QDockWidget("Queue", self)
@@ -208,7 +266,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.queue_view = QueueView(self.queue, dock)
         dock.setWidget(self.queue_view)
-        dock.setMinimumWidth(220)
+        dock.setMinimumWidth(200)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.queue_dock = dock
 
@@ -464,6 +522,9 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         state = ui.get("window_state")
         if isinstance(state, str):
             self.restoreState(QByteArray.fromBase64(state.encode()))
+        else:  # first start: a narrow queue leaves the canvases room on a laptop screen
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.queue_dock], [QUEUE_WIDTH],
+                                                          Qt.Orientation.Horizontal))
         self.prompt_panel.show_more(ui.get("more_options") is True)
         tab = ui.get("tab")
         if isinstance(tab, int) and 0 <= tab < self.tabs.count():

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sdstudio.ui.flow_layout import FlowLayout
 from sdstudio.ui.theme import icon
 
 STATE_COLOURS = {
@@ -226,9 +227,8 @@ class QueueView(QWidget):
                      pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText))
         self.placeholder.setPalette(pal)
         lay.addWidget(self.list, 1)
-        lay.addWidget(self.placeholder)
-        row = QHBoxLayout()
-        row.setSpacing(4)
+        lay.addWidget(self.placeholder, 1)  # the list's room while there is no job
+        row = FlowLayout(spacing=4, line_spacing=4)  # wraps in a narrow dock
         self.cancel_button = QPushButton(icon("stop"), "Canc&el", self)
         self.cancel_button.setToolTip("Cancel the running job (Esc)")
         self.remove_button = QPushButton(icon("delete"), "&Remove", self)

@@ -65,6 +65,7 @@ class JobSlots(WindowPart):
     _job_started: dict[int, float]
     _shown_result: set[int]
     _last_result: dict[int, QImage]  # id(viewer) -> the last finished image it showed
+    _result_request: dict[int, Any]  # id(viewer) -> the request of the image it shows
 
     if TYPE_CHECKING:
         def show_error(self, message: str, details: str = "") -> None: ...
@@ -134,6 +135,7 @@ class JobSlots(WindowPart):
         if image.qimage is not None and image.index == 0:
             self._shown_result.add(job_id)
             viewer = self._viewer_for(job_id)
+            self._result_request[id(viewer)] = image.request  # for its "before" image
             viewer.set_image(image.qimage)
             self._last_result[id(viewer)] = image.qimage
         if image.path:

@@ -40,6 +40,7 @@ from sdstudio.ui.canvas.mask_paint import (
 from sdstudio.ui.canvas.mask_toolbar import MaskToolbar
 from sdstudio.ui.canvas.mask_view import MaskView
 from sdstudio.ui.canvas.viewer import ImageViewer
+from sdstudio.ui.flow_layout import wrap_row
 from sdstudio.ui.imageutil import array_to_qimage, open_image_safely, qimage_to_array
 
 
@@ -70,9 +71,10 @@ class MaskCanvas(ImageCanvasBase):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(4)
-        lay.addLayout(self.toolbar.top)
+        # the tool rows wrap group by group where the pane is narrow (a laptop screen)
+        lay.addLayout(wrap_row(self.toolbar.top, self))
         lay.addWidget(self._view, 1)
-        lay.addLayout(self.toolbar.bottom)
+        lay.addLayout(wrap_row(self.toolbar.bottom, self))
         self._view.zoomChanged.connect(lambda _z: self.toolbar.update_info())
         self.setFocusProxy(self._view)
         self._sync_controls()

@@ -39,6 +39,7 @@ from sdstudio.ui.canvas.base import (
     tool_button,
 )
 from sdstudio.ui.canvas.viewer import ImageViewer
+from sdstudio.ui.flow_layout import wrap_row
 
 FIT_MODE_LABELS: dict[str, tuple[str, str]] = {
     "resize": ("Resize", "Stretch the whole image to the target size (the aspect may change)"),
@@ -178,7 +179,7 @@ class SourceCanvas(ImageCanvasBase):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(4)
-        lay.addLayout(bar)
+        lay.addLayout(wrap_row(bar, self))  # wraps where the pane is narrow
         lay.addWidget(self._view, 1)
         self._view.zoomChanged.connect(lambda _z: self._update_info())
         self.clear_button.setEnabled(False)
