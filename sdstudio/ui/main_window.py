@@ -277,6 +277,18 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         open_image.setShortcut(QKeySequence(QKeySequence.StandardKey.Open))
         open_image.triggered.connect(self.open_image)
         file_menu.addAction(open_image)
+        restore = QAction(icon("restore"), "Restore &parameters from image…", self)
+        restore.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        restore.setToolTip("Put the prompt and settings an image was made with into the panel")
+        restore.triggered.connect(self.restore_parameters_dialog)
+        file_menu.addAction(restore)
+        # Ctrl+V anywhere in the window pastes into the image-to-image or inpaint canvas; a
+        # focused text box or canvas claims the key first (shortcut override), so text paste
+        # still goes into text
+        self.paste_image_action = QAction("Paste &image", self)
+        self.paste_image_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Paste))
+        self.paste_image_action.triggered.connect(self.paste_image)
+        file_menu.addAction(self.paste_image_action)
         file_menu.addSeparator()
         file_menu.addAction(self.open_model_file_action)
         file_menu.addAction(self.open_model_folder_action)
@@ -441,14 +453,28 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
             self.open_path(path)
 
     def open_path(self, path: str) -> None:
-        """Open an image: into the current canvas, or restore its parameters elsewhere."""
+        """Open an image into the canvas of the current tab (image to image from any tab
+        without one). Restoring an image's parameters is its own action."""
         if self.tabs.currentIndex() == TAB_INPAINT:
             self.mask_canvas.load_file(path)
-        elif self.tabs.currentIndex() == TAB_IMG2IMG:
-            self.source_canvas.load_file(path)
-        elif not self.restore_parameters_from(path, quiet_failure=True):
+        else:
             self.tabs.setCurrentIndex(TAB_IMG2IMG)
             self.source_canvas.load_file(path)
+
+    def restore_parameters_dialog(self) -> None:
+        path = file_dialogs.open_file(self, "images", "Restore parameters from an image",
+                                      "Images (*.png *.jpg *.jpeg *.webp);;All files (*)")
+        if path:
+            self.restore_parameters_from(path)
+
+    def paste_image(self) -> bool:
+        """Ctrl+V outside a text box: the clipboard's image into the image-to-image or
+        inpaint canvas (the one of the current tab; image to image from the others)."""
+        if self.tabs.currentIndex() == TAB_INPAINT:
+            return self.mask_canvas.paste()
+        if self.tabs.currentIndex() != TAB_IMG2IMG:
+            self.tabs.setCurrentIndex(TAB_IMG2IMG)
+        return self.source_canvas.paste()
 
     def send_to_img2img(self, path: str) -> None:
         if self.source_canvas.load_file(path):

@@ -21,7 +21,7 @@ from sdstudio.storage.naming import (
 NOW = datetime(2024, 3, 9, 14, 5, 7)
 REQ = GenerationRequest(
     prompt="a photo of a cat", seed=1234, width=512, height=768, steps=25, cfg_scale=7.5,
-    sampler="DPM++ 2M Karras", model="/models/dreamshaper_8.safetensors",
+    sampler="DPM++ 2M Karras", model="/models/dreamshaper_8.safetensors",  # = DPM++ 2M + Karras
 )
 
 
@@ -35,7 +35,7 @@ def test_every_token() -> None:
     )
     info = GenerationInfo(model_name="dreamshaper 8")
     assert format_filename(pattern, REQ, info, index=42, now=NOW) == (
-        "2024-03-09/14-05-07_00042_1234_a photo of a cat_dreamshaper 8_DPM++ 2M Karras_"
+        "2024-03-09/14-05-07_00042_1234_a photo of a cat_dreamshaper 8_DPM++ 2M_"
         "512x768_25_7.5.png"
     )
     # without info the model's file name is used
