@@ -32,6 +32,7 @@ from sdstudio.batch.events import (
 from sdstudio.batch.plan import BatchOptions
 from sdstudio.batch.runner import BatchControl, BatchRunner, ListChangedError
 from sdstudio.core.errors import CancelledError, SDStudioError, describe_error
+from sdstudio.core.events import format_duration
 from sdstudio.core.prompts import PromptList
 from sdstudio.core.request import GenerationRequest
 
@@ -181,4 +182,7 @@ class _BatchTask:
         if self.finished > self.kept:
             per = (time.perf_counter() - self.started) / (self.finished - self.kept)
             text += f" · {per:.1f} s/image"
+            left = max(0, self.assigned - self.finished)
+            if left:
+                text += f" · {format_duration(per * left)} left"
         return text

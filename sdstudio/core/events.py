@@ -118,3 +118,15 @@ EventCallback = Callable[[EngineEvent], None]
 
 def ignore_event(event: EngineEvent) -> None:
     """Default callback."""
+
+
+def format_duration(seconds: float) -> str:
+    """"42 s", "3 min 05 s", "1 h 02 min" for progress lines."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min"

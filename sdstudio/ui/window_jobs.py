@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtGui import QAction, QImage
 from PySide6.QtWidgets import QLabel, QProgressBar, QTabWidget
 
-from sdstudio.core.events import Progress
+from sdstudio.core.events import Progress, format_duration
 from sdstudio.core.request import Mode
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.window_part import WindowPart
@@ -21,17 +21,6 @@ if TYPE_CHECKING:
     from sdstudio.ui.prompt_panel import PromptPanel
 
 TAB_TXT2IMG, TAB_IMG2IMG, TAB_INPAINT = 0, 1, 2
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {s:02d} s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min"
 
 
 def progress_text(event: Progress) -> tuple[int, int, str]:
@@ -124,8 +113,8 @@ class JobSlots(WindowPart):
         self.progress_bar.setValue(int(fraction * 1000))
         step = f" · step {job.step}/{job.total}" if job.total else ""
         label = job.title.removeprefix("Batch: ")
-        self.progress_bar.setFormat(f"Batch {label}: {job.items_done}/{job.items_total} "
-                                    f"images{step}")
+        counts = job.detail or f"{job.items_done}/{job.items_total} images"  # + s/image, left
+        self.progress_bar.setFormat(f"Batch {label}: {counts}{step}")
 
     def _on_job_preview(self, job_id: int, image: QImage) -> None:
         if job_id not in self._shown_result:

@@ -120,3 +120,17 @@ def test_a_resumed_batch_counts_its_earlier_images() -> None:
                            done_slots=frozenset(), resumed=True, out_dir=Path("."))
     task._report(Ctx(), planned)  # type: ignore[arg-type]
     assert reports[-1][:2] == (2, 5) and reports[-1][2].startswith("2/5 images")
+
+
+def test_the_batch_bar_shows_seconds_per_image_and_time_left() -> None:
+    import time
+
+    from sdstudio.batch.events import BatchPaused
+    from sdstudio.batch.qt import _BatchTask
+
+    task = _BatchTask.__new__(_BatchTask)
+    task.assigned, task.finished, task.kept = 5, 3, 2
+    task.started = time.perf_counter() - 4.0  # one image made in this run, in 4 s
+    line = task._line(BatchPaused(paused=False))
+    assert line.startswith("3/5 images · 4.0 s/image · ") and line.endswith(" left")
+    assert "8 s left" in line
