@@ -154,6 +154,20 @@ class ScheduleKey(InfotextKey):
         return None  # SamplerKey reads both keys
 
 
+class EmphasisKey(InfotextKey):
+    """``Emphasis``: as A1111, only when it is not Original and a prompt (or the negative)
+    has brackets it could apply to."""
+
+    def __init__(self) -> None:
+        super().__init__("Emphasis", omit_default=True)
+
+    def write(self, request: Any, spec: FieldSpec) -> Any:
+        texts = (request.prompt, request.negative_prompt)
+        if not any("(" in t or "[" in t for t in texts):
+            return None
+        return super().write(request, spec)
+
+
 class SeedResizeKey(InfotextKey):
     """``Seed resize from: 512x768``, written when both sides are set."""
 

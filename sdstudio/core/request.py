@@ -30,6 +30,7 @@ from sdstudio.core.fields import (
     spec,
 )
 from sdstudio.core.infotext_keys import (
+    EmphasisKey,
     FlagWordsKey,
     RngKey,
     SamplerKey,
@@ -208,7 +209,7 @@ class GenerationRequest:
         "choice", "Emphasis", help="how (word:1.2) weights apply, as AUTOMATIC1111: Original "
         "(weights, then the mean restored), No norm (weights only), Ignore (no weights), None "
         "(brackets are plain text)", choices=EMPHASIS_MODES,
-        infotext=InfotextKey("Emphasis", omit_default=True), ui=Ui("advanced", "Emp&hasis")))
+        infotext=EmphasisKey(), ui=Ui("advanced", "Emp&hasis")))
     rng: str = field(default="cpu", metadata=spec(
         "choice", "RNG", help="where the initial noise is drawn: cpu (the same image on every "
         "device, as A1111's CPU setting) or device (the GPU's generator)", noun="rng",

@@ -72,6 +72,8 @@ def test_every_infotext_field_round_trips() -> None:
         base = GenerationRequest(prompt="a cat", **INPAINT)  # every key is written in inpaint
         if s.name == "inpaint_padding":
             base = base.replace(inpaint_only_masked=True)
+        if s.name == "emphasis":  # written only for a prompt with brackets, as A1111
+            base = base.replace(prompt="a (cat)")
         if s.name == "variation_seed":  # written only when it is used
             base = base.replace(variation_strength=0.25)
         if s.name.startswith("seed_resize_from_"):  # written when both sides are set

@@ -496,7 +496,8 @@ def _carried(r: GenerationRequest) -> dict[str, object]:
         "negative_prompt": r.negative_prompt,
         "width": r.width, "height": r.height, "steps": r.steps, "cfg_scale": r.cfg_scale,
         "seed": r.seed, "sampler": r.sampler, "clip_skip": r.clip_skip, "rng": r.rng,
-        "schedule": effective_schedule(r.sampler, r.schedule_type), "emphasis": r.emphasis,
+        "schedule": effective_schedule(r.sampler, r.schedule_type),
+        "emphasis": r.emphasis if _has_brackets(r) else "Original",
         "variation": (r.variation_seed, r.variation_strength) if r.variation_strength else None,
         "seed_resize": (r.seed_resize_from_w, r.seed_resize_from_h)
         if r.seed_resize_from_w and r.seed_resize_from_h else None,
@@ -516,6 +517,11 @@ def _a1111_lines(r: GenerationRequest) -> GenerationRequest:
     def strip(text: str) -> str:
         return "\n".join(line.strip() for line in text.split("\n"))
     return r.replace(prompt=strip(r.prompt), negative_prompt=strip(r.negative_prompt))
+
+
+def _has_brackets(r: GenerationRequest) -> bool:
+    """A1111 writes Emphasis only for prompts it could apply to."""
+    return any(c in t for t in (r.prompt, r.negative_prompt) for c in "([")
 
 
 def test_infotext_round_trip_over_many_random_requests() -> None:
@@ -647,7 +653,7 @@ def test_hashes_are_written_as_a1111_writes_them() -> None:
         model_sha256=SHA, vae_name="vae-ft-mse", vae_sha256=SHA,
         lora_hashes={"add_detail": SHA, "film, grain:v2": "0123456789ab"},
         ti_hashes={"EasyNegative": "c74b4e810b03", "bad:hands": SHA})
-    line = to_infotext(GenerationRequest(prompt="x", seed=1, emphasis="No norm"), info)
+    line = to_infotext(GenerationRequest(prompt="(x)", seed=1, emphasis="No norm"), info)
     line = line.splitlines()[-1]
     keys = [k for k, _ in _A1111_RE_PARAM.findall(line)]
     assert keys[-4:] == ["Lora hashes", "TI hashes", "Emphasis", "Version"]
