@@ -8,8 +8,8 @@ The tiny models' final layer norms are untrained (weight 1, bias 0), so the mean
 after the norm is ~1e-9 and "Original"'s mean restore would be 0 / 0; the pipes here get
 final norms with non-zero parameters, as trained CLIP models have.
 
-Tolerance: float32 rounding, 1e-5 absolute on hidden states of magnitude ~1 (measured
-max 1e-6).
+Tolerance: float32 rounding, 1e-5 absolute on hidden states of magnitude ~1 (measured: the
+hidden states are bit-identical, SDXL's pooled output within 2.4e-7).
 """
 
 from __future__ import annotations
