@@ -47,6 +47,7 @@ from sdstudio.core.sampler_names import (
     schedule_problem,
     split_combined,
 )
+from sdstudio.core.tokens import strip_lora_tags
 
 __all__ = ["FIELD_NAMES", "MAX_SEED", "SAMPLER_NAMES", "GenerationInfo", "GenerationRequest",
            "LoraSpec", "Mode", "request_spec"]
@@ -273,8 +274,7 @@ class GenerationRequest:
                     "prompt", f"LoRA tag {m.group(0)!r}: give the LoRA's name in your LoRA "
                     "folders, not a path")
             found.append(LoraSpec(name, weight))
-        clean = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", self.prompt)).strip(" ,")
-        return clean, (*self.loras, *found)
+        return strip_lora_tags(self.prompt), (*self.loras, *found)
 
     def prompt_with_lora_tags(self) -> str:
         """The prompt with ``loras`` (the LoRAs given apart from it) as ``<lora:name:w>``

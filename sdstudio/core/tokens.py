@@ -181,8 +181,10 @@ class ClipTokenizer:
 
 # ------------------------------------------------------------------------- prompt parsing
 def strip_lora_tags(prompt: str) -> str:
-    """The prompt the engine encodes: ``GenerationRequest.prompt_loras``'s clean-up."""
-    return _SPACES.sub(" ", _LORA_TAG.sub("", prompt)).strip(" ,")
+    """The prompt the engine encodes: the ``<lora:...>`` tags taken out and the rest kept as
+    it is, as AUTOMATIC1111's extra-network parser does (``"<lora:a:1>, cat"`` encodes
+    ``", cat"``; CLIP's tokenizer folds the spaces)."""
+    return _LORA_TAG.sub("", prompt)
 
 
 def _weight(number: str) -> float | None:

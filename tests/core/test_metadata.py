@@ -161,7 +161,9 @@ def test_explicit_loras_become_prompt_tags() -> None:
     assert text.splitlines()[0] == "cat <lora:film:0.6> <lora:x:1>"
     parsed = parse_infotext(text).request
     assert parsed.loras == ()
-    assert parsed.prompt_loras() == ("cat", (LoraSpec("film", 0.6), LoraSpec("x", 1.0)))
+    clean, loras = parsed.prompt_loras()
+    assert clean.split() == ["cat"]  # the tags' spaces stay; CLIP's tokenizer folds them
+    assert loras == (LoraSpec("film", 0.6), LoraSpec("x", 1.0))
 
 
 # ----------------------------------------------------------------- real-world infotexts
@@ -491,7 +493,7 @@ def random_info(rng: random.Random) -> GenerationInfo:
 def _carried(r: GenerationRequest) -> dict[str, object]:
     clean, loras = r.prompt_loras()
     fields: dict[str, object] = {
-        "clean_prompt": clean,
+        "clean_prompt": " ".join(clean.split()),  # what CLIP's tokenizer sees
         "loras": sorted((lo.name, lo.weight) for lo in loras),
         "negative_prompt": r.negative_prompt,
         "width": r.width, "height": r.height, "steps": r.steps, "cfg_scale": r.cfg_scale,

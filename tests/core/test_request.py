@@ -99,7 +99,7 @@ def test_prompt_loras() -> None:
         loras=(LoraSpec("base", 0.8),),
     )
     clean, loras = req.prompt_loras()
-    assert clean == "a cat, , sitting"
+    assert clean == "a cat, ,  sitting  "  # as A1111: only the tags go
     assert loras == (
         LoraSpec("base", 0.8), LoraSpec("film", 0.6), LoraSpec("detail", 1.0),
         LoraSpec("x", 1.5),
