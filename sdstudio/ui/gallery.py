@@ -1,36 +1,44 @@
 """The gallery: thumbnails of this session's images and of earlier ones in the output folder.
 
-Earlier images are listed and thumbnailed in a background runner, a few at a time, so a
-folder of thousands of PNGs never stalls the window. Clicking a thumbnail shows it large with
-its parameters; the actions send it to img2img / inpaint, restore its parameters, copy it,
-open its folder or move it to the system trash (after confirmation; Ctrl+Z brings the last one
-back).
+The output folder is listed in a background runner, recursively (sub-folders made by file-name
+patterns such as ``batch-x/{date}/…``, down to :data:`MAX_DEPTH` levels; hidden folders and
+links to folders are skipped), newest first, at most :data:`MAX_LISTED` images. Thumbnails
+are made only for the rows in view (and one page ahead), in a second runner, through the disk
+cache of :mod:`sdstudio.ui.thumb_cache`, so a second start reads small files instead of
+decoding images; at most :data:`MAX_ICONS` are kept in memory. Clicking a thumbnail shows it
+large with its parameters; the buttons and the right-click menu
+(:mod:`sdstudio.ui.result_actions`) send it to img2img / inpaint, restore its parameters or
+seed, copy it or its parameters, open its folder, view it full screen or move it to the system
+trash (after confirmation; Ctrl+Z brings the last one back). Thumbnails and the large image
+can be dragged out (onto a canvas or another program).
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import (
     QEvent,
+    QMimeData,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
+    QPoint,
     QRect,
     QSize,
     Qt,
-    QUrl,
+    QTimer,
     Signal,
     SignalInstance,
 )
 from PySide6.QtGui import (
-    QDesktopServices,
     QIcon,
     QImage,
-    QImageReader,
     QKeyEvent,
     QKeySequence,
     QPainter,
@@ -40,11 +48,11 @@ from PySide6.QtGui import (
     QShortcut,
 )
 from PySide6.QtWidgets import (
-    QApplication,
     QLabel,
     QListView,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QMessageBox,
     QPushButton,
     QSplitter,
@@ -55,61 +63,77 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sdstudio.core.errors import ImageInputError
 from sdstudio.ui.background import BackgroundRunner
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.flow_layout import FlowLayout
+from sdstudio.ui.imageutil import load_image_file
+from sdstudio.ui.result_actions import (
+    FULL_SCREEN_KEYS,
+    FullScreenViewer,
+    ResultHandlers,
+    ResultTarget,
+    ViewerActions,
+    build_menu,
+    copy_image,
+    drag_mime,
+    open_folder,
+    start_drag,
+    target_from_file,
+)
 from sdstudio.ui.theme import icon
+from sdstudio.ui.thumb_cache import ThumbCache
 from sdstudio.ui.trash import move_to_trash, restore_from_trash
 
 THUMB = 150
 PathRole = Qt.ItemDataRole.UserRole + 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-MAX_LISTED = 2000
-BATCH = 12
+MAX_LISTED = 20_000  # images listed from the output folder, the newest
+MAX_DEPTH = 6  # folder levels below the output folder that are listed
+MAX_SCANNED = 200_000  # folder entries looked at, at most (an output folder set to $HOME)
+BATCH = 16  # thumbnails per background task
+MAX_ICONS = 600  # thumbnails held in memory; others are read again when scrolled back to
+FIRST_ITEMS = 64  # thumbnails made before the list is laid out (or while it is hidden)
 
 
-def read_thumbnail(path: str, side: int = THUMB) -> QImage:
-    """A thumbnail, decoded at reduced size where the format allows (runs off the GUI thread)."""
-    reader = QImageReader(path)
-    reader.setAutoTransform(True)
-    size = reader.size()
-    if size.isValid() and (size.width() > side or size.height() > side):
-        reader.setScaledSize(size.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio))
-    image = reader.read()
-    if image.isNull():
-        return image
-    if image.width() > side or image.height() > side:
-        image = image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
-                             Qt.TransformationMode.SmoothTransformation)
-    return image
+def read_thumbnails(paths: Sequence[str], cache: ThumbCache,
+                    side: int = THUMB) -> list[tuple[str, QImage]]:
+    """(path, thumbnail) for each of ``paths``, in order; a null QImage for an unreadable
+    file (runs off the GUI thread)."""
+    return [(p, cache.thumbnail(p, side)) for p in paths]
 
 
-def read_thumbnails(paths: list[str]) -> list[tuple[str, QImage]]:
-    """(path, thumbnail) for each of ``paths``, in order (runs off the GUI thread)."""
-    return [(p, read_thumbnail(p)) for p in paths]
-
-
-def list_images(folder: Path) -> list[str]:
-    """Image files in ``folder`` and one level of sub-folders, newest first."""
+def list_images(folder: Path | str, max_depth: int = MAX_DEPTH, limit: int = MAX_LISTED,
+                max_scanned: int = MAX_SCANNED) -> list[str]:
+    """Image files in ``folder`` and its sub-folders down to ``max_depth`` levels, newest
+    first, at most ``limit``. Hidden files and folders and links to folders are skipped;
+    the walk stops after ``max_scanned`` folder entries. Runs off the GUI thread."""
     found: list[tuple[float, str]] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return []
-    for entry in entries:
+    stack: list[tuple[str, int]] = [(os.fspath(folder), 0)]
+    scanned = 0
+    while stack and scanned < max_scanned:
+        current, depth = stack.pop()
         try:
-            if entry.is_dir() and not entry.name.startswith("."):
-                for sub in os.scandir(entry.path):
-                    if sub.is_file() and sub.name.lower().endswith(IMAGE_SUFFIXES) \
-                            and not sub.name.startswith("."):
-                        found.append((sub.stat().st_mtime, sub.path))
-            elif entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES) \
-                    and not entry.name.startswith("."):
-                found.append((entry.stat().st_mtime, entry.path))
+            entries = os.scandir(current)
         except OSError:
             continue
-    found.sort(reverse=True)
-    return [p for _, p in found[:MAX_LISTED]]
+        with entries:
+            for entry in entries:
+                scanned += 1
+                if scanned > max_scanned:
+                    break
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if depth < max_depth:
+                            stack.append((entry.path, depth + 1))
+                    elif name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                        found.append((entry.stat().st_mtime, entry.path))
+                except OSError:
+                    continue
+    return [p for _, p in heapq.nlargest(limit, found)]
 
 
 def describe(path: str) -> str:
@@ -164,21 +188,50 @@ class ThumbnailDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class ThumbnailList(QListWidget):
+    """The thumbnails; an item drags out as its file (a copy: the file never moves)."""
+
+    def mimeData(self, items: Sequence[QListWidgetItem]) -> QMimeData:
+        paths = [str(item.data(PathRole)) for item in items]
+        return drag_mime(ResultTarget(paths[0] if paths else ""))
+
+    def startDrag(self, supportedActions: Qt.DropAction) -> None:
+        item = self.currentItem()
+        if item is None:
+            return
+        thumb = item.icon().pixmap(QSize(THUMB, THUMB)).toImage()
+        start_drag(self, ResultTarget(str(item.data(PathRole))),
+                   preview=None if thumb.isNull() else thumb)
+
+
 class GalleryWidget(QWidget):
     sendToImg2img = Signal(str)
     sendToInpaint = Signal(str)
     reuseParameters = Signal(str)
+    reuseSeed = Signal(int)
     message = Signal(str, str)  # kind ("info"/"error"), text
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None,
+                 thumb_cache: ThumbCache | None = None) -> None:
         super().__init__(parent)
         self._runner = BackgroundRunner("sdstudio-gallery", self)
-        self._known: set[str] = set()
+        self._thumbs = BackgroundRunner("sdstudio-thumbnails", self)
+        self.thumb_cache = thumb_cache if thumb_cache is not None else ThumbCache()
+        self._items: dict[str, QListWidgetItem] = {}
         self._full_cache: OrderedDict[str, QImage] = OrderedDict()
         self._folder: Path | None = None
-        self._pending_paths: list[str] = []
+        self._shown_path = ""  # the image whose pixels the viewer shows
+        self._iconed: OrderedDict[str, None] = OrderedDict()  # thumbnails in memory, LRU
+        self._pending: set[str] = set()  # queued on the thumbnail runner
+        self._fresh: set[str] = set()  # new images being scaled from their pixels
+        self._wanted: set[str] = set()  # rows in view (and one page ahead)
+        self._full_screen: FullScreenViewer | None = None
+        self._visible_timer = QTimer(self)
+        self._visible_timer.setSingleShot(True)
+        self._visible_timer.setInterval(40)
+        self._visible_timer.timeout.connect(self.load_visible_thumbnails)
 
-        self.list = QListWidget(self)
+        self.list = ThumbnailList(self)
         self.list.setViewMode(QListView.ViewMode.IconMode)
         self.list.setIconSize(QSize(THUMB, THUMB))
         self.list.setGridSize(QSize(THUMB + 16, THUMB + 16))
@@ -188,10 +241,18 @@ class GalleryWidget(QWidget):
         self.list.setSpacing(2)
         self.list.setWordWrap(False)
         self.list.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
+        self.list.setDragEnabled(True)
+        self.list.setDragDropMode(QListWidget.DragDropMode.DragOnly)
+        self.list.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.list.setAccessibleName("Gallery thumbnails")
         self.list.setItemDelegate(ThumbnailDelegate(self.list))
         self.list.setMouseTracking(True)
         self.list.currentItemChanged.connect(self._on_current)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._list_menu)
+        bar = self.list.verticalScrollBar()
+        bar.valueChanged.connect(self._schedule_visible)
+        bar.rangeChanged.connect(self._schedule_visible)
 
         self.empty_label = QLabel("Images you generate appear here.\nEarlier images from the "
                                   "output folder are listed too.", self)
@@ -200,6 +261,11 @@ class GalleryWidget(QWidget):
 
         self.viewer = ImageViewer(self)
         self.viewer.set_placeholder("Select an image")
+        self.viewer.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.viewer.customContextMenuRequested.connect(self._viewer_menu)
+        self.viewer_actions = ViewerActions(
+            self.viewer, self._shown_target, lambda: self.show_full_screen(self.current_path()),
+            on_step=self.step)
         self.list.itemActivated.connect(lambda _item: self.viewer.setFocus())
         self.info = QLabel(self)
         self.info.setWordWrap(True)
@@ -237,8 +303,10 @@ class GalleryWidget(QWidget):
         self.folder_button.clicked.connect(self.open_folder)
         # a lambda: clicked(bool checked) would otherwise arrive as confirm=False
         self.delete_button.clicked.connect(lambda: self.delete_current())
-        # Delete in the thumbnail list or on the image (not window-wide: text boxes keep it)
+        # Delete in the thumbnail list or on the image (not window-wide: text boxes keep it);
+        # the list's viewport for its size (which rows are in view)
         self.list.installEventFilter(self)
+        self.list.viewport().installEventFilter(self)
         self.viewer.installEventFilter(self)
 
         left = QWidget(self)
@@ -277,27 +345,23 @@ class GalleryWidget(QWidget):
 
     # =================================================================== API
     def load_folder(self, folder: Path) -> None:
-        """List ``folder`` in the background, then thumbnail its images a few at a time."""
+        """List ``folder`` (recursively) in the background, then thumbnail the rows in view."""
         self._folder = Path(folder)
         self._runner.submit(functools.partial(list_images, self._folder), self._on_listed)
 
     def add_image(self, path: str, image: QImage | None = None, select: bool = False) -> None:
         """Add a new image at the top (this session's images come first)."""
-        if not path or path in self._known:
+        if not path or path in self._items:
             return
-        self._known.add(path)
         newest_shown = self.list.currentRow() == 0  # then the new image takes its place
         item = self._make_item(path)
         self.list.insertItem(0, item)
         if image is not None and not image.isNull():
             self._remember(path, image)
-            self._runner.submit(
-                functools.partial(image.scaled, THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                                  Qt.TransformationMode.SmoothTransformation),
-                functools.partial(self._set_thumb, path))
-        else:
-            self._runner.submit(functools.partial(read_thumbnail, path),
+            self._fresh.add(path)  # its thumbnail from the pixels at hand, kept on disk too
+            self._runner.submit(functools.partial(self.thumb_cache.put, path, THUMB, image),
                                 functools.partial(self._set_thumb, path))
+        self._schedule_visible()
         if select or newest_shown or self.list.count() == 1:
             self.list.setCurrentItem(item)
         self._update_state()
@@ -310,26 +374,66 @@ class GalleryWidget(QWidget):
         return str(item.data(PathRole)) if item is not None else ""
 
     def select_path(self, path: str) -> None:
-        for i in range(self.list.count()):
-            if self.list.item(i).data(PathRole) == path:
-                self.list.setCurrentRow(i)
-                return
+        item = self._items.get(path)
+        if item is not None:
+            self.list.setCurrentItem(item)
+
+    def step(self, where: int | str) -> None:
+        """Select the previous (-1) or next (+1) image, or the "first" or "last" one."""
+        count = self.list.count()
+        if not count:
+            return
+        if where == "first":
+            row = 0
+        elif where == "last":
+            row = count - 1
+        else:
+            row = max(0, min(count - 1, self.list.currentRow() + int(where)))
+        self.list.setCurrentRow(row)
+
+    def has_thumbnail(self, path: str) -> bool:
+        item = self._items.get(path)
+        return item is not None and not item.icon().isNull()
 
     def copy_current(self) -> None:
-        image = self.viewer.image()
-        if image is not None:
-            QApplication.clipboard().setImage(image)
-            self.message.emit("info", "Image copied to the clipboard")
-
-    def open_folder(self) -> None:
         path = self.current_path()
         if path:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent)))
+            copy_image(self._target(path), lambda text: self.message.emit("info", text))
+
+    def open_folder(self) -> None:
+        open_folder(self.current_path())
+
+    def show_full_screen(self, path: str = "", image: QImage | None = None) -> FullScreenViewer:
+        """View ``path`` full screen, stepping through the gallery's images from there (or
+        ``image`` alone when it is not a gallery image); the selection follows."""
+        if self._full_screen is None:
+            self._full_screen = FullScreenViewer(self)
+            self._full_screen.currentChanged.connect(self.select_path)
+        paths = self.paths()
+        if path in self._items:
+            self._full_screen.show_images(paths, paths.index(path))
+        else:
+            self._full_screen.show_images([], 0, image)
+        return self._full_screen
+
+    def context_menu(self) -> QMenu | None:
+        """The right-click menu for the selected image (None when none is selected)."""
+        path = self.current_path()
+        if not path:
+            return None
+        return build_menu(self, self._target(path), ResultHandlers(
+            to_img2img=self.sendToImg2img.emit, to_inpaint=self.sendToInpaint.emit,
+            reuse_parameters=self.reuseParameters.emit, reuse_seed=self.reuseSeed.emit,
+            full_screen=lambda target: self.show_full_screen(target.path),
+            delete=lambda p: self.delete_path(p),
+            message=lambda text: self.message.emit("info", text)))
 
     def delete_current(self, confirm: bool = True) -> bool:
-        """Move the selected image to the system trash, asking first; where there is no
+        return self.delete_path(self.current_path(), confirm)
+
+    def delete_path(self, path: str, confirm: bool = True) -> bool:
+        """Move a gallery image to the system trash, asking first; where there is no
         trash, ask again before deleting it for good."""
-        path = self.current_path()
         if not path:
             return False
         name = Path(path).name
@@ -380,11 +484,21 @@ class GalleryWidget(QWidget):
         return True
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if (event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent)
-                and event.matches(QKeySequence.StandardKey.Delete)
+        kind = event.type()
+        if watched is self.list.viewport():
+            if kind in (QEvent.Type.Resize, QEvent.Type.Show):
+                self._schedule_visible()
+            return False
+        if (kind == QEvent.Type.KeyPress and isinstance(event, QKeyEvent)
                 and watched in (self.list, self.viewer)):
-            self.delete_current()
-            return True
+            if event.matches(QKeySequence.StandardKey.Delete):
+                self.delete_current()
+                return True
+            if (watched is self.list and event.key() in FULL_SCREEN_KEYS
+                    and event.modifiers() == Qt.KeyboardModifier.NoModifier
+                    and self.current_path()):
+                self.show_full_screen(self.current_path())
+                return True
         return super().eventFilter(watched, event)
 
     def _ask(self, title: str, text: str, yes_text: str) -> bool:
@@ -396,19 +510,102 @@ class GalleryWidget(QWidget):
         return box.clickedButton() is yes
 
     def _forget(self, path: str) -> None:
-        for i in range(self.list.count()):
-            if self.list.item(i).data(PathRole) == path:
-                self.list.takeItem(i)
-                break
-        self._known.discard(path)
+        item = self._items.pop(path, None)
+        if item is not None:
+            self.list.takeItem(self.list.row(item))
         self._full_cache.pop(path, None)
+        self._iconed.pop(path, None)
         if self.list.count() == 0:
             self.viewer.set_image(None)
+            self._shown_path = ""
             self.info.clear()
             self.path_label.clear()
 
     def shutdown(self) -> None:
+        self._visible_timer.stop()
+        if self._full_screen is not None:
+            self._full_screen.close()
+        self._thumbs.stop()
         self._runner.stop()
+
+    # ============================================================== thumbnails
+    def visible_rows(self) -> range:
+        """The rows in view; the first :data:`FIRST_ITEMS` while the list is hidden or not
+        laid out yet. The grid fills row by row, so a row's top never decreases with its
+        index: two binary searches find the rows, whatever the count."""
+        count = self.list.count()
+        viewport = self.list.viewport()
+        height = viewport.height()
+
+        def rect(row: int) -> QRect:
+            return self.list.visualItemRect(self.list.item(row))
+
+        if count == 0 or not self.list.isVisible() or height <= 0 or rect(0).isEmpty():
+            return range(min(count, FIRST_ITEMS))
+        lo, hi = 0, count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if rect(mid).bottom() < 0:
+                lo = mid + 1
+            else:
+                hi = mid
+        first = lo
+        hi = count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if rect(mid).top() < height:
+                lo = mid + 1
+            else:
+                hi = mid
+        return range(first, lo)
+
+    def load_visible_thumbnails(self) -> None:
+        """Thumbnail the rows in view and one page below them (work queued for rows that
+        went out of view is dropped); the least recently seen thumbnails beyond
+        :data:`MAX_ICONS` are let go."""
+        rows = self.visible_rows()
+        wanted = range(rows.start, min(self.list.count(), rows.stop + len(rows)))
+        paths = [str(self.list.item(row).data(PathRole)) for row in wanted]
+        self._wanted = set(paths)
+        for path in paths:
+            if path in self._iconed:
+                self._iconed.move_to_end(path)
+        need = [p for p in paths if p not in self._iconed and p not in self._fresh]
+        if set(need) - self._pending:
+            self._thumbs.cancel_pending()
+            self._pending = set(need)
+            for start in range(0, len(need), BATCH):
+                chunk = need[start:start + BATCH]
+                self._thumbs.submit(functools.partial(read_thumbnails, chunk, self.thumb_cache),
+                                    self._on_thumbs)
+
+    def _schedule_visible(self, *args: object) -> None:
+        if not self._visible_timer.isActive():
+            self._visible_timer.start()
+
+    def _on_thumbs(self, results: list[tuple[str, QImage]]) -> None:
+        for path, thumb in results:
+            self._pending.discard(path)
+            self._set_thumb(path, thumb)
+
+    def _set_thumb(self, path: str, thumb: QImage) -> None:
+        self._fresh.discard(path)
+        item = self._items.get(path)
+        if item is None or thumb.isNull():
+            return
+        item.setIcon(QIcon(QPixmap.fromImage(thumb)))
+        self._iconed[path] = None
+        self._iconed.move_to_end(path)
+        for _ in range(len(self._iconed)):
+            if len(self._iconed) <= MAX_ICONS:
+                break
+            old, _none = self._iconed.popitem(last=False)
+            if old in self._wanted:
+                self._iconed[old] = None  # still in view: to the back of the line
+                continue
+            gone = self._items.get(old)
+            if gone is not None:
+                gone.setIcon(QIcon())
 
     # ============================================================== internals
     def _make_item(self, path: str) -> QListWidgetItem:
@@ -417,32 +614,42 @@ class GalleryWidget(QWidget):
         item.setToolTip(path)
         item.setText("")
         item.setSizeHint(QSize(THUMB + 10, THUMB + 10))
+        self._items[path] = item
         return item
 
     def _on_listed(self, paths: list[str]) -> None:
-        new = [p for p in paths if p not in self._known]
+        new = [p for p in paths if p not in self._items]
+        self.list.setUpdatesEnabled(False)
         for p in new:
-            self._known.add(p)
             self.list.addItem(self._make_item(p))
+        self.list.setUpdatesEnabled(True)
         self._update_state()
         if self.list.currentItem() is None and self.list.count():
             self.list.setCurrentRow(0)
-        for start in range(0, len(new), BATCH):
-            chunk = new[start:start + BATCH]
-            self._runner.submit(functools.partial(read_thumbnails, chunk), self._on_thumbs)
+        self.load_visible_thumbnails()
 
-    def _on_thumbs(self, results: list[tuple[str, QImage]]) -> None:
-        for path, thumb in results:
-            self._set_thumb(path, thumb)
+    def _target(self, path: str) -> ResultTarget:
+        image = self.viewer.image() if path == self._shown_path else None
+        return target_from_file(path, image)
 
-    def _set_thumb(self, path: str, thumb: QImage) -> None:
-        if thumb.isNull():
-            return
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            if item.data(PathRole) == path:
-                item.setIcon(QIcon(QPixmap.fromImage(thumb)))
-                return
+    def _shown_target(self) -> ResultTarget | None:
+        return ResultTarget(self._shown_path, self.viewer.image()) if self._shown_path \
+            else None
+
+    def _list_menu(self, pos: QPoint) -> None:
+        item = self.list.itemAt(pos)
+        if item is not None:
+            self.list.setCurrentItem(item)
+            self._exec_menu(self.list.viewport().mapToGlobal(pos))
+
+    def _viewer_menu(self, pos: QPoint) -> None:
+        self._exec_menu(self.viewer.mapToGlobal(pos))
+
+    def _exec_menu(self, at: QPoint) -> None:
+        menu = self.context_menu()
+        if menu is not None:
+            menu.exec(at)
+            menu.deleteLater()
 
     def _remember(self, path: str, image: QImage) -> None:
         self._full_cache[path] = image
@@ -459,10 +666,12 @@ class GalleryWidget(QWidget):
         self.path_label.setToolTip(path)
         cached = self._full_cache.get(path)
         if cached is not None:
+            self._shown_path = path
             self.viewer.set_image(cached)
         else:
-            self._runner.submit(functools.partial(QImage, path),
-                                functools.partial(self._show_full, path))
+            self._runner.submit(functools.partial(load_image_file, path),
+                                functools.partial(self._show_full, path),
+                                functools.partial(self._full_failed, path))
         self.info.setText("…")
         self._runner.submit(functools.partial(describe, path),
                             functools.partial(self._show_info, path))
@@ -470,12 +679,17 @@ class GalleryWidget(QWidget):
     def _show_full(self, path: str, image: QImage) -> None:
         if path != self.current_path():
             return
-        if image.isNull():
-            self.viewer.set_image(None)
-            self.viewer.set_placeholder("This image cannot be read")
-            return
         self._remember(path, image)
+        self._shown_path = path
         self.viewer.set_image(image)
+
+    def _full_failed(self, path: str, error: BaseException) -> None:
+        if path != self.current_path():
+            return
+        self._shown_path = ""
+        self.viewer.set_image(None)
+        self.viewer.set_placeholder(str(error) if isinstance(error, ImageInputError)
+                                    else "This image cannot be read")
 
     def _show_info(self, path: str, text: str) -> None:
         if path == self.current_path():

@@ -56,6 +56,7 @@ from sdstudio.ui.window_jobs import (
 )
 from sdstudio.ui.window_models import ModelChooser, _standard_keys
 from sdstudio.ui.window_restore import ParameterRestore
+from sdstudio.ui.window_results import ResultPanes
 from sdstudio.ui.window_status import ModelStatus
 from sdstudio.worker import JobQueue
 
@@ -83,7 +84,8 @@ class PanelScroll(QScrollArea):
                  + 2 * self.frameWidth())
         return QSize(max(hint.width(), width), hint.height())
 
-class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWindow):
+class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRestore,
+                 QMainWindow):
     settingsChanged = Signal(object)  # Settings
 
     def __init__(self, settings: Settings, queue: JobQueue,
@@ -117,6 +119,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self._build_status_bar()
         self._build_actions()
         self._connect_queue()
+        self._connect_results()
         self._restore_state()
         self._refresh_model_combo()
 
@@ -138,7 +141,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
         self.txt_viewer.set_placeholder("Your image appears here.\n\nWrite a prompt and press "
                                         "Generate (Ctrl+Enter).")
         self.txt_viewer.setAccessibleName("Result")
-        self.tabs.addTab(self.txt_viewer, icon("text"), "&Text to image")
+        self.tabs.addTab(self._result_pane(self.txt_viewer), icon("text"), "&Text to image")
 
         self.source_canvas = SourceCanvas(self)
         self.img_result = CompareViewer(self)
@@ -231,7 +234,7 @@ class MainWindow(ModelChooser, JobSlots, ModelStatus, ParameterRestore, QMainWin
             if extra is not None:
                 head_row.addWidget(extra)
             lay.addLayout(head_row)
-            lay.addWidget(widget, 1)
+            lay.addWidget(self._result_pane(right) if widget is right else widget, 1)
             splitter.addWidget(box)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)

@@ -60,6 +60,7 @@ class JobSlots(WindowPart):
         def show_error(self, message: str, details: str = "") -> None: ...
         def show_vram(self, vram: Any) -> None: ...
         def show_idle_status(self) -> None: ...
+        def show_result(self, viewer: ImageViewer, image: JobImage) -> None: ...
 
     def _connect_jobs(self) -> None:
         q = self.queue
@@ -127,6 +128,7 @@ class JobSlots(WindowPart):
             self._result_request[id(viewer)] = image.request  # for its "before" image
             viewer.set_image(image.qimage)
             self._last_result[id(viewer)] = image.qimage
+            self.show_result(viewer, image)  # its parameters, menu and drag (window_results)
         if image.path:
             self.gallery.add_image(image.path, image.qimage)
         self.prompt_panel.set_last_seed(image.request.seed)
