@@ -534,13 +534,12 @@ class GalleryWidget(QWidget):
         laid out yet. The grid fills row by row, so a row's top never decreases with its
         index: two binary searches find the rows, whatever the count."""
         count = self.list.count()
-        viewport = self.list.viewport()
-        height = viewport.height()
+        height = self.list.viewport().height()
 
         def rect(row: int) -> QRect:
             return self.list.visualItemRect(self.list.item(row))
 
-        if count == 0 or not self.list.isVisible() or height <= 0 or rect(0).isEmpty():
+        if not self._laid_out():
             return range(min(count, FIRST_ITEMS))
         lo, hi = 0, count
         while lo < hi:
@@ -559,12 +558,19 @@ class GalleryWidget(QWidget):
                 hi = mid
         return range(first, lo)
 
+    def _laid_out(self) -> bool:
+        """Whether the list is shown with its items placed (else no row is in view)."""
+        return (self.list.count() > 0 and self.list.isVisible()
+                and self.list.viewport().height() > 0
+                and not self.list.visualItemRect(self.list.item(0)).isEmpty())
+
     def load_visible_thumbnails(self) -> None:
         """Thumbnail the rows in view and one page below them (work queued for rows that
         went out of view is dropped); the least recently seen thumbnails beyond
         :data:`MAX_ICONS` are let go."""
         rows = self.visible_rows()
-        wanted = range(rows.start, min(self.list.count(), rows.stop + len(rows)))
+        ahead = len(rows) if self._laid_out() else 0
+        wanted = range(rows.start, min(self.list.count(), rows.stop + ahead))
         paths = [str(self.list.item(row).data(PathRole)) for row in wanted]
         self._wanted = set(paths)
         for path in paths:
