@@ -73,6 +73,10 @@ CUDA_BUILDS: tuple[tuple[tuple[int, int], str], ...] = (
 )
 DEFAULT_CUDA_BUILD = "cu128"
 REPO = Path(__file__).resolve().parent.parent
+# Test-only references installed without their dependencies: k-diffusion's sampling module is
+# what AUTOMATIC1111 runs (tests/engine/test_kdiffusion_parity.py); its package declares
+# training dependencies and torchvision, which SD Studio does not install.
+TEST_NO_DEPS = ("k-diffusion==0.1.1.post1",)
 # the tested versions of everything but torch (refreshed by tools/lock_dependencies.py)
 CONSTRAINTS = REPO / "installer" / "constraints.txt"
 STAMP_NAME = "sdstudio-stamp.json"
@@ -397,6 +401,8 @@ def setup(extras: Sequence[str] = (), force: bool = False, dry_run: bool = False
         if torch.requirement:
             print(f"step: pip install {' '.join(torch.pip_args())}")
         print(f"step: pip install {' '.join(pip_install_args(extras))}")
+        if "test" in extras:
+            print(f"step: pip install --no-deps {' '.join(TEST_NO_DEPS)}")
         return python
     if plan.up_to_date:
         return python
@@ -412,6 +418,8 @@ def setup(extras: Sequence[str] = (), force: bool = False, dry_run: bool = False
     say("installing SD Studio and its dependencies" + (" with test tools" if extras else "")
         + " ...")
     _run_pip(python, pip_install_args(extras), log, "SD Studio")
+    if "test" in extras:
+        _run_pip(python, ["--no-deps", *TEST_NO_DEPS], log, "test references")
     write_stamp(plan.venv, plan.key, extras, torch)
     say(f"environment ready in {time.monotonic() - start:.0f} s (pip log: {log})")
     return python
