@@ -213,6 +213,20 @@ def model_evaluations(sampler: str, schedule: str, steps: int,
     return 2 * intervals - (1 if ends_at_zero and intervals else 0)
 
 
+def steps_problem(sampler: str, schedule: str, steps: int,
+                  strength: float | None = None) -> str | None:
+    """Why a run evaluates the model no time (None when it does): an img2img/inpaint strength
+    too low for the steps, or DDIM / PLMS at 1 step (A1111's timesteps give no step)."""
+    if strength is not None and int(steps * strength) < 1:
+        return (f"denoising strength {strength} with {steps} steps runs no step; raise the "
+                "strength or the steps")
+    if model_evaluations(sampler, schedule, steps, strength) < 1:
+        what = f"denoising strength {strength} with " if strength is not None else ""
+        return (f"{what}{steps} step(s) runs no step of {sampler} (as in AUTOMATIC1111); "
+                "raise the " + ("strength or the " if strength is not None else "") + "steps")
+    return None
+
+
 # ------------------------------------------------------------- other tools' spellings
 # AUTOMATIC1111 1.10's schedule names besides the labels (modules/sd_schedulers.py: each
 # scheduler's internal name and aliases). A sampler name ending in " " + one of these, or a

@@ -38,10 +38,12 @@ from sdstudio.core.events import (
     ignore_event,
 )
 from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
+from sdstudio.core.sampler_names import steps_problem
 from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
 from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
+from sdstudio.engine.ksampling import A1111Scheduler
 from sdstudio.engine.latents import StepCallback, Variation, decode_latents, initial_latents
 from sdstudio.engine.memory import MemoryPlan, decide_memory, next_fallback
 from sdstudio.engine.pipelines import PipelineSet
@@ -354,12 +356,11 @@ class Engine:
 
     @staticmethod
     def _check_strength(request: GenerationRequest, prepared: _Prepared) -> None:
-        if prepared.mode is not Mode.TXT2IMG and int(request.steps * request.strength) < 1:
-            raise RequestError(
-                "strength",
-                f"denoising strength {request.strength} with {request.steps} steps runs no "
-                "step; raise the strength or the steps",
-            )
+        image_mode = prepared.mode is not Mode.TXT2IMG
+        problem = steps_problem(request.sampler, request.schedule_type, request.steps,
+                                request.strength if image_mode else None)
+        if problem:
+            raise RequestError("strength" if image_mode else "steps", problem)
 
     def _generate(self, loaded: _Loaded, request: GenerationRequest, prompt: str,
                   specs: tuple[LoraSpec, ...], prepared: _Prepared, on_event: EventCallback,
@@ -372,11 +373,14 @@ class Engine:
         plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
                           request.batch_size, resident=not loaded.offloaded)
         self._apply_memory(loaded, pipe, plan)
-        scheduler = loaded.schedulers.get(request.sampler)
-        if scheduler is None:  # built once per sampler; set_timesteps resets it every run
-            scheduler = build_scheduler(request.sampler, loaded.scheduler_config)
-            loaded.schedulers[request.sampler] = scheduler
-        sched_info = scheduler_info(scheduler, request.sampler)
+        key = f"{request.sampler}/{request.schedule_type}"
+        scheduler = loaded.schedulers.get(key)
+        if scheduler is None:  # built once per sampler + schedule; set_timesteps resets it
+            scheduler = build_scheduler(request.sampler, loaded.scheduler_config,
+                                        request.schedule_type, sdxl=loaded.pipes.sdxl)
+            loaded.schedulers[key] = scheduler
+        strength = None if prepared.mode is Mode.TXT2IMG else request.strength
+        sched_info = scheduler_info(scheduler, request.sampler, request.steps, strength)
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         seeds = request.seeds(first_seed)
         subseeds = request.variation_seeds()
@@ -416,6 +420,8 @@ class Engine:
                 gens = self._generators(request, run_seeds, device)
                 kwargs = self._mode_kwargs(loaded, pipe, request, prepared, gens, device,
                                            variation)
+                gens = self._prepare_sampler(scheduler, pipe, request, prepared, gens,
+                                             run_seeds, device, variation)
                 callback = StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
                                          self.settings.preview_every, choice.device)
                 if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
@@ -485,9 +491,27 @@ class Engine:
 
     @staticmethod
     def _generators(request: GenerationRequest, seeds: list[int],
-                    device: torch.device) -> list[torch.Generator]:
+                    device: torch.device, offset: int = 0) -> list[torch.Generator]:
         gen_device = "cpu" if request.rng == "cpu" else device
-        return [torch.Generator(gen_device).manual_seed(s) for s in seeds]
+        return [torch.Generator(gen_device).manual_seed(s + offset) for s in seeds]
+
+    def _prepare_sampler(self, scheduler: Any, pipe: Any, request: GenerationRequest,
+                         prepared: _Prepared, gens: list[torch.Generator], seeds: list[int],
+                         device: torch.device, variation: Variation
+                         ) -> list[torch.Generator]:
+        """Hand an A1111 sampler its noise (see engine/ksampling.py); returns the generators
+        for the pipeline. txt2img: the images' generators, after the initial noise. img2img
+        and inpaint: the initial noise is drawn first from them, as A1111 draws it, and the
+        pipeline gets generators of their own (seed + 2^32) for the VAE's posterior sample,
+        which A1111 draws from torch's global RNG."""
+        if not isinstance(scheduler, A1111Scheduler):
+            return gens
+        if prepared.mode is Mode.TXT2IMG:
+            scheduler.prepare(gens, seeds)
+            return gens
+        noise = initial_latents(pipe, gens, request.width, request.height, device, variation)
+        scheduler.prepare(gens, seeds, strength=request.strength, noise=noise)
+        return self._generators(request, seeds, device, offset=1 << 32)
 
     def _mode_kwargs(self, loaded: _Loaded, pipe: Any, request: GenerationRequest,
                      prepared: _Prepared, gens: list[torch.Generator],

@@ -1,146 +1,122 @@
-"""AUTOMATIC1111 sampler names <-> diffusers schedulers, as a data table.
+"""AUTOMATIC1111 1.10's samplers as a data table, and the scheduler each one runs as.
 
-Every scheduler is built from the *model's own* scheduler config (so prediction_type,
-beta schedule, timestep spacing and steps_offset stay the model's) plus the sampler's flags.
+Every sampler but UniPC runs as :class:`sdstudio.engine.ksampling.A1111Scheduler`: the sampler's
+loop (written after k-diffusion's, A1111's Restart / LCM / DDIM / PLMS) on A1111's sigmas for
+the request's schedule type, from the model's own noise table (beta settings and prediction type
+from its scheduler config). The flags are A1111's (``modules/sd_samplers_kdiffusion.py``,
+``sd_samplers_extra.py``, ``sd_samplers_lcm.py``, ``sd_samplers_timesteps.py``):
+``discard_next_to_last_sigma`` for DPM2, DPM2 a and DPM++ 3M SDE, Brownian-tree noise for the
+SDE samplers, the Heun solver type for DPM++ 2M SDE Heun.
 
-Two substitutions, both documented in ``SamplerSpec.note`` and in the image metadata:
-- "DPM++ SDE" / "DPM++ SDE Karras" are k-diffusion's second-order *singlestep* SDE solver.
-  diffusers' DPMSolverSDEScheduler implements it but needs ``torchsde``; when that is not
-  installed the closest solver is used instead: DPMSolverSinglestepScheduler with
-  ``algorithm_type="sde-dpmsolver++"`` and ``solver_order=2`` (same order, same SDE family,
-  different noise sampler, so images differ from A1111's).
-- LMSDiscreteScheduler integrates its coefficients with scipy (and ``diffusers`` exports only a
-  placeholder class without it); without scipy a subclass of the real class does the
-  same integral exactly with Gauss-Legendre quadrature (the integrand is a polynomial of degree
-  <= 3, which 4-point Gauss-Legendre integrates exactly).
+UniPC runs diffusers' UniPCMultistepScheduler with A1111's order (3, lower order final) on
+linspace timesteps, variant bh2 (diffusers' bh1 gives NaN on the step to sigma 0); A1111 runs
+its own uni_pc module (bh1) on continuous "time uniform" times, so UniPC images are close to
+A1111's but not equal (see ``note``).
+"DPM fast" and "DPM adaptive" are not offered.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
+from diffusers import UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-HAS_TORCHSDE = importlib.util.find_spec("torchsde") is not None
-HAS_SCIPY = importlib.util.find_spec("scipy") is not None
+from sdstudio.core.sampler_names import SAMPLER_NAMES, effective_schedule
+from sdstudio.engine import ksampling as ks
 
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(4)
+LOOPS: dict[str, ks.LoopSpec] = {
+    "Euler a": ks.LoopSpec(ks.euler_ancestral, noise="generators"),
+    "Euler": ks.LoopSpec(ks.euler),
+    "DPM++ 2M": ks.LoopSpec(ks.dpmpp_2m),
+    "DPM++ SDE": ks.LoopSpec(ks.dpmpp_sde, noise="brownian"),
+    "DPM++ 2M SDE": ks.LoopSpec(ks.dpmpp_2m_sde, noise="brownian"),
+    "DPM++ 2M SDE Heun": ks.LoopSpec(ks.dpmpp_2m_sde, noise="brownian", solver_type="heun"),
+    "DPM++ 2S a": ks.LoopSpec(ks.dpmpp_2s_ancestral, noise="generators"),
+    "DPM++ 3M SDE": ks.LoopSpec(ks.dpmpp_3m_sde, noise="brownian", discard_penultimate=True),
+    "LMS": ks.LoopSpec(ks.lms),
+    "Heun": ks.LoopSpec(ks.heun),
+    "DPM2": ks.LoopSpec(ks.dpm_2, discard_penultimate=True),
+    "DPM2 a": ks.LoopSpec(ks.dpm_2_ancestral, noise="generators", discard_penultimate=True),
+    "Restart": ks.LoopSpec(ks.restart, noise="generators"),
+    "DDIM": ks.LoopSpec(ks.ddim, kind="timestep"),
+    "PLMS": ks.LoopSpec(ks.plms, kind="timestep"),
+    "LCM": ks.LoopSpec(ks.lcm, kind="lcm", noise="generators"),
+}
 
-
-class QuadratureLMSDiscreteScheduler(LMSDiscreteScheduler):
-    """LMSDiscreteScheduler without scipy: the coefficient integral by exact quadrature."""
-
-    def get_lms_coefficient(self, order: int, t: int, current_order: int) -> float:
-        sigmas = np.asarray(self.sigmas, dtype=np.float64)
-
-        def derivative(tau: np.ndarray) -> np.ndarray:
-            prod = np.ones_like(tau)
-            for k in range(order):
-                if current_order == k:
-                    continue
-                prod *= (tau - sigmas[t - k]) / (sigmas[t - current_order] - sigmas[t - k])
-            return prod
-
-        a, b = float(sigmas[t]), float(sigmas[t + 1])
-        nodes = 0.5 * (b - a) * _GL_X + 0.5 * (a + b)
-        return float(0.5 * (b - a) * np.sum(_GL_W * derivative(nodes)))
+_UNIPC_NOTE = ("UniPC runs diffusers' UniPC (order 3, bh2) on linspace timesteps, not A1111's "
+               "uni_pc (bh1) on continuous time-uniform steps: images are close to A1111's, "
+               "not equal")
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
     name: str
-    scheduler: type[SchedulerMixin]
+    loop: ks.LoopSpec | None  # None: a diffusers scheduler (UniPC)
     flags: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
 
 
-def _lms() -> type[SchedulerMixin]:
-    return LMSDiscreteScheduler if HAS_SCIPY else QuadratureLMSDiscreteScheduler
+SAMPLERS: dict[str, SamplerSpec] = {
+    name: SamplerSpec(name, LOOPS.get(name)) for name in SAMPLER_NAMES
+}
+SAMPLERS["UniPC"] = SamplerSpec(
+    "UniPC", None, {"solver_order": 3, "lower_order_final": True,
+                    "timestep_spacing": "linspace", "predict_x0": True}, _UNIPC_NOTE)
 
-
-def _sde(karras: bool) -> tuple[type[SchedulerMixin], dict[str, Any], str]:
-    if HAS_TORCHSDE:
-        from diffusers import DPMSolverSDEScheduler
-
-        return DPMSolverSDEScheduler, {"use_karras_sigmas": karras}, ""
-    return (
-        DPMSolverSinglestepScheduler,
-        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": karras},
-        "torchsde is not installed: DPM-Solver++ singlestep SDE (order 2) used instead",
-    )
-
-
-def _table() -> dict[str, SamplerSpec]:
-    sde_cls, sde_flags, sde_note = _sde(False)
-    sdek_cls, sdek_flags, sdek_note = _sde(True)
-    rows = [
-        SamplerSpec("Euler a", EulerAncestralDiscreteScheduler),
-        SamplerSpec("Euler", EulerDiscreteScheduler),
-        SamplerSpec("DPM++ 2M", DPMSolverMultistepScheduler,
-                    {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-        SamplerSpec("DPM++ 2M Karras", DPMSolverMultistepScheduler,
-                    {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                     "use_karras_sigmas": True}),
-        SamplerSpec("DPM++ SDE", sde_cls, sde_flags, sde_note),
-        SamplerSpec("DPM++ SDE Karras", sdek_cls, sdek_flags, sdek_note),
-        SamplerSpec("DPM++ 2M SDE", DPMSolverMultistepScheduler,
-                    {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
-        SamplerSpec("DPM++ 2M SDE Karras", DPMSolverMultistepScheduler,
-                    {"algorithm_type": "sde-dpmsolver++", "solver_order": 2,
-                     "use_karras_sigmas": True}),
-        SamplerSpec("DPM2", KDPM2DiscreteScheduler),
-        SamplerSpec("DPM2 a", KDPM2AncestralDiscreteScheduler),
-        SamplerSpec("DDIM", DDIMScheduler),
-        SamplerSpec("PLMS", PNDMScheduler, {"skip_prk_steps": True}),
-        SamplerSpec("LMS", _lms()),
-        SamplerSpec("LMS Karras", _lms(), {"use_karras_sigmas": True}),
-        SamplerSpec("Heun", HeunDiscreteScheduler),
-        SamplerSpec("UniPC", UniPCMultistepScheduler),
-    ]
-    return {row.name: row for row in rows}
-
-
-SAMPLERS: dict[str, SamplerSpec] = _table()
-
-# Flags a sampler must not inherit from the model's default scheduler config.
+# Model scheduler-config keys the A1111 scheduler takes
+_MODEL_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+               "trained_betas", "prediction_type")
+# Flags UniPC must not inherit from the model's default scheduler config.
 _RESET_FLAGS = ("use_karras_sigmas", "algorithm_type", "solver_order", "skip_prk_steps",
                 "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
-                "final_sigmas_type", "solver_type", "lower_order_final", "euler_at_final")
+                "final_sigmas_type", "solver_type", "lower_order_final", "euler_at_final",
+                "timestep_spacing", "steps_offset")
 
 
-def build_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
-    """A fresh scheduler for sampler ``name`` from the model's scheduler config."""
+def loop_spec(name: str) -> ks.LoopSpec:
+    spec = LOOPS.get(name)
+    if spec is None:
+        raise KeyError(f"sampler {name!r} has no A1111 loop")
+    return spec
+
+
+def build_scheduler(name: str, base_config: Mapping[str, Any], schedule_type: str = "Automatic",
+                    *, sdxl: bool = False) -> SchedulerMixin:
+    """A fresh scheduler for sampler ``name`` on ``schedule_type`` from the model's scheduler
+    config (its beta schedule and prediction type)."""
     try:
         spec = SAMPLERS[name]
     except KeyError:
         raise KeyError(f"unknown sampler {name!r}") from None
-    config = {k: v for k, v in dict(base_config).items() if k not in _RESET_FLAGS}
-    config.update(spec.flags)
-    return spec.scheduler.from_config(config)
+    if spec.loop is None:
+        config = {k: v for k, v in dict(base_config).items() if k not in _RESET_FLAGS}
+        config.update(spec.flags)
+        return UniPCMultistepScheduler.from_config(config)
+    model = {k: base_config[k] for k in _MODEL_KEYS if k in base_config}
+    return ks.A1111Scheduler(sampler=name, schedule_type=effective_schedule(name, schedule_type),
+                             sdxl=sdxl, **model)
 
 
-def scheduler_info(scheduler: SchedulerMixin, sampler: str) -> dict[str, Any]:
-    """Class name and config, JSON-friendly, for the image metadata."""
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    info: dict[str, Any] = {"class": type(scheduler).__name__, "sampler": sampler,
-                            "config": _jsonable(config)}
+def scheduler_info(scheduler: SchedulerMixin, sampler: str, steps: int | None = None,
+                   strength: float | None = None) -> dict[str, Any]:
+    """What ran, JSON-friendly, for the image metadata: the sampler, the schedule type that ran
+    and (for ``steps``) the first and last sigma (timestep for DDIM/PLMS) and the number of
+    model evaluations."""
+    info: dict[str, Any] = {"class": type(scheduler).__name__, "sampler": sampler}
+    if isinstance(scheduler, ks.A1111Scheduler):
+        info["schedule_type"] = str(scheduler.config.schedule_type)
+        if steps is not None:
+            run = scheduler.sigmas_for(steps, strength)
+            key = "timesteps" if scheduler.spec.kind == "timestep" else "sigmas"
+            info[key] = [round(float(run[0]), 6), round(float(run[-1]), 6)]
+            info["evaluations"] = len(scheduler.plan(steps, strength))
+    else:
+        config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+        info["config"] = _jsonable(config)
     note = SAMPLERS[sampler].note if sampler in SAMPLERS else ""
     if note:
         info["note"] = note
@@ -157,4 +133,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
-

@@ -28,7 +28,6 @@ composite, so ``inpaint_only_masked`` returns the source's size as the engine do
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import secrets
 import time
@@ -52,6 +51,7 @@ from sdstudio.core.events import (
     ignore_event,
 )
 from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
+from sdstudio.core.sampler_names import model_evaluations, steps_problem
 from sdstudio.core.settings import EngineSettings
 
 if TYPE_CHECKING:
@@ -64,28 +64,13 @@ _DEMO_KEY = "<demo>"
 _RELOAD_KEY = "<reload>"
 _VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")  # sdstudio.engine.lora.load_vae's
 
-# Samplers whose diffusers scheduler calls the UNet (and the step callback) twice per step but
-# the last: 2n - 1 callbacks for n steps. "DPM++ SDE" is second order only when torchsde is
-# installed (sdstudio.engine.samplers falls back to a singlestep solver without it).
-_SECOND_ORDER = frozenset({"DPM2", "DPM2 a", "Heun"})
-_SECOND_ORDER_WITH_TORCHSDE = frozenset({"DPM++ SDE", "DPM++ SDE Karras"})
-
-
 def denoising_steps(request: GenerationRequest) -> int:
     """How many step callbacks (Progress events) the engine's pipeline makes for one run of
-    ``request``: img2img and inpaint run ``int(steps * strength)`` of the steps; second-order
-    samplers call back 2n - 1 times; PLMS (PNDM) n + 1 times from 2 steps on."""
-    n = request.steps
-    if request.mode is not Mode.TXT2IMG:
-        n = min(int(request.steps * request.strength), request.steps)
-    second_order = _SECOND_ORDER
-    if importlib.util.find_spec("torchsde") is not None:
-        second_order = second_order | _SECOND_ORDER_WITH_TORCHSDE
-    if request.sampler in second_order:
-        return 2 * n - 1
-    if request.sampler == "PLMS" and request.steps > 1:
-        return n + 1
-    return n
+    ``request``: one per model evaluation of its sampler, as A1111 1.10 runs it (img2img and
+    inpaint: ``t_enc = int(strength * steps)``, t_enc + 1 steps; see
+    :func:`sdstudio.core.sampler_names.model_evaluations`)."""
+    strength = None if request.mode is Mode.TXT2IMG else request.strength
+    return model_evaluations(request.sampler, request.schedule_type, request.steps, strength)
 
 
 @dataclass
@@ -249,12 +234,11 @@ class FakeEngine:
             exc, script.fail_generate = script.fail_generate, None
             raise exc
         inputs = _prepare_inputs(request)
-        if request.mode is not Mode.TXT2IMG and int(request.steps * request.strength) < 1:
-            raise RequestError(
-                "strength",
-                f"denoising strength {request.strength} with {request.steps} steps runs no "
-                "step; raise the strength or the steps",
-            )
+        image_mode = request.mode is not Mode.TXT2IMG
+        problem = steps_problem(request.sampler, request.schedule_type, request.steps,
+                                request.strength if image_mode else None)
+        if problem:
+            raise RequestError("strength" if image_mode else "steps", problem)
         cancel.raise_if_cancelled()
         if self._model is None or self._model.key != self._ref_key(request.model):
             self.load(request.model, on_event, cancel)

@@ -12,7 +12,7 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.mark.parametrize("script", ["gpu_check.py", "overhead.py"])
+@pytest.mark.parametrize("script", ["gpu_check.py", "overhead.py", "sampler_parity.py"])
 def test_help(script: str) -> None:
     out = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True,
                          text=True, timeout=120)

@@ -55,12 +55,16 @@ def test_img2img_changes_less_with_low_strength(engines: Callable[[str], Any],
                                                 make_request: Callable[..., Any],
                                                 input_images: dict[str, Path]) -> None:
     eng = engines("sd1")
-    src = np.asarray(Image.open(input_images["init"]).convert("RGB"), np.float32)
     low = eng.generate(make_request(init_image=str(input_images["init"]), strength=0.25,
                                     steps=4))[0]
     high = eng.generate(make_request(init_image=str(input_images["init"]), strength=1.0,
                                      steps=4))[0]
     assert low.request.strength == 0.25
+    # the tiny random VAE does not reconstruct the source: compare with its reconstruction
+    # (a run that starts at sigma 0.23: A1111's t_enc = 1 of 20 steps)
+    near = eng.generate(make_request(init_image=str(input_images["init"]), strength=0.05,
+                                     steps=20))[0]
+    src = np.asarray(near.image, np.float32)
 
     def dist(im: Image.Image) -> float:
         return float(np.abs(np.asarray(im, np.float32) - src).mean())

@@ -57,7 +57,7 @@ def test_txt2img_events_and_info(engine: Engine, tiny_model: Path) -> None:
     info = out[0].info
     assert info.model_untrained and info.model_arch == "sd1"
     assert len(info.model_sha256) == 64 and info.device == "cpu" and info.dtype == "fp32"
-    assert info.scheduler["class"] == "EulerAncestralDiscreteScheduler"
+    assert info.scheduler["class"] == "A1111Scheduler" and info.scheduler["sampler"] == "Euler a"
     assert info.versions["diffusers"] and info.prompt_tokens == 5
     # the tiny model is random: images are noise, but not constant
     assert np.asarray(out[0].image).std() > 1
