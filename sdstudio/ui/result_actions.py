@@ -19,6 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QEvent, QMimeData, QObject, QPoint, Qt, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
+    QColor,
     QDesktopServices,
     QDrag,
     QIcon,
@@ -26,6 +27,7 @@ from PySide6.QtGui import (
     QKeyEvent,
     QKeySequence,
     QMouseEvent,
+    QPalette,
     QPixmap,
 )
 from PySide6.QtWidgets import QApplication, QLabel, QMenu, QVBoxLayout, QWidget
@@ -284,10 +286,20 @@ class FullScreenViewer(QWidget):
         super().__init__(parent, Qt.WindowType.Window)
         self.setWindowTitle("SD Studio")
         self.setAccessibleName("Full-screen image")
+        pal = self.palette()  # dark around the picture, whatever the theme
+        for role, colour in ((QPalette.ColorRole.Window, QColor(18, 18, 18)),
+                             (QPalette.ColorRole.Base, QColor(22, 22, 22)),
+                             (QPalette.ColorRole.WindowText, QColor(210, 210, 210)),
+                             (QPalette.ColorRole.Text, QColor(210, 210, 210))):
+            pal.setColor(role, colour)
+        self.setPalette(pal)
+        self.setAutoFillBackground(True)
+        self.setStyleSheet("QLabel#fullScreenCaption { color: #d2d2d2; }")
         self._paths: list[str] = []
         self._index = 0
         self.viewer = ImageViewer(self)
         self.viewer.set_placeholder("No image")
+        self.viewer.setPalette(pal)  # set on the view itself: the app's style sheet wins
         self.caption = QLabel(self)
         self.caption.setTextFormat(Qt.TextFormat.PlainText)
         self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
