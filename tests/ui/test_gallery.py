@@ -348,7 +348,7 @@ def test_the_menu_of_a_gallery_image(qtbot: Any, tmp_path: Path, monkeypatch: An
 
 def test_keys_drag_out_and_full_screen_in_the_gallery(qtbot: Any, tmp_path: Path,
                                                       monkeypatch: Any) -> None:
-    from PySide6.QtCore import Qt
+    from PySide6.QtCore import QPoint, Qt
 
     from sdstudio.ui import result_actions
     from sdstudio.ui.gallery import GalleryWidget
@@ -383,8 +383,13 @@ def test_keys_drag_out_and_full_screen_in_the_gallery(qtbot: Any, tmp_path: Path
 
         items = [gallery.list.item(0)]
         assert [u.toLocalFile() for u in gallery.list.mimeData(items).urls()] == [paths[2]]
-        gallery.list.setCurrentRow(1)
-        gallery.list.startDrag(Qt.DropAction.MoveAction | Qt.DropAction.CopyAction)
+        qtbot.waitUntil(lambda: not gallery.list.visualItemRect(gallery.list.item(1)).isEmpty())
+        centre = gallery.list.visualItemRect(gallery.list.item(1)).center()
+        viewport = gallery.list.viewport()
+        qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=centre)
+        for d in (5, 15, 30, 40):  # a thumbnail dragged with the mouse
+            qtbot.mouseMove(viewport, centre + QPoint(d, d))
+        qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=centre + QPoint(40, 40))
         assert [u.toLocalFile() for u in drags[-1].urls()] == [paths[1]]
         assert gallery.paths() == paths[::-1]  # a drag copies: nothing leaves the list
 
