@@ -45,6 +45,7 @@ from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.gallery import IMAGE_SUFFIXES, GalleryWidget
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.theme import app_icon, icon
+from sdstudio.ui.welcome import WelcomePanel, should_welcome
 from sdstudio.ui.widgets import MessageBar, QueueView
 from sdstudio.ui.window_jobs import (
     TAB_IMG2IMG,
@@ -122,6 +123,8 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self._connect_results()
         self._restore_state()
         self._refresh_model_combo()
+        # first start with only the demo model: find other apps' model folders, explain
+        self.welcome = WelcomePanel(self) if should_welcome(settings) else None
 
     # ================================================================= building
     def _build_central(self) -> None:
@@ -389,6 +392,8 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self.queue.refresh_models()
         self.refresh_addons()  # the VAE folders: walked after the window is shown, not before
         QTimer.singleShot(200, self.load_gallery)
+        if self.welcome is not None:
+            self.welcome.start()
 
     def load_gallery(self) -> None:
         if not self._gallery_loaded and not self._closing:
@@ -628,5 +633,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             self._persist()
             self.prompt_panel.shutdown()
             self.gallery.shutdown()
+            if self.welcome is not None:
+                self.welcome.shutdown()
             self.queue.shutdown(self.shutdown_timeout_ms)
         event.accept()

@@ -56,8 +56,10 @@ def make_window(qtbot: Any, tmp_path: Path, isolated_config: Path
     def make(model: str = "", fake: Any = None, start: bool = True,
              settings: Settings | None = None, factory: Any = None) -> Any:
         if settings is None:
+            # the welcome panel (a first start) has its own tests: not in every window
             settings = Settings(output_dir=str(tmp_path / "out"),
-                                engine=EngineSettings(default_model=model))
+                                engine=EngineSettings(default_model=model),
+                                ui={"welcome": "dismissed"})
             save_settings(settings)
         if factory is None and fake is not None:
             factory = fake_engine_factory(fake)

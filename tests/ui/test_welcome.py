@@ -158,8 +158,9 @@ def test_close_and_a_generation_hide_it_for_this_start_only(qtbot: Any, make_win
     w = make_window(fake=FakeScript())
     qtbot.waitUntil(lambda: w.queue.loaded is not None, timeout=10_000)
     panel = make_panel(qtbot, w, ScanResult())
+    saved = load_settings().ui
     panel.close_button.click()
-    assert not panel.isVisible() and should_welcome(load_settings())
+    assert not panel.isVisible() and load_settings().ui == saved  # only for this start
     again = make_panel(qtbot, w, ScanResult())
     w.prompt_panel.prompt_edit.setPlainText("a fox")
     w.prompt_panel.set_size(64, 64)
@@ -226,3 +227,16 @@ def test_fits_a_small_result_area(qtbot: Any, make_window: Any, tmp_path: Path) 
     w.resize(1100, 640)
     qtbot.waitUntil(lambda: w.txt_viewer.rect().contains(panel.geometry()), timeout=3000)
     assert panel.width() <= w.txt_viewer.width()
+
+
+def test_the_window_welcomes_on_a_first_start_only(qtbot: Any, make_window: Any,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    first = make_window(fake=FakeScript(), settings=Settings(output_dir=str(tmp_path / "o")))
+    assert first.welcome is not None
+    first.tabs.setCurrentIndex(TAB_TXT2IMG)
+    qtbot.waitUntil(lambda: first.welcome.isVisible(), timeout=5_000)
+    returning = make_window(fake=FakeScript(), settings=Settings(
+        output_dir=str(tmp_path / "o"), engine=EngineSettings(model_dirs=(str(tmp_path),))))
+    assert returning.welcome is None
