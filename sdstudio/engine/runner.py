@@ -305,9 +305,10 @@ class Engine:
                                 dtype=loaded.choice.dtype, settings=self.settings,
                                 scaling_factor=loaded.original_vae.config.scaling_factor)
             name = Path(ref).stem
-            sha = ""
-            if Path(ref).is_file():
-                sha = hashing.file_sha256(ref)
+            path = Path(ref).expanduser()  # a name from the VAE folders: its file, for the hash
+            if not path.exists():
+                path = lora.find_file(ref, self.settings.vae_dirs, lora.VAE_SUFFIXES) or path
+            sha = hashing.file_sha256(path) if path.is_file() else ""  # a folder has none
             if not loaded.offloaded:
                 vae.to(loaded.choice.device)
         loaded.pipes.set_component("vae", vae)
@@ -369,6 +370,8 @@ class Engine:
         pipe = loaded.pipes.get(prepared.mode)
         lora_hashes = self._apply_loras(loaded, specs)
         embedding_notes = self._apply_embeddings(loaded, on_event)
+        ti_hashes = (lora.embedding_hashes(loaded.pipes.base, (prompt, request.negative_prompt))
+                     if self.settings.embedding_dirs else {})  # A1111's "TI hashes"
         self._apply_vae(loaded, request.vae)
         plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
                           request.batch_size, resident=not loaded.offloaded)
@@ -398,6 +401,7 @@ class Engine:
             model_name=loaded.source.name, model_sha256=self._model_sha(loaded),
             model_arch=loaded.arch, model_untrained=loaded.source.untrained,
             vae_name=loaded.vae_name, vae_sha256=loaded.vae_sha256, lora_hashes=lora_hashes,
+            ti_hashes=ti_hashes,
             device=choice.name, dtype=choice.dtype_name, memory=plan.to_dict(),
             scheduler=sched_info, versions=dict(self._versions),
             prompt_tokens=encoded.prompt_tokens, negative_tokens=encoded.negative_tokens,

@@ -129,6 +129,10 @@ def test_separate_vae_file(tiny_models: dict[str, Path], tmp_path: Path) -> None
     assert info_same.vae_name  # type: ignore[attr-defined]
     other_px, _ = _pixels(engine, folder, "a cat", vae=str(other))
     assert np.abs(other_px - base).max() > 0
+    # a VAE named from the VAE folders has A1111's "VAE hash" too (its file's sha256)
+    by_name, info_named = _pixels(engine, folder, "a cat", vae="other.vae")
+    assert np.array_equal(by_name, other_px)
+    assert info_named.vae_sha256 == hashlib.sha256(other.read_bytes()).hexdigest()  # type: ignore[attr-defined]
     back, _ = _pixels(engine, folder, "a cat")
     assert np.array_equal(back, base)
     engine.unload()
@@ -183,9 +187,13 @@ def test_engine_uses_embeddings_from_the_settings(tiny_models: dict[str, Path],
     plain, _ = _pixels(without, tiny_models["sd1"], "a multivec cat")
     without.unload()
     engine = Engine(EngineSettings(embedding_dirs=(str(emb_dir),)))
-    styled, _ = _pixels(engine, tiny_models["sd1"], "a multivec cat")
+    styled, info = _pixels(engine, tiny_models["sd1"], "a multivec cat")
+    _, unused = _pixels(engine, tiny_models["sd1"], "a cat")
     engine.unload()
     assert np.abs(styled - plain).max() > 0
+    digest = hashlib.sha256((emb_dir / "multivec.safetensors").read_bytes()).hexdigest()
+    assert info.ti_hashes == {"multivec": digest[:12]}  # type: ignore[attr-defined]
+    assert unused.ti_hashes == {}  # type: ignore[attr-defined]  # only what the prompt uses
 
 
 class _Shell:
