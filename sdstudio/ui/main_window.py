@@ -445,6 +445,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             tab = TAB_TXT2IMG
         job_id = self.queue.submit_request(request)
         self._job_tab[job_id] = tab
+        self.prompt_panel.remember_prompts()  # the prompt history (Ctrl+H)
         self._persist()
         return job_id
 

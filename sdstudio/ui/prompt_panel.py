@@ -4,15 +4,22 @@
 parameters from a PNG); ``values()`` / ``restore()`` persist the panel between launches.
 Token counters are computed in a background runner after a short pause in typing, so the
 keystroke path does no tokenising.
+
+The prompt boxes' tools (``ui.prompt_tools``, ``ui.addon_picker``): Ctrl+Up / Ctrl+Down edit
+the weight under the cursor as AUTOMATIC1111 does; **History** (Ctrl+H) brings back a prompt
+generated with (``remember_prompts()``, called when a job is queued, keeps it); **Styles**
+applies A1111 styles; **LoRA…** inserts LoRAs and embeddings at the cursor of the prompt box
+used last, or picks the VAE.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QFocusEvent, QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -30,10 +37,23 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.fields import FieldSpec, Mode
+from sdstudio.core.prompt_history import PromptHistory, load_history, save_history
 from sdstudio.core.request import FIELDS, GenerationRequest, request_spec
+from sdstudio.core.settings import EngineSettings, load_settings
+from sdstudio.ui.addon_picker import AddonPicker
 from sdstudio.ui.background import BackgroundRunner
 from sdstudio.ui.field_controls import ChoiceControl, FieldControl, make_control
+from sdstudio.ui.prompt_tools import (
+    HistoryDialog,
+    StylesDialog,
+    edit_weight_in,
+    insert_at_cursor,
+    replace_text,
+)
 from sdstudio.ui.theme import icon
+
+log = logging.getLogger(__name__)
+HISTORY_KEY = "Ctrl+H"
 
 SIZE_PRESETS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
     ("SD 1.x / 2.x", ((512, 512), (512, 768), (768, 512), (768, 768))),
@@ -59,8 +79,11 @@ def count_label(text: str, emphasis: str = "Original") -> tuple[str, bool]:
 
 
 class PromptEdit(QPlainTextEdit):
-    """A plain-text editor where Tab moves focus (so the panel stays keyboard-usable) and
-    Ctrl+Enter is left to the window's Generate shortcut."""
+    """A plain-text editor where Tab moves focus (so the panel stays keyboard-usable),
+    Ctrl+Enter is left to the window's Generate shortcut and Ctrl+Up / Ctrl+Down change the
+    weight of the text under the cursor (AUTOMATIC1111's keys)."""
+
+    focused = Signal()
 
     def __init__(self, placeholder: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -84,7 +107,17 @@ class PromptEdit(QPlainTextEdit):
         if self._is_generate_key(event):
             event.ignore()
             return
+        mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down) \
+                and mods == Qt.KeyboardModifier.ControlModifier:
+            edit_weight_in(self, event.key() == Qt.Key.Key_Up)
+            event.accept()  # as in A1111: the keys never move the cursor here
+            return
         super().keyPressEvent(event)
+
+    def focusInEvent(self, event: QFocusEvent) -> None:
+        super().focusInEvent(event)
+        self.focused.emit()
 
 
 class PromptPanel(QWidget):
@@ -109,6 +142,9 @@ class PromptPanel(QWidget):
         self.controls: dict[str, FieldControl] = {}
         self._rows: list[tuple[FieldSpec, list[QWidget]]] = []  # shown in the spec's modes
         self._row_layouts: list[QHBoxLayout] = []
+        self._history: PromptHistory | None = None  # read on first use
+        self.tool_dialog: HistoryDialog | StylesDialog | None = None  # the one open
+        self.addon_picker: AddonPicker | None = None
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(10, 8, 10, 10)
@@ -120,7 +156,20 @@ class PromptPanel(QWidget):
         self.prompt_edit.setAccessibleName("Prompt")
         self.prompt_edit.setMinimumHeight(90)
         self.prompt_counter = self._counter_label()
-        lay.addLayout(self._titled("&Prompt", self.prompt_edit, self.prompt_counter))
+        title = self._titled("&Prompt", self.prompt_edit, self.prompt_counter)
+        self.history_button = self._text_tool(
+            "History", f"Prompts you generated with, searchable ({HISTORY_KEY})",
+            self.show_history)
+        self.styles_button = self._text_tool(
+            "Styles", "Apply, save and import styles (AUTOMATIC1111's styles.csv)",
+            self.show_styles)
+        self.addons_button = self._text_tool(
+            "LoRA…", "Insert a LoRA or an embedding at the cursor, or choose the VAE",
+            self.show_addons)
+        for i, button in enumerate((self.history_button, self.styles_button,
+                                    self.addons_button)):
+            title.insertWidget(2 + i, button)
+        lay.addLayout(title)
         lay.addWidget(self.prompt_edit, 3)
 
         self.negative_edit = PromptEdit("What to avoid: blurry, low quality…", self)
@@ -187,6 +236,12 @@ class PromptPanel(QWidget):
         padding.setEnabled(False)
         self.prompt_edit.textChanged.connect(self._text_changed)
         self.negative_edit.textChanged.connect(self._text_changed)
+        self._last_edit: PromptEdit = self.prompt_edit  # where LoRAs and embeddings go
+        for edit in (self.prompt_edit, self.negative_edit):
+            edit.focused.connect(lambda e=edit: setattr(self, "_last_edit", e))
+        history_key = QShortcut(QKeySequence(HISTORY_KEY), self)
+        history_key.setContext(Qt.ShortcutContext.WindowShortcut)
+        history_key.activated.connect(self.show_history)
         self.set_mode(Mode.TXT2IMG)
         self._count_timer.start(0)
 
@@ -299,6 +354,15 @@ class PromptPanel(QWidget):
         label.setToolTip("Tokens used / tokens available (CLIP reads prompts in chunks of 75)")
         return label
 
+    def _text_tool(self, text: str, tip: str, slot: Any) -> QToolButton:
+        button = QToolButton(self)
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setAccessibleName(text.rstrip("…"))
+        button.setAutoRaise(True)
+        button.clicked.connect(slot)
+        return button
+
     def _tool(self, name: str, tip: str) -> QToolButton:
         button = QToolButton(self)
         button.setIcon(icon(name))
@@ -406,6 +470,98 @@ class PromptPanel(QWidget):
     def shutdown(self) -> None:
         self._count_timer.stop()
         self._counter.stop()
+        for dialog in (self.addon_picker, self.tool_dialog):
+            if dialog is not None:
+                dialog.reject()
+
+    # ========================================================= prompt tools
+    def history(self) -> PromptHistory:
+        """The prompt history (read from the data folder on first use)."""
+        if self._history is None:
+            self._history = load_history()
+        return self._history
+
+    def remember_prompts(self) -> None:
+        """Put the prompt and negative prompt at the top of the history (the window calls
+        this when it queues a job) and save it."""
+        if self.history().add(self.prompt_edit.toPlainText(),
+                              self.negative_edit.toPlainText()):
+            self._save_history()
+
+    def _save_history(self) -> None:
+        try:
+            save_history(self.history())
+        except OSError as exc:  # the history is a convenience: never stop a generation
+            log.warning("could not save the prompt history: %s", exc)
+
+    def set_prompts(self, prompt: str, negative: str) -> None:
+        """Show ``prompt`` and ``negative`` (Ctrl+Z in each box brings its old text back)."""
+        replace_text(self.prompt_edit, prompt)
+        replace_text(self.negative_edit, negative)
+
+    def show_history(self) -> None:
+        if self.tool_dialog is not None:
+            return
+        dialog = HistoryDialog(self.history(), self._save_history, self)
+
+        def chosen() -> None:
+            if dialog.chosen is not None:
+                self.set_prompts(dialog.chosen.prompt, dialog.chosen.negative_prompt)
+
+        dialog.accepted.connect(chosen)
+        self._open_tool(dialog, self.prompt_edit)
+
+    def show_styles(self) -> None:
+        if self.tool_dialog is not None:
+            return
+        dialog = StylesDialog(lambda: (self.prompt_edit.toPlainText(),
+                                       self.negative_edit.toPlainText()),
+                              self.set_prompts, self)
+        self._open_tool(dialog, self.prompt_edit)
+
+    def _open_tool(self, dialog: HistoryDialog | StylesDialog, focus: QWidget) -> None:
+        self.tool_dialog = dialog
+
+        def closed() -> None:
+            self.tool_dialog = None
+            dialog.deleteLater()
+            focus.setFocus()
+
+        dialog.finished.connect(closed)
+        dialog.open()
+
+    def _engine_settings(self) -> EngineSettings:
+        """The folders the window uses (its settings), else the saved ones."""
+        settings = getattr(self.window(), "settings", None)
+        engine = getattr(settings, "engine", None)
+        return engine if isinstance(engine, EngineSettings) else load_settings().engine
+
+    def show_addons(self) -> None:
+        if self.addon_picker is not None:
+            self.addon_picker.raise_()
+            self.addon_picker.activateWindow()
+            return
+        target = "negative" if self._last_edit is self.negative_edit else "prompt"
+        picker = AddonPicker(self._engine_settings(), self.insert_into, self.use_vae,
+                             target, self)
+        self.addon_picker = picker
+
+        def closed() -> None:
+            self.addon_picker = None
+            picker.deleteLater()
+
+        picker.finished.connect(closed)
+        picker.show()
+
+    def insert_into(self, target: str, text: str) -> None:
+        """Put ``text`` at the cursor of the prompt (``"prompt"``) or negative prompt."""
+        insert_at_cursor(self.negative_edit if target == "negative" else self.prompt_edit,
+                         text)
+
+    def use_vae(self, name: str, names: list[str]) -> None:
+        """Choose the VAE ``name`` ("" = automatic); ``names`` are the VAE files found."""
+        self.set_choices("vae", [("Automatic", ""), *((n, n) for n in names)])
+        self.control("vae").set_value(name)
 
     # ============================================================== internals
     def _size_changed(self) -> None:
