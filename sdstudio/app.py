@@ -211,6 +211,9 @@ def run(argv: Sequence[str] | None = None,
 
     status = app.exec()
     keepalive.stop()
+    from sdstudio.ui.result_actions import release_clipboard
+
+    release_clipboard()  # a copied image stays copied, and the exit does not crash
     _WINDOW = None
     if not window._closing:  # quit without closing the window (e.g. app.quit())
         window.close()

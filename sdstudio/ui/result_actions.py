@@ -156,6 +156,30 @@ def copy_image(target: ResultTarget, message: Callable[[str], object]) -> bool:
     return True
 
 
+def release_clipboard() -> None:
+    """Before Python shuts down: if the clipboard holds mime data made in Python (an image
+    copied with its file), put the same image (and text) back as data Qt makes itself. Qt
+    deletes the clipboard's data after the interpreter has gone, and deleting a Python-made
+    object then crashes the process at exit."""
+    from shiboken6 import Shiboken
+
+    app = QApplication.instance()
+    if app is None:
+        return
+    board = QApplication.clipboard()
+    mime = board.mimeData()
+    if mime is None or not Shiboken.createdByPython(mime):
+        return
+    image = mime.imageData() if mime.hasImage() else None
+    text = mime.text() if mime.hasText() else ""
+    if isinstance(image, QImage) and not image.isNull():
+        board.setImage(image)
+    elif text:
+        board.setText(text)
+    else:
+        board.clear()
+
+
 def copy_parameters(target: ResultTarget, message: Callable[[str], object]) -> bool:
     if not target.infotext:
         return False

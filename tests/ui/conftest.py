@@ -29,6 +29,16 @@ def no_running_qthreads() -> Iterator[None]:
     assert not runners, f"test left {len(runners)} background runner(s) running"
 
 
+@pytest.fixture(autouse=True)
+def clipboard_released() -> Iterator[None]:
+    """After each test, what the app does at exit: mime data made in Python leaves the
+    clipboard (Qt would delete it after the interpreter, crashing the process at exit)."""
+    yield
+    from sdstudio.ui.result_actions import release_clipboard
+
+    release_clipboard()
+
+
 @pytest.fixture
 def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Settings under tmp_path/config for this test only."""
