@@ -196,14 +196,14 @@ def model_evaluations(sampler: str, schedule: str, steps: int,
     """How many times ``sampler`` evaluates the model (one step callback each) at ``steps``
     with ``schedule`` ("Automatic" resolved here); ``strength`` for img2img/inpaint, None for
     txt2img. Restart at 20+ steps rebuilds Karras sigmas ending at 0 with as many steps."""
-    if sampler in ("DDIM", "PLMS"):
+    if sampler in TIMESTEP_SAMPLERS:
         length = len(range(0, 1000, 1000 // steps))
         if strength is not None:
             length = min(length, int(min(strength, 0.999) * steps))
+        if sampler == "UniPC":  # A1111's uni_pc: one evaluation per timestep
+            return length
         loop = max(length - 1, 0)
         return loop + (1 if sampler == "PLMS" and loop else 0)
-    if sampler == "UniPC":  # diffusers' scheduler: the pipeline's own step count
-        return steps if strength is None else min(int(steps * strength), steps)
     intervals, ends_at_zero = _schedule_intervals(
         sampler, effective_schedule(sampler, schedule), steps, strength)
     if sampler not in TWO_PER_STEP:

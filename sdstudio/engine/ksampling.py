@@ -2,9 +2,10 @@
 pipelines through one scheduler class.
 
 Each sampler is a Python generator written after k-diffusion's ``sample_*`` functions (the code
-A1111 1.10 runs), A1111's Restart and LCM loops and its DDIM/PLMS timestep loops: it yields the
-point to evaluate the model at, ``(x, sigma)`` (or ``(x, timestep)`` for DDIM/PLMS), and is
-sent back ``(x, denoised)`` (``(x, eps)`` for DDIM/PLMS), where x is the sample the pipeline
+A1111 1.10 runs), A1111's Restart and LCM loops, its DDIM/PLMS timestep loops and its own
+UniPC (uni_pc.py: bh1, time uniform, order 3, the UNet at continuous t): it yields the point
+to evaluate at, ``(x, sigma)`` (or ``(x, timestep)`` for DDIM/PLMS/UniPC), and is sent back
+``(x, denoised)`` (``(x, eps)`` for DDIM/PLMS/UniPC), where x is the sample the pipeline
 passed (it equals the one yielded unless the pipeline blends it, as the 4-channel inpaint
 pipeline does), until it returns the final latents.
 
@@ -410,6 +411,113 @@ def plms(x: Tensor, timesteps: Tensor, ctx: LoopContext) -> Loop:
     return x
 
 
+class _VPSchedule:
+    """A1111's NoiseScheduleVP("discrete"): log(alpha_t) interpolated linearly in t between
+    the training steps, t_n = (n + 1) / N (float32, as uni_pc.py)."""
+
+    def __init__(self, alphas_cumprod: Tensor) -> None:
+        self.log_alpha = 0.5 * alphas_cumprod.to(torch.float32).log()
+        self.total = len(self.log_alpha)
+        self.t_array = torch.linspace(0.0, 1.0, self.total + 1)[1:]
+
+    def log_mean_coeff(self, t: Tensor) -> Tensor:
+        t = t.reshape(-1).to(torch.float32)
+        pos = torch.searchsorted(self.t_array, t).clamp(1, self.total - 1)
+        t0, t1 = self.t_array[pos - 1], self.t_array[pos]
+        y0, y1 = self.log_alpha[pos - 1], self.log_alpha[pos]
+        return y0 + (t - t0) * (y1 - y0) / (t1 - t0)
+
+    def alpha_sigma_lambda(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        log_alpha = self.log_mean_coeff(t).reshape(())
+        sigma = (1.0 - (2.0 * log_alpha).exp()).sqrt()
+        return log_alpha.exp(), sigma, log_alpha - sigma.log()
+
+    def model_time(self, t: Tensor) -> Tensor:
+        """The UNet's timestep for continuous t: (t - 1/N) * 1000."""
+        return (t.reshape(()) - 1.0 / self.total) * 1000.0
+
+
+def unipc_times(alphas_cumprod: Tensor, steps: int, strength: float | None = None) -> Tensor:
+    """The continuous times A1111 1.10's UniPC runs (sd_samplers_timesteps_impl.unipc, skip
+    type "time_uniform"): N = len(A1111's DDIM timesteps) steps from t = 1 (img2img: t_enc
+    steps from timesteps[t_enc - 1] / 1000 + 1/1000) down to 1 / N_train."""
+    timesteps = a1111_timesteps(steps)
+    n = len(timesteps)
+    t_start = 1.0
+    if strength is not None:
+        n = int(min(strength, 0.999) * steps)
+        t_start = float(timesteps[n - 1]) / 1000 + 1 / 1000 if n else 1.0
+    return torch.linspace(t_start, 1.0 / len(alphas_cumprod), n + 1)
+
+
+def unipc(x: Tensor, times: Tensor, ctx: LoopContext, order: int = 3) -> Loop:
+    """A1111's UniPC (uni_pc.py ``UniPC.sample``, multistep, variant bh1, data prediction,
+    lower order final, no denoise to zero) on the continuous ``times``. Yields (x, the UNet's
+    timestep) and is sent (x, eps). A1111 refuses fewer steps than the order; here the order
+    drops to the steps."""
+    assert ctx.alphas_cumprod is not None
+    vp = _VPSchedule(ctx.alphas_cumprod)
+    steps = len(times) - 1
+    if steps < 1:
+        return x
+    order = min(order, steps)
+
+    def data(x: Tensor, t: Tensor) -> Generator[tuple[Tensor, Tensor], tuple[Tensor, Tensor],
+                                                  Tensor]:
+        _, eps = yield x, vp.model_time(t)
+        alpha, sigma, _ = vp.alpha_sigma_lambda(t)
+        return (x - sigma * eps) / alpha
+
+    models = [(yield from data(x, times[0]))]
+    prev_t = [times[0]]
+    for step in range(1, steps + 1):
+        step_order = step if step < order else min(order, steps + 1 - step)
+        t = times[step]
+        alpha_t, sigma_t, lam_t = vp.alpha_sigma_lambda(t)
+        _, sigma_0, lam_0 = vp.alpha_sigma_lambda(prev_t[-1])
+        h = lam_t - lam_0
+        m0 = models[-1]
+        ratios = [(vp.alpha_sigma_lambda(prev_t[-(k + 1)])[2] - lam_0) / h
+                  for k in range(1, step_order)]
+        diffs = [(models[-(k + 1)] - m0) / r for k, r in zip(range(1, step_order), ratios,
+                                                            strict=True)]
+        hh = -h
+        h_phi_1 = hh.expm1()
+        rows, rhs = _bh1_system(torch.tensor([*[float(r) for r in ratios], 1.0]), hh,
+                                step_order)
+        base = sigma_t / sigma_0 * x - alpha_t * h_phi_1 * m0
+        x_pred = base
+        if diffs:
+            rho_p = (torch.tensor([0.5]) if step_order == 2
+                     else torch.linalg.solve(rows[:-1, :-1], rhs[:-1]))
+            x_pred = base - alpha_t * hh * sum(rho * d for rho, d in
+                                               zip(rho_p.tolist(), diffs, strict=True))
+        if step == steps:  # no corrector (and no evaluation) on the last step
+            x = x_pred
+            break
+        model_t = yield from data(x_pred, t)
+        rho_c = torch.tensor([0.5]) if step_order == 1 else torch.linalg.solve(rows, rhs)
+        correction = sum((rho * d for rho, d in zip(rho_c[:-1].tolist(), diffs, strict=True)),
+                         torch.zeros_like(x))
+        x = base - alpha_t * hh * (correction + float(rho_c[-1]) * (model_t - m0))
+        models = [*models, model_t][-order:]
+        prev_t = [*prev_t, t][-order:]
+    return x
+
+
+def _bh1_system(ratios: Tensor, hh: Tensor, order: int) -> tuple[Tensor, Tensor]:
+    """UniPC's B(h) = h linear system: rows r_k^(i-1), right side phi_(i+1)(h) * i! / B(h)."""
+    h_phi_k = hh.expm1() / hh - 1
+    factorial = 1
+    rows, rhs = [], []
+    for i in range(1, order + 1):
+        rows.append(ratios ** (i - 1))
+        rhs.append(float(h_phi_k * factorial / hh))
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    return torch.stack(rows), torch.tensor(rhs)
+
+
 SamplerFn = Callable[[Tensor, Tensor, LoopContext], Loop]
 
 
@@ -466,6 +574,7 @@ class LoopSpec:
     discard_penultimate: bool = False
     noise: str = "none"  # "none", "generators", "brownian"
     solver_type: str = "midpoint"
+    times: str = "ddim"  # timestep samplers: "ddim" (A1111's DDIM timesteps), "unipc"
 
 
 class A1111Scheduler(SchedulerMixin, ConfigMixin):
@@ -512,6 +621,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
 
     def sigmas_for(self, steps: int, strength: float | None = None) -> Tensor:
         """The sigmas A1111 runs (timesteps for DDIM/PLMS), img2img slice included."""
+        if self.spec.times == "unipc":
+            return unipc_times(self.alphas_cumprod, steps, strength)
         if self.spec.kind == "timestep":
             timesteps = a1111_timesteps(steps + (1 if self.spec.discard_penultimate else 0))
             if strength is not None:
@@ -553,7 +664,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
                              "evaluates the model no time")
         if self.spec.kind == "timestep" and strength is not None:
             full = a1111_timesteps(steps + (1 if self.spec.discard_penultimate else 0))
-            self._start_alpha = float(self.alphas_cumprod[full[len(self.run_sigmas)]])
+            t_enc = int(min(strength, 0.999) * steps)  # A1111 noises to timesteps[t_enc]
+            self._start_alpha = float(self.alphas_cumprod[full[t_enc]])
         else:
             self._start_alpha = None
         unet_t = [self._unet_timestep(p) for p in self._points]

@@ -1,28 +1,22 @@
 """AUTOMATIC1111 1.10's samplers as a data table, and the scheduler each one runs as.
 
-Every sampler but UniPC runs as :class:`sdstudio.engine.ksampling.A1111Scheduler`: the sampler's
-loop (written after k-diffusion's, A1111's Restart / LCM / DDIM / PLMS) on A1111's sigmas for
+Every sampler runs as :class:`sdstudio.engine.ksampling.A1111Scheduler`: the sampler's loop
+(written after k-diffusion's, A1111's Restart / LCM / DDIM / PLMS / UniPC) on A1111's sigmas for
 the request's schedule type, from the model's own noise table (beta settings and prediction type
 from its scheduler config). The flags are A1111's (``modules/sd_samplers_kdiffusion.py``,
 ``sd_samplers_extra.py``, ``sd_samplers_lcm.py``, ``sd_samplers_timesteps.py``):
 ``discard_next_to_last_sigma`` for DPM2, DPM2 a and DPM++ 3M SDE, Brownian-tree noise for the
-SDE samplers, the Heun solver type for DPM++ 2M SDE Heun.
-
-UniPC runs diffusers' UniPCMultistepScheduler with A1111's order (3, lower order final) on
-linspace timesteps, variant bh2 (diffusers' bh1 gives NaN on the step to sigma 0); A1111 runs
-its own uni_pc module (bh1) on continuous "time uniform" times, so UniPC images are close to
-A1111's but not equal (see ``note``).
+SDE samplers, the Heun solver type for DPM++ 2M SDE Heun. UniPC is A1111's own uni_pc with
+its default options (bh1, time uniform, order 3, lower order final).
 "DPM fast" and "DPM adaptive" are not offered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from diffusers import UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from sdstudio.core.sampler_names import SAMPLER_NAMES, effective_schedule
@@ -45,36 +39,14 @@ LOOPS: dict[str, ks.LoopSpec] = {
     "DDIM": ks.LoopSpec(ks.ddim, kind="timestep"),
     "PLMS": ks.LoopSpec(ks.plms, kind="timestep"),
     "LCM": ks.LoopSpec(ks.lcm, kind="lcm", noise="generators"),
+    "UniPC": ks.LoopSpec(ks.unipc, kind="timestep", times="unipc"),
 }
 
-_UNIPC_NOTE = ("UniPC runs diffusers' UniPC (order 3, bh2) on linspace timesteps, not A1111's "
-               "uni_pc (bh1) on continuous time-uniform steps: images are close to A1111's, "
-               "not equal")
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    name: str
-    loop: ks.LoopSpec | None  # None: a diffusers scheduler (UniPC)
-    flags: Mapping[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-
-SAMPLERS: dict[str, SamplerSpec] = {
-    name: SamplerSpec(name, LOOPS.get(name)) for name in SAMPLER_NAMES
-}
-SAMPLERS["UniPC"] = SamplerSpec(
-    "UniPC", None, {"solver_order": 3, "lower_order_final": True,
-                    "timestep_spacing": "linspace", "predict_x0": True}, _UNIPC_NOTE)
+SAMPLERS: frozenset[str] = frozenset(name for name in SAMPLER_NAMES if name in LOOPS)
 
 # Model scheduler-config keys the A1111 scheduler takes
 _MODEL_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
                "trained_betas", "prediction_type")
-# Flags UniPC must not inherit from the model's default scheduler config.
-_RESET_FLAGS = ("use_karras_sigmas", "algorithm_type", "solver_order", "skip_prk_steps",
-                "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
-                "final_sigmas_type", "solver_type", "lower_order_final", "euler_at_final",
-                "timestep_spacing", "steps_offset")
 
 
 def loop_spec(name: str) -> ks.LoopSpec:
@@ -88,14 +60,8 @@ def build_scheduler(name: str, base_config: Mapping[str, Any], schedule_type: st
                     *, sdxl: bool = False) -> SchedulerMixin:
     """A fresh scheduler for sampler ``name`` on ``schedule_type`` from the model's scheduler
     config (its beta schedule and prediction type)."""
-    try:
-        spec = SAMPLERS[name]
-    except KeyError:
-        raise KeyError(f"unknown sampler {name!r}") from None
-    if spec.loop is None:
-        config = {k: v for k, v in dict(base_config).items() if k not in _RESET_FLAGS}
-        config.update(spec.flags)
-        return UniPCMultistepScheduler.from_config(config)
+    if name not in SAMPLERS:
+        raise KeyError(f"unknown sampler {name!r}")
     model = {k: base_config[k] for k in _MODEL_KEYS if k in base_config}
     return ks.A1111Scheduler(sampler=name, schedule_type=effective_schedule(name, schedule_type),
                              sdxl=sdxl, **model)
@@ -117,9 +83,6 @@ def scheduler_info(scheduler: SchedulerMixin, sampler: str, steps: int | None = 
     else:
         config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
         info["config"] = _jsonable(config)
-    note = SAMPLERS[sampler].note if sampler in SAMPLERS else ""
-    if note:
-        info["note"] = note
     return info
 
 

@@ -480,8 +480,6 @@ def test_model_evaluations_match_the_loops(tiny_models: dict[str, Path]) -> None
 
     config = read_json(tiny_models["sd1"] / "scheduler" / "scheduler_config.json")
     for sampler in SAMPLER_NAMES:
-        if sampler == "UniPC":
-            continue
         schedules = ("Automatic",) if sampler in TIMESTEP_SAMPLERS else SCHEDULE_TYPES
         for schedule in schedules:
             sched = build_scheduler(sampler, config, schedule)
@@ -495,3 +493,69 @@ def test_model_evaluations_match_the_loops(tiny_models: dict[str, Path]) -> None
                     expected = len(sched.plan(steps, strength))  # type: ignore[attr-defined]
                     assert model_evaluations(sampler, schedule, steps, strength) == expected, (
                         sampler, schedule, steps, strength)
+
+
+# ----------------------------------------------------------------- UniPC (A1111's own)
+def reference_unipc(engine: Any, got: Captured, request: GenerationRequest,
+                    strength: float | None = None) -> torch.Tensor:
+    """A1111 1.10's UniPC (tests/engine/_unipc_reference.py) around the same UNet: the model
+    called at the continuous t_input, CFG on the outputs, v turned into eps with the
+    alphas at int(t) (CompVisTimestepsVDenoiser); the noise from CPU generators."""
+    from tests.engine import _unipc_reference
+
+    config = engine._model.scheduler_config
+    alphas = ldm_alphas_cumprod(config)
+    unet = engine._model.pipes.base.unet
+    assert got.unet_kwargs is not None and got.latents is not None
+    ehs = got.unet_kwargs["encoder_hidden_states"]  # uncond, cond
+    batch = request.batch_size
+    v_pred = config.get("prediction_type") == "v_prediction"
+
+    def eps(x: torch.Tensor, t_input: torch.Tensor) -> torch.Tensor:
+        t = t_input.reshape(-1)[:1].expand(2 * batch)
+        with torch.no_grad():
+            out = unet(torch.cat([x, x]), t, encoder_hidden_states=ehs).sample
+        if v_pred:
+            i = t.to(torch.int)
+            a = alphas[i][:, None, None, None]
+            out = a.sqrt() * out + (1 - a).sqrt() * torch.cat([x, x])
+        u, c = out.chunk(2)
+        return u + (c - u) * request.cfg_scale
+
+    gens = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(batch)]
+    noise = torch.stack([torch.randn(got.latents.shape[1:], generator=g) for g in gens])
+    steps = request.steps
+    timesteps = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+    if strength is None:
+        return _unipc_reference.a1111_unipc(eps, alphas, noise, timesteps)
+    t_enc = int(min(strength, 0.999) * steps)
+    a = alphas[timesteps[t_enc]]
+    assert got.init_latents is not None
+    x = got.init_latents * a.sqrt() + noise * (1 - a).sqrt()
+    return _unipc_reference.a1111_unipc(eps, alphas, x, timesteps[:t_enc], is_img2img=True)
+
+
+@pytest.mark.parametrize(("kind", "steps", "batch"), [("sd1", 7, 2), ("sd1", 3, 1),
+                                                      ("sd2-v", 5, 1)])
+def test_unipc_equals_a1111s_uni_pc(kind: str, steps: int, batch: int,
+                                    engines: Callable[[str], Any], capture: Any,
+                                    make_request: Callable[..., GenerationRequest]) -> None:
+    """7 steps: A1111 runs len(range(0, 1000, 142)) = 8 UniPC steps, orders 1, 2, 3, 3, 3,
+    3, 2, 1."""
+    request = make_request(kind, sampler="UniPC", steps=steps, seed=13, batch_size=batch,
+                           cfg_scale=6.0).validated()
+    got = capture(kind, request)
+    assert got.latents is not None and got.scheduler is not None
+    assert len(got.scheduler.timesteps) == len(range(0, 1000, 1000 // steps))
+    assert_close(got.latents, reference_unipc(engines(kind), got, request))
+
+
+def test_unipc_img2img_equals_a1111s_uni_pc(
+        engines: Callable[[str], Any], capture: Any, input_images: dict[str, Path],
+        make_request: Callable[..., GenerationRequest]) -> None:
+    request = make_request(sampler="UniPC", steps=10, seed=21, strength=0.6,
+                           init_image=str(input_images["init"])).validated()
+    got = capture("sd1", request)
+    assert got.scheduler is not None
+    assert len(got.scheduler.timesteps[got.scheduler._pad:]) == 6  # t_enc = int(0.6 * 10)
+    assert_close(got.latents, reference_unipc(engines("sd1"), got, request, 0.6))

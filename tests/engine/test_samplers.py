@@ -32,13 +32,12 @@ def test_builds_from_model_config(name: str, kind: str, tiny_models: dict[str, P
     for key in ("prediction_type", "beta_schedule", "beta_start", "beta_end"):
         if key in base:
             assert sched.config[key] == base[key], key
-    assert isinstance(sched, A1111Scheduler) == (name != "UniPC")
+    assert isinstance(sched, A1111Scheduler)
     sched.set_timesteps(4)
     info = scheduler_info(sched, name, 4)
     assert info["class"] == type(sched).__name__ and info["sampler"] == name
-    if isinstance(sched, A1111Scheduler):
-        assert info["evaluations"] == len(sched.timesteps) == model_evaluations(
-            name, "Automatic", 4)
+    assert info["evaluations"] == len(sched.timesteps) == model_evaluations(
+        name, "Automatic", 4)
 
 
 def test_scheduler_info_names_the_schedule_and_sigmas(tiny_model: Path) -> None:
