@@ -106,3 +106,38 @@ def test_engine_variation_strength_one_equals_the_variation_seed(
     half = _pixels(engine, base.replace(variation_seed=2, variation_strength=0.5))
     assert np.abs(half - plain_2).max() > 2
     assert np.abs(half - _pixels(engine, base)).max() > 2
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+@pytest.mark.parametrize("strength", [0.0, 0.4])
+def test_img2img_and_inpaint_noise_honours_the_variation_seed(
+        mode: str, strength: float, engines: Callable[[str], Any],
+        make_request: Callable[..., GenerationRequest], input_images: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The noise added to the init latents is A1111's ImageRNG.first (built here from numpy):
+    the seed's first draw without a variation, slerped to the variation seed's with one."""
+    from sdstudio.engine.ksampling import A1111Scheduler
+
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    real = A1111Scheduler.add_noise
+
+    def add_noise(self: A1111Scheduler, original: torch.Tensor, noise: torch.Tensor,
+                  timesteps: torch.Tensor) -> torch.Tensor:
+        out = real(self, original, noise, timesteps)
+        if not seen:
+            seen.append((original.clone(), out.clone(), self._points[0].clone()))
+        return out
+
+    monkeypatch.setattr(A1111Scheduler, "add_noise", add_noise)
+    extra = {"mask": str(input_images["mask"])} if mode == "inpaint" else {}
+    request = make_request(sampler="Euler", steps=4, seed=5, strength=0.75,
+                           init_image=str(input_images["init"]), variation_seed=9,
+                           variation_strength=strength, **extra)
+    engines("sd1").generate(request)
+    original, noised, sigma = seen[0]
+    shape = tuple(original.shape[1:])
+    expected = _noise(5, shape)
+    if strength:
+        expected = _reference_slerp(strength, expected, _noise(9, shape))
+    added = ((noised - original) / sigma)[0].numpy()
+    np.testing.assert_allclose(added, expected, atol=2e-5)
