@@ -102,7 +102,7 @@ class GenerationRequest:
         choices=SAMPLER_NAMES, normalize=normalize_sampler,
         choice_message="unknown sampler {value!r}; choose one of: {choices}", metavar="NAME",
         aliases=("sampler_name", "sampler_index"),
-        infotext=SamplerKey(), ui=Ui("sampling", "Sa&mpler")))
+        infotext=SamplerKey(), ui=Ui("sampling", "S&ampler")))
     schedule_type: str = field(default="Automatic", metadata=spec(
         "choice", "Schedule type", help="the noise schedule the sampler steps along "
         "(Automatic = the sampler's own default, as in AUTOMATIC1111)",
@@ -120,7 +120,7 @@ class GenerationRequest:
         "float", "CFG scale", help="classifier-free guidance: how strongly the image follows "
         "the prompt", noun="CFG scale", minimum=0, maximum=100, cli=("--cfg-scale", "-c"),
         metavar="X", aliases=("cfg",), infotext=InfotextKey("CFG scale"),
-        ui=Ui("sampling", "C&FG", inline=True, step=0.5, decimals=1)))
+        ui=Ui("sampling", "&CFG", inline=True, step=0.5, decimals=1)))
     seed: int = field(default=-1, metadata=spec(
         "int", "Seed", help="-1 picks a new random seed for every run", minimum=0,
         maximum=MAX_SEED, special=-1, special_meaning="random", metavar="N",
@@ -130,19 +130,19 @@ class GenerationRequest:
         "variation strength (-1 = random)", minimum=0, maximum=MAX_SEED, special=-1,
         special_meaning="random", metavar="N", aliases=("subseed",),
         infotext=WhenKey("Variation seed", lambda r: r.variation_strength > 0),
-        ui=Ui("advanced", "Variation &seed")))
+        ui=Ui("advanced", "Variation see&d")))
     variation_strength: float = field(default=0.0, metadata=spec(
         "float", "Variation strength", help="how much of the variation seed's noise is "
         "blended in: 0 = none, 1 = only the variation seed", minimum=0.0, maximum=1.0,
         metavar="X", aliases=("subseed_strength",),
         infotext=InfotextKey("Variation seed strength", omit_default=True),
-        ui=Ui("advanced", "V&ariation strength", step=0.05, decimals=2)))
+        ui=Ui("advanced", "Variation strength", step=0.05, decimals=2)))
     seed_resize_from_w: int = field(default=0, metadata=spec(
         "int", "Seed resize from width", help="make the noise as at this width, so a seed "
         "keeps its picture at another size (0 = off; needs both sides)",
         noun="seed resize width", minimum=0, maximum=MAX_SIDE,
         metavar="PX", infotext=_SEED_RESIZE_KEY,
-        ui=Ui("advanced", "Seed resize fr&om", step=64, suffix=" px")))
+        ui=Ui("advanced", "Seed resize from", step=64, suffix=" px")))
     seed_resize_from_h: int = field(default=0, metadata=spec(
         "int", "Seed resize from height", help="the height for --seed-resize-from-w "
         "(0 = off)", noun="seed resize height", minimum=0, maximum=MAX_SIDE, metavar="PX",
@@ -160,7 +160,7 @@ class GenerationRequest:
         "1 ignores it", minimum=0.0, maximum=1.0, metavar="X", modes=IMAGE_MODES,
         aliases=("denoising_strength",),
         infotext=InfotextKey("Denoising strength", modes=IMAGE_MODES),
-        ui=Ui("image", "Stren&gth", step=0.05, decimals=2)))
+        ui=Ui("image", "St&rength", step=0.05, decimals=2)))
     init_image: str | None = field(default=None, metadata=spec(
         "path", "Init image", help="source image (img2img, inpaint)", cli=("--init-image", "-i"),
         metavar="FILE", aliases=("init", "image", "init_images"), ui=Ui("external"),
@@ -172,18 +172,18 @@ class GenerationRequest:
         "int", "Mask blur", help="soften the mask's edge by this many pixels", minimum=0,
         maximum=256, metavar="PX", modes=INPAINT_ONLY,
         infotext=InfotextKey("Mask blur", modes=INPAINT_ONLY),
-        ui=Ui("inpaint", "Mask b&lur", suffix=" px")))
+        ui=Ui("inpaint", "Mask &blur", suffix=" px")))
     inpaint_only_masked: bool = field(default=False, metadata=spec(
         "bool", "Only masked area", help="inpaint the masked area's bounding box at full "
         "resolution, then paste it back", modes=INPAINT_ONLY, aliases=("inpaint_full_res",),
         infotext=FlagWordsKey("Inpaint area", "Only masked", "Whole picture", INPAINT_ONLY),
-        ui=Ui("inpaint", "Only &masked area")))
+        ui=Ui("inpaint", "Only mas&ked area")))
     inpaint_padding: int = field(default=32, metadata=spec(
         "int", "Padding", help="pixels of context around the masked area", noun="inpaint "
         "padding", minimum=0, maximum=1024, metavar="PX", modes=INPAINT_ONLY,
         aliases=("inpaint_full_res_padding",),
         infotext=WhenKey("Masked area padding", lambda r: r.inpaint_only_masked, INPAINT_ONLY),
-        ui=Ui("inpaint", "Pa&dding", inline=True, suffix=" px")))
+        ui=Ui("inpaint", "Padding", inline=True, suffix=" px")))
     resize_mode: str = field(default="resize", metadata=spec(
         "choice", "Resize mode", help="how the source image fits the size: resize (stretch), "
         "crop, fill", choices=RESIZE_MODES, modes=IMAGE_MODES, ui=Ui("external")))
@@ -196,7 +196,7 @@ class GenerationRequest:
     vae: str = field(default="", metadata=spec(
         "model", "VAE", help="a separate VAE file or name in the VAE folders (default: the "
         "model's own)", noun="VAE", metavar="PATH|NAME",
-        ui=Ui("advanced", "&VAE", widget="file-choice")))
+        ui=Ui("advanced", "VAE", widget="file-choice")))
     loras: tuple[LoraSpec, ...] = field(default=(), metadata=spec(
         "loras", "LoRAs", help="apply a LoRA (repeatable), besides the <lora:name:w> tags in "
         "the prompt", noun="loras", cli=("--lora",), metavar="NAME:WEIGHT", aliases=("lora",),
@@ -210,12 +210,12 @@ class GenerationRequest:
         "choice", "Emphasis", help="how (word:1.2) weights apply, as AUTOMATIC1111: Original "
         "(weights, then the mean restored), No norm (weights only), Ignore (no weights), None "
         "(brackets are plain text)", choices=EMPHASIS_MODES,
-        infotext=EmphasisKey(), ui=Ui("advanced", "Emp&hasis")))
+        infotext=EmphasisKey(), ui=Ui("advanced", "Emphasis")))
     rng: str = field(default="cpu", metadata=spec(
         "choice", "RNG", help="where the initial noise is drawn: cpu (the same image on every "
         "device, as A1111's CPU setting) or device (the GPU's generator)", noun="rng",
         choices=("cpu", "device"), choice_labels=("CPU", "GPU"), infotext=RngKey(),
-        ui=Ui("advanced", "&RNG")))
+        ui=Ui("advanced", "RNG")))
 
     def __post_init__(self) -> None:
         # an older combined name ("DPM++ 2M Karras") is the sampler plus its schedule type

@@ -58,7 +58,7 @@ from sdstudio.core.settings import DEFAULT_FILENAME_PATTERN
 from sdstudio.ui import file_dialogs
 from sdstudio.ui.batch_items import BatchItemTable
 
-PANEL_TITLE = "&Batch"
+PANEL_TITLE = "Batch"
 Asker = Callable[[str], "str | None"]  # message -> "resume" | "restart" | None (cancel)
 
 
@@ -125,7 +125,7 @@ class BatchPanel(QWidget):
         self.open_button.setToolTip("A .txt (one prompt per line, A1111 options allowed), "
                                     ".csv with a header row, or .jsonl file")
         self.open_button.clicked.connect(self.choose_file)
-        self.paste_button = QPushButton("P&aste prompts")
+        self.paste_button = QPushButton("Paste prompts")
         self.paste_button.setToolTip("Type or paste prompts instead of opening a file")
         self.paste_button.clicked.connect(self.show_paste)
         self.paste_button.setVisible(False)
@@ -198,13 +198,13 @@ class BatchPanel(QWidget):
         buttons = QHBoxLayout()
         self.check_button = QPushButton("Chec&k list")
         self.check_button.clicked.connect(self.check)
-        self.start_button = QPushButton("&Start batch")
+        self.start_button = QPushButton("Start &batch")
         self.start_button.clicked.connect(lambda: self.start())
-        self.good_button = QPushButton("Run the &good lines")
+        self.good_button = QPushButton("Run the good lines")
         self.good_button.setToolTip("Skip the bad lines listed above")
         self.good_button.setVisible(False)
         self.good_button.clicked.connect(lambda: self.start(skip_bad_lines=True))
-        self.pause_button = QPushButton("&Pause")
+        self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Pause after the current image")
         self.pause_button.clicked.connect(self.toggle_pause)
         self.cancel_button = QPushButton("Cancel")
@@ -438,7 +438,7 @@ class BatchPanel(QWidget):
         self.good_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
-        self.pause_button.setText("&Resume" if running and self.controller.paused else "&Pause")
+        self.pause_button.setText("Resume" if running and self.controller.paused else "Pause")
 
     def _update_out_placeholder(self) -> None:
         """Show where the batch goes when no folder is chosen."""

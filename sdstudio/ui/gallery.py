@@ -276,19 +276,19 @@ class GalleryWidget(QWidget):
         self.path_label = QLabel(self)
         self.path_label.setTextFormat(Qt.TextFormat.PlainText)
 
-        self.img2img_button = self._button("img2img", "To &image to image",
+        self.img2img_button = self._button("img2img", "To image to image",
                                            "Use this image as the image-to-image source")
-        self.inpaint_button = self._button("inpaint", "To i&npaint",
+        self.inpaint_button = self._button("inpaint", "To inpaint",
                                            "Use this image as the inpaint source")
-        self.reuse_button = self._button("restore", "&Reuse parameters",
+        self.reuse_button = self._button("restore", "Reuse parameters",
                                          "Restore the prompt and settings this image was made "
                                          "with")
-        self.copy_button = self._button("copy", "Cop&y", "Copy the image to the clipboard")
-        self.folder_button = self._button("folder", "Open &folder",
+        self.copy_button = self._button("copy", "Copy", "Copy the image to the clipboard")
+        self.folder_button = self._button("folder", "Open folder",
                                           "Show the image in its folder")
-        self.delete_button = self._button("delete", "&Delete…",
+        self.delete_button = self._button("delete", "Delete…",
                                           "Move this image file to the trash (asks first)")
-        self.undo_button = self._button("restore", "&Undo delete",
+        self.undo_button = self._button("restore", "Undo delete",
                                         "Bring the last deleted image back from the trash")
         self.undo_button.clicked.connect(lambda: self.undo_delete())
         # Ctrl+Z while the gallery has the focus (the canvases and text boxes keep their own)

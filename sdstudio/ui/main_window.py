@@ -144,24 +144,24 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self.txt_viewer.set_placeholder("Your image appears here.\n\nWrite a prompt and press "
                                         "Generate (Ctrl+Enter).")
         self.txt_viewer.setAccessibleName("Result")
-        self.tabs.addTab(self._result_pane(self.txt_viewer), icon("text"), "&Text to image")
+        self.tabs.addTab(self._result_pane(self.txt_viewer), icon("text"), "Text to image")
 
         self.source_canvas = SourceCanvas(self)
         self.img_result = CompareViewer(self)
         self.img_result.set_placeholder("The result appears here")
         self.img_result.setAccessibleName("Image to image result")
         self.tabs.addTab(self._pair(self.source_canvas, self.img_result, "Source", "Result"),
-                         icon("img2img"), "&Image to image")
+                         icon("img2img"), "Image to image")
 
         self.mask_canvas = MaskCanvas(self)
         self.inpaint_result = CompareViewer(self)
         self.inpaint_result.set_placeholder("The result appears here")
         self.inpaint_result.setAccessibleName("Inpaint result")
         self.tabs.addTab(self._pair(self.mask_canvas, self.inpaint_result,
-                                    "Source and mask", "Result"), icon("inpaint"), "I&npaint")
+                                    "Source and mask", "Result"), icon("inpaint"), "Inpaint")
 
         self.gallery = GalleryWidget(self)
-        self.tabs.addTab(self.gallery, icon("gallery"), "Ga&llery")
+        self.tabs.addTab(self.gallery, icon("gallery"), "Gallery")
         self.tabs.currentChanged.connect(self._on_tab_changed)
 
         # --- progress row
@@ -218,7 +218,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         compare itself with its source (the Compare button, C)."""
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         compare = QToolButton(self)
-        compare.setText("&Compare")
+        compare.setText("Compare")
         compare.setCheckable(True)
         compare.setToolTip("Show the source left of a divider you drag across the result")
         compare.toggled.connect(right.set_compare)

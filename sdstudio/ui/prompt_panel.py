@@ -204,7 +204,7 @@ class PromptPanel(QWidget):
         lay.addWidget(line)
 
         # ------------------------------------------------------------- buttons
-        self.generate_button = QPushButton(icon("generate", "#ffffff"), "&Generate", self)
+        self.generate_button = QPushButton(icon("generate", "#ffffff"), "Generate", self)
         self.generate_button.setObjectName("generateButton")
         self.generate_button.setToolTip("Generate (Ctrl+Enter). While a job runs, this "
                                         "queues another.")
@@ -213,7 +213,7 @@ class PromptPanel(QWidget):
                                            QSizePolicy.Policy.Fixed)
         self.generate_button.setMinimumHeight(40)
         self.generate_button.clicked.connect(self.generateRequested)
-        self.cancel_button = QPushButton(icon("stop"), "&Cancel", self)
+        self.cancel_button = QPushButton(icon("stop"), "Cancel", self)
         self.cancel_button.setToolTip("Cancel the running job (Esc)")
         self.cancel_button.setMinimumHeight(40)
         self.cancel_button.setEnabled(False)
@@ -465,7 +465,7 @@ class PromptPanel(QWidget):
 
     def set_running(self, running: bool) -> None:
         self.cancel_button.setEnabled(running)
-        self.generate_button.setText("&Queue another" if running else "&Generate")
+        self.generate_button.setText("Queue another" if running else "Generate")
 
     def shutdown(self) -> None:
         self._count_timer.stop()

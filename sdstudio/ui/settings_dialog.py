@@ -126,7 +126,7 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.output_edit, 1)
         row.addWidget(browse)
-        label = QLabel("&Output folder", out)
+        label = QLabel("Output &folder", out)
         label.setBuddy(self.output_edit)
         form.addRow(label, row)
         self.pattern_edit = QLineEdit(settings.filename_pattern, out)
@@ -174,12 +174,12 @@ class SettingsDialog(QDialog):
         if self.device_combo.findData(eng.device) < 0:
             self.device_combo.addItem(eng.device, eng.device)
         self.device_combo.setCurrentIndex(self.device_combo.findData(eng.device))
-        label = QLabel("&Device", dev)
+        label = QLabel("Devi&ce", dev)
         label.setBuddy(self.device_combo)
         dform.addRow(label, self.device_combo)
         self.precision_combo = _choice_row(dform, dev, "P&recision", PRECISIONS,
                                            PRECISION_LABELS, eng.precision)
-        self.memory_combo = _choice_row(dform, dev, "Memory &mode", MEMORY_MODES,
+        self.memory_combo = _choice_row(dform, dev, "Memor&y mode", MEMORY_MODES,
                                         MEMORY_LABELS, eng.memory_mode)
         note = QLabel("Device and precision changes apply when the next model loads.", dev)
         note.setWordWrap(True)

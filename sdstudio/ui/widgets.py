@@ -82,7 +82,7 @@ class MessageBar(QFrame):
         self.text_label.setWordWrap(True)
         self.text_label.setTextFormat(Qt.TextFormat.PlainText)
         self.text_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.details_button = QPushButton("&Details…", self)
+        self.details_button = QPushButton("Details…", self)
         self.details_button.clicked.connect(self.show_details)
         self.close_button = QToolButton(self)
         self.close_button.setIcon(icon("close"))
@@ -229,12 +229,12 @@ class QueueView(QWidget):
         lay.addWidget(self.list, 1)
         lay.addWidget(self.placeholder, 1)  # the list's room while there is no job
         row = FlowLayout(spacing=4, line_spacing=4)  # wraps in a narrow dock
-        self.cancel_button = QPushButton(icon("stop"), "Canc&el", self)
+        self.cancel_button = QPushButton(icon("stop"), "Cancel", self)
         self.cancel_button.setToolTip("Cancel the running job (Esc)")
-        self.remove_button = QPushButton(icon("delete"), "&Remove", self)
+        self.remove_button = QPushButton(icon("delete"), "Remove", self)
         self.remove_button.setToolTip("Remove the selected jobs (Delete); a running job is "
                                       "cancelled")
-        self.clear_button = QPushButton("Clear &finished", self)
+        self.clear_button = QPushButton("Clear finished", self)
         self.clear_button.setToolTip("Take the finished, failed and cancelled jobs off the list")
         for b in (self.cancel_button, self.remove_button, self.clear_button):
             row.addWidget(b)

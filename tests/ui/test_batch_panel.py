@@ -123,7 +123,7 @@ def test_pause_after_the_current_image_resume_and_cancel(qtbot: Any, tmp_path: P
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)  # while p1 is running
     release.set()
     qtbot.waitUntil(lambda: panel.status.text() == "Paused", timeout=5000)
-    assert panel.pause_button.text() == "&Resume"
+    assert panel.pause_button.text() == "Resume"
     assert len(saved) == 2  # p1 was finished, nothing after it
     queue = panel.controller.queue
     qtbot.waitUntil(lambda: "paused" in queue.jobs()[0].summary, timeout=5000)
