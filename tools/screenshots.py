@@ -2,7 +2,11 @@
 
 Run in a real (virtual) display so window decorations, fonts and HiDPI scaling are real:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshots.py [--dark]
+    xvfb-run -a -s "-screen 0 1280x720x24" python tools/screenshots.py [--dark]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python tools/screenshots.py --suffix=-1080p
+
+The window is maximised on that screen (with a window manager such as openbox running, as a
+person's desktop would have), so the shots show what a laptop or a full-HD screen shows.
 
 It drives the real app: the real worker and engine with the tiny demo model (untrained, so
 the generated images are noise), a generation in the text-to-image tab, a source image in the
@@ -69,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--dark", action="store_true",
                         help="use the dark palette (text-to-image only)")
+    parser.add_argument("--suffix", default="", help="added to every file name")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "-dark" if args.dark else ""
+    suffix = ("-dark" if args.dark else "") + args.suffix
 
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtGui import QMouseEvent
@@ -92,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(output_dir=str(out_dir), engine=EngineSettings())
     queue = JobQueue(settings=settings.engine)
     window = MainWindow(settings, queue)
-    window.resize(1560, 940)
-    window.show()
+    window.showMaximized()
     window.start()
     from sdstudio.app import _add_optional_panels
     from sdstudio.ui.batch_panel import BatchPanel
@@ -108,13 +112,22 @@ def main(argv: list[str] | None = None) -> int:
         (widget or window).grab().save(str(path))
         print(path)
 
+    # ---- the first start's welcome panel (over the text-to-image result), then closed
+    if window.welcome is not None and not args.dark:
+        pump(app, 2.0)  # its folder search runs in the background
+        shoot("welcome")
+        window.welcome.close_button.click()
+    elif window.welcome is not None:
+        window.welcome.close_button.click()
+
     # ---- text to image after a few generations
     p.prompt_edit.setPlainText("a lighthouse on a rocky cliff at dusk, dramatic clouds, "
                                "oil painting, warm light, highly detailed")
     p.negative_edit.setPlainText("blurry, low quality, watermark")
     p.set_size(512, 512)
     p.widget("steps").setValue(6)
-    p.widget("sampler").setCurrentText("DPM++ 2M Karras")
+    p.widget("sampler").setCurrentText("DPM++ 2M")
+    p.widget("schedule_type").setCurrentText("Karras")
     p.widget("seed").setText("20240611")
     for _ in range(3):
         window.generate()
