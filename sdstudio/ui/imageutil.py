@@ -6,11 +6,9 @@ works without a QApplication.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
+import io
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from PySide6.QtGui import QImage
 
 from sdstudio.core import paths
 from sdstudio.core.errors import ImageInputError
+from sdstudio.core.files import write_atomic
 from sdstudio.core.images import open_image
 
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -139,15 +138,6 @@ def save_input_image(img: QImage | Image.Image, kind: str) -> Path:
     target = folder / f"{kind}-{digest.hexdigest()[:32]}.png"
     if target.is_file() and target.stat().st_size > 0:
         return target
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{kind}-", suffix=".png.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pil.save(fh, format="PNG", compress_level=4)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    return target
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG", compress_level=4)
+    return write_atomic(target, buffer.getvalue(), prefix=f".{kind}-")
