@@ -610,14 +610,21 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ set-up per call
     def prepare(self, generators: Sequence[torch.Generator] = (), seeds: Sequence[int] = (),
-                strength: float | None = None, noise: Tensor | None = None) -> None:
+                strength: float | None = None, noise: Tensor | None = None,
+                repaint: Tensor | None = None) -> None:
         """What the next pipeline call needs: the per-image generators (after the initial
         noise was drawn), the image seeds (Brownian noise), the img2img strength (None for
-        txt2img) and the initial noise drawn for img2img/inpaint."""
+        txt2img), the initial noise drawn for img2img/inpaint and, for inpainting with an
+        ordinary (4-channel) model, the latent mask (1 = repaint) that A1111 blends with: the
+        source's latents replace the prediction outside it at every evaluation (the input
+        instead for DDIM, PLMS and UniPC, A1111's ``mask_before_denoising``) and the result
+        at the end; the pipeline is then given a full mask so it blends nothing itself."""
         self._gens = list(generators)
         self._seeds = [int(s) for s in seeds]
         self._strength = strength
         self._noise = noise
+        self._repaint = repaint
+        self._init: Tensor | None = None
 
     def sigmas_for(self, steps: int, strength: float | None = None) -> Tensor:
         """The sigmas A1111 runs (timesteps for DDIM/PLMS), img2img slice included."""
@@ -695,8 +702,23 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
     def _point(self) -> Tensor:
         return self._points[min(self._index, len(self._points) - 1)]
 
+    def _blend(self, value: Tensor, keep: Tensor) -> Tensor:
+        """``value`` where the mask repaints, ``keep`` (the source's latents) elsewhere."""
+        assert self._repaint is not None
+        repaint = self._repaint.to(device=value.device, dtype=value.dtype)
+        if repaint.shape[0] != value.shape[0]:  # the guidance batch: uncond + cond
+            repaint = repaint.repeat(value.shape[0] // repaint.shape[0], 1, 1, 1)
+            keep = keep.repeat(value.shape[0] // keep.shape[0], 1, 1, 1)
+        return keep.to(value.dtype) * (1 - repaint) + repaint * value
+
+    def _blending(self) -> bool:
+        return self._repaint is not None and self._init is not None
+
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
         if self.spec.kind == "timestep":
+            if self._blending():  # A1111's mask_before_denoising (timestep samplers)
+                assert self._init is not None
+                return self._blend(sample, self._init)
             return sample
         sigma = self._point()
         return sample * (1 / (sigma ** 2 + 1) ** 0.5)
@@ -748,12 +770,18 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
                     self._seeds = self._seeds or [int(g.initial_seed()) for g in gens]
             self._loop = self._start(sample)
         value = self._model_value(model_output, sample, self._point())
+        if self._blending() and self.spec.kind != "timestep":  # A1111's CFG denoiser
+            assert self._init is not None
+            value = self._blend(value, self._init)
         self._index += 1
         try:
             x, _ = self._loop.send((sample, value.to(sample.dtype)))
         except StopIteration as done:
             x = done.value
             self._loop = None
+            if self._blending():  # A1111: samples * nmask + init_latent * mask
+                assert self._init is not None
+                x = self._blend(x, self._init)
         x = x.to(sample.dtype)
         return SchedulerOutput(prev_sample=x) if return_dict else (x,)
 
@@ -763,6 +791,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         runner's (drawn first from the image generators) when it gave one."""
         if self._noise is not None and self._noise.shape == noise.shape:
             noise = self._noise.to(device=original_samples.device, dtype=original_samples.dtype)
+        if self._repaint is not None and self._init is None:
+            self._init = original_samples.detach()  # the source's latents, for the blending
         t = float(torch.as_tensor(timesteps).reshape(-1)[0])
         index = self._find(t)
         if self.spec.kind == "timestep":

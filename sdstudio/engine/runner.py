@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -514,7 +515,12 @@ class Engine:
             scheduler.prepare(gens, seeds)
             return gens
         noise = initial_latents(pipe, gens, request.width, request.height, device, variation)
-        scheduler.prepare(gens, seeds, strength=request.strength, noise=noise)
+        repaint = None
+        if prepared.mode is Mode.INPAINT and not _nine_channel(pipe):
+            assert prepared.job is not None
+            repaint = latent_mask(prepared.job.mask, noise)
+        scheduler.prepare(gens, seeds, strength=a1111_strength(request.strength), noise=noise,
+                          repaint=repaint)
         return self._generators(request, seeds, device, offset=1 << 32)
 
     def _mode_kwargs(self, loaded: _Loaded, pipe: Any, request: GenerationRequest,
@@ -533,7 +539,7 @@ class Engine:
                 kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
                 kwargs["strength"] = 1.0
             return kwargs
-        kwargs["strength"] = request.strength
+        kwargs["strength"] = a1111_strength(request.strength)
         kwargs["image"] = prepared.image
         if prepared.mode is Mode.IMG2IMG:
             if inpaint_pipe:
@@ -542,8 +548,32 @@ class Engine:
                 del kwargs["height"], kwargs["width"]
             return kwargs
         assert prepared.job is not None
-        kwargs["mask_image"] = prepared.job.mask
+        if _nine_channel(pipe):
+            kwargs["mask_image"] = prepared.job.mask
+        else:  # the sampler blends as A1111 (A1111Scheduler.prepare): the pipeline must not
+            kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
         return kwargs
+
+
+def a1111_strength(strength: float) -> float:
+    """A1111 runs at most ``int(0.999 * steps)`` image-to-image steps: a strength of 1 still
+    starts from the source plus the first sigma's noise (not from noise alone)."""
+    return min(float(strength), 0.999)
+
+
+def _nine_channel(pipe: Any) -> bool:
+    return int(pipe.unet.config.in_channels) == 9
+
+
+def latent_mask(mask: Image.Image, like: torch.Tensor) -> torch.Tensor:
+    """A1111's latent inpaint mask (``processing.py``, ``latmask``): the blurred mask as RGB
+    resized to the latent size (PIL's default filter), its first channel rounded to 0/1; one
+    per image and latent channel. 1 = repaint."""
+    batch, channels, height, width = like.shape
+    small = mask.convert("RGB").resize((width, height))
+    rounded = np.around(np.asarray(small, dtype=np.float32)[..., 0] / 255.0)
+    one = torch.from_numpy(rounded).to(device=like.device, dtype=torch.float32)
+    return one.expand(batch, channels, height, width).clone()
 
 
 def _replace_info(info: GenerationInfo, **changes: Any) -> GenerationInfo:

@@ -244,7 +244,8 @@ def capture(engines: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
 
 
 def reference_run(kd: Any, engine: Any, got: Captured, request: GenerationRequest,
-                  strength: float | None = None) -> torch.Tensor:
+                  strength: float | None = None, repaint: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     sampler, schedule, steps = request.sampler, request.schedule_type, request.steps
     pipe = engine._model.pipes.base
     config = dict(pipe.scheduler.config) if not isinstance(pipe.scheduler, A1111Scheduler) \
@@ -283,9 +284,21 @@ def reference_run(kd: Any, engine: Any, got: Captured, request: GenerationReques
         assert got.init_latents is not None
         x = got.init_latents + noise * sigmas[0]
     model_fn = cfg_denoiser(den, cond, uncond, request.cfg_scale)
-
     def step_noise(*_: Any) -> torch.Tensor:  # A1111's ImageRNG.next, RNG "CPU"
         return torch.stack([torch.randn(latent, generator=g) for g in gens])
+
+    if repaint is not None:  # A1111's CFG denoiser: denoised = init * mask + nmask * denoised
+        init, guided = got.init_latents, model_fn
+        assert init is not None
+
+        def model_fn(x: torch.Tensor, sigma: torch.Tensor, **kw: Any) -> torch.Tensor:
+            return init * (1 - repaint) + repaint * guided(x, sigma, **kw)
+
+        with torch.no_grad():  # and at the end: samples * nmask + init_latent * mask
+            fn = getattr(kd.sampling, FUNCS[request.sampler])
+            extra = {"noise_sampler": step_noise} if request.sampler in ANCESTRAL else {}
+            out = fn(model_fn, x, sigmas, disable=True, **extra)
+        return init * (1 - repaint) + repaint * out
 
     if sampler == "Restart":
         return reference_restart(kd, model_fn, x, sigmas, step_noise)
@@ -559,3 +572,33 @@ def test_unipc_img2img_equals_a1111s_uni_pc(
     assert got.scheduler is not None
     assert len(got.scheduler.timesteps[got.scheduler._pad:]) == 6  # t_enc = int(0.6 * 10)
     assert_close(got.latents, reference_unipc(engines("sd1"), got, request, 0.6))
+
+
+@pytest.mark.parametrize(("sampler", "strength"), [("Euler a", 0.75), ("DPM++ 2M", 1.0)])
+def test_inpaint_blends_as_a1111(kd: Any, sampler: str, strength: float,
+                                 engines: Callable[[str], Any], capture: Any,
+                                 input_images: dict[str, Path],
+                                 make_request: Callable[..., GenerationRequest]) -> None:
+    """An ordinary (4-channel) model: A1111 replaces the prediction outside the mask by the
+    source's latents at every step and the result at the end; strength 1 runs as 0.999."""
+    from PIL import Image
+
+    from sdstudio.engine.images import request_inputs
+
+    steps = 8
+    request = make_request(sampler=sampler, steps=steps, seed=5, strength=strength,
+                           init_image=str(input_images["init"]),
+                           mask=str(input_images["mask"]), mask_blur=2).validated()
+    got = capture("sd1", request)
+    assert got.latents is not None and got.init_latents is not None
+    _, job = request_inputs(request)
+    assert job is not None
+    h, w = got.latents.shape[2:]
+    small = job.mask.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)  # A1111's latmask
+    rounded = np.around(np.asarray(small, dtype=np.float32)[..., 0] / 255.0)
+    repaint = torch.from_numpy(rounded)[None, None].expand_as(got.latents)
+    assert 0 < float(repaint.mean()) < 1
+    ref = reference_run(kd, engines("sd1"), got, request, min(strength, 0.999), repaint)
+    assert_close(got.latents, ref)
+    keep = repaint == 0  # outside the mask: exactly the source's latents
+    torch.testing.assert_close(got.latents[keep], got.init_latents[keep])
