@@ -8,7 +8,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -75,6 +75,15 @@ class PanelScroll(QScrollArea):
     """The prompt panel's scroll area: never narrower than the panel needs, with room for
     the vertical scroll bar, so the splitter cannot clip it (the panel's minimum follows its
     fonts and contents, known only once it is shown)."""
+
+    def setWidget(self, widget: QWidget) -> None:
+        super().setWidget(widget)
+        widget.installEventFilter(self)  # its minimum changes as it is laid out: pass it on
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
 
     def minimumSizeHint(self) -> QSize:
         inner = self.widget()
@@ -185,8 +194,18 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         rv.addWidget(self.tabs, 1)
         rv.addLayout(prow)
 
+        # the panel scrolls; its Generate / Cancel bar stays in view under it
+        left = QWidget(self)
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.setSpacing(6)
+        lv.addWidget(scroll, 1)
+        bar = self.prompt_panel.action_bar
+        bar.setParent(left)
+        bar.setContentsMargins(10, 0, 10, 6)
+        lv.addWidget(bar)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        splitter.addWidget(scroll)
+        splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)

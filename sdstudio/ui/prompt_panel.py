@@ -218,12 +218,16 @@ class PromptPanel(QWidget):
         self.cancel_button.setMinimumHeight(40)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancelRequested)
-        buttons = QGridLayout()
+        # Generate and Cancel: a bar of their own, which the window keeps in view below the
+        # panel's scroll area (with More options open on a laptop the panel scrolls)
+        self.action_bar = QWidget(self)
+        buttons = QGridLayout(self.action_bar)
+        buttons.setContentsMargins(0, 0, 0, 0)
         buttons.addWidget(self.generate_button, 0, 0)
         buttons.addWidget(self.cancel_button, 0, 1)
         buttons.setColumnStretch(0, 3)
         buttons.setColumnStretch(1, 1)
-        lay.addLayout(buttons)
+        lay.addWidget(self.action_bar)
 
         for control in self.controls.values():
             control.on_change(self.changed.emit)

@@ -25,6 +25,11 @@ def test_the_window_fits_1280x720_and_clips_no_panel(qtbot: Any, make_window: An
         panel, viewport = w.prompt_panel, w.prompt_scroll.viewport()
         assert panel.width() <= viewport.width(), "the prompt panel is wider than it is shown"
         assert panel.width() >= panel.minimumSizeHint().width()
+        # Generate stays in view under the scrolling panel, More options open or not
+        button = panel.generate_button
+        corner = button.mapTo(w, button.rect().bottomRight())
+        assert button.isVisible() and w.rect().contains(corner)
+        assert not button.visibleRegion().isEmpty()
     for index in range(w.tabs.count()):
         w.tabs.setCurrentIndex(index)
         QApplication.processEvents()
