@@ -705,7 +705,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
     def _blend(self, value: Tensor, keep: Tensor) -> Tensor:
         """``value`` where the mask repaints, ``keep`` (the source's latents) elsewhere."""
         assert self._repaint is not None
-        repaint = self._repaint.to(device=value.device, dtype=value.dtype)
+        # moved once to the latents' device and dtype; later evaluations reuse it
+        repaint = self._repaint = self._repaint.to(device=value.device, dtype=value.dtype)
         if repaint.shape[0] != value.shape[0]:  # the guidance batch: uncond + cond
             repaint = repaint.repeat(value.shape[0] // repaint.shape[0], 1, 1, 1)
             keep = keep.repeat(value.shape[0] // keep.shape[0], 1, 1, 1)

@@ -394,8 +394,6 @@ class Engine:
                                  clip_skip=request.clip_skip, emphasis=request.emphasis,
                                  device=device, arch=loaded.arch)
         notes = [*loaded.notes, *embedding_notes, *encoded.notes]
-        if "note" in sched_info:
-            notes.append(str(sched_info["note"]))
         if self._versions is None:
             self._versions = library_versions()
         base_info = GenerationInfo(
@@ -500,7 +498,7 @@ class Engine:
         gen_device = "cpu" if request.rng == "cpu" else device
         return [torch.Generator(gen_device).manual_seed(s + offset) for s in seeds]
 
-    def _prepare_sampler(self, scheduler: Any, pipe: Any, request: GenerationRequest,
+    def _prepare_sampler(self, scheduler: A1111Scheduler, pipe: Any, request: GenerationRequest,
                          prepared: _Prepared, gens: list[torch.Generator], seeds: list[int],
                          device: torch.device, variation: Variation
                          ) -> list[torch.Generator]:
@@ -509,8 +507,6 @@ class Engine:
         and inpaint: the initial noise is drawn first from them, as A1111 draws it, and the
         pipeline gets generators of their own (seed + 2^32) for the VAE's posterior sample,
         which A1111 draws from torch's global RNG."""
-        if not isinstance(scheduler, A1111Scheduler):
-            return gens
         if prepared.mode is Mode.TXT2IMG:
             scheduler.prepare(gens, seeds)
             return gens

@@ -16,9 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-
 from sdstudio.core.sampler_names import SAMPLER_NAMES, effective_schedule
 from sdstudio.engine import ksampling as ks
 
@@ -57,7 +54,7 @@ def loop_spec(name: str) -> ks.LoopSpec:
 
 
 def build_scheduler(name: str, base_config: Mapping[str, Any], schedule_type: str = "Automatic",
-                    *, sdxl: bool = False) -> SchedulerMixin:
+                    *, sdxl: bool = False) -> ks.A1111Scheduler:
     """A fresh scheduler for sampler ``name`` on ``schedule_type`` from the model's scheduler
     config (its beta schedule and prediction type)."""
     if name not in SAMPLERS:
@@ -67,32 +64,16 @@ def build_scheduler(name: str, base_config: Mapping[str, Any], schedule_type: st
                              sdxl=sdxl, **model)
 
 
-def scheduler_info(scheduler: SchedulerMixin, sampler: str, steps: int | None = None,
+def scheduler_info(scheduler: ks.A1111Scheduler, sampler: str, steps: int | None = None,
                    strength: float | None = None) -> dict[str, Any]:
     """What ran, JSON-friendly, for the image metadata: the sampler, the schedule type that ran
     and (for ``steps``) the first and last sigma (timestep for DDIM/PLMS) and the number of
     model evaluations."""
-    info: dict[str, Any] = {"class": type(scheduler).__name__, "sampler": sampler}
-    if isinstance(scheduler, ks.A1111Scheduler):
-        info["schedule_type"] = str(scheduler.config.schedule_type)
-        if steps is not None:
-            run = scheduler.sigmas_for(steps, strength)
-            key = "timesteps" if scheduler.spec.kind == "timestep" else "sigmas"
-            info[key] = [round(float(run[0]), 6), round(float(run[-1]), 6)]
-            info["evaluations"] = len(scheduler.plan(steps, strength))
-    else:
-        config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-        info["config"] = _jsonable(config)
+    info: dict[str, Any] = {"class": type(scheduler).__name__, "sampler": sampler,
+                            "schedule_type": str(scheduler.config.schedule_type)}
+    if steps is not None:
+        run = scheduler.sigmas_for(steps, strength)
+        key = "timesteps" if scheduler.spec.kind == "timestep" else "sigmas"
+        info[key] = [round(float(run[0]), 6), round(float(run[-1]), 6)]
+        info["evaluations"] = len(scheduler.plan(steps, strength))
     return info
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

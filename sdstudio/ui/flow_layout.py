@@ -21,12 +21,6 @@ class FlowLayout(QLayout):
         self._line_spacing = line_spacing
         self.setContentsMargins(0, 0, 0, 0)
 
-    def __del__(self) -> None:
-        # give the items back before Qt deletes the layout: Python holds their wrappers, and
-        # a layout item deleted twice crashes the interpreter at exit
-        while self.takeAt(0) is not None:
-            pass
-
     # QLayout's interface
     def addItem(self, item: QLayoutItem) -> None:
         self._items.append(item)

@@ -106,8 +106,6 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self._job_tab: dict[int, int] = {}
         self._job_started: dict[int, float] = {}
         self._shown_result: set[int] = set()
-        self._last_result: dict[int, QImage] = {}
-        self._result_request: dict[int, GenerationRequest] = {}  # id(viewer) -> its request
         self._compare_buttons: dict[int, QToolButton] = {}
         self._models: list[dict[str, Any]] = []
         self._current_model = settings.engine.default_model
@@ -266,7 +264,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
 
     def _before_image(self, viewer: CompareViewer) -> QImage | None:
         """The source of the result ``viewer`` shows, fitted as the engine fitted it."""
-        request = self._result_request.get(id(viewer))
+        request = self.result_pane(viewer).request
         if request is None or not request.init_image:
             return None
         from sdstudio.core.errors import ImageInputError

@@ -53,14 +53,13 @@ class JobSlots(WindowPart):
     _job_tab: dict[int, int]
     _job_started: dict[int, float]
     _shown_result: set[int]
-    _last_result: dict[int, QImage]  # id(viewer) -> the last finished image it showed
-    _result_request: dict[int, Any]  # id(viewer) -> the request of the image it shows
 
     if TYPE_CHECKING:
         def show_error(self, message: str, details: str = "") -> None: ...
         def show_vram(self, vram: Any) -> None: ...
         def show_idle_status(self) -> None: ...
         def show_result(self, viewer: ImageViewer, image: JobImage) -> None: ...
+        def result_pane(self, viewer: ImageViewer) -> Any: ...
 
     def _connect_jobs(self) -> None:
         q = self.queue
@@ -125,9 +124,7 @@ class JobSlots(WindowPart):
         if image.qimage is not None and image.index == 0:
             self._shown_result.add(job_id)
             viewer = self._viewer_for(job_id)
-            self._result_request[id(viewer)] = image.request  # for its "before" image
             viewer.set_image(image.qimage)
-            self._last_result[id(viewer)] = image.qimage
             self.show_result(viewer, image)  # its parameters, menu and drag (window_results)
         if image.path:
             self.gallery.add_image(image.path, image.qimage)
@@ -138,7 +135,7 @@ class JobSlots(WindowPart):
             # cancelled or failed before its first image: the blocky preview goes, the last
             # real result (or the placeholder) comes back
             viewer = self._viewer_for(job_id)
-            viewer.set_image(self._last_result.get(id(viewer)))
+            viewer.set_image(self.result_pane(viewer).image)
         self._shown_result.discard(job_id)
         started = self._job_started.pop(job_id, None)
         job = self.queue.job(job_id)

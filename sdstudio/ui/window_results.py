@@ -22,6 +22,7 @@ from sdstudio.worker import JobImage, JobQueue
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QMenu
 
+    from sdstudio.core.request import GenerationRequest
     from sdstudio.ui.gallery import GalleryWidget
     from sdstudio.ui.prompt_panel import PromptPanel
 
@@ -38,6 +39,7 @@ class ResultPane:
     image: QImage | None = None
     infotext: str = ""
     seed: int | None = None
+    request: GenerationRequest | None = None  # the image's own (Compare reads its source)
 
     def target(self) -> ResultTarget | None:
         if self.image is None and not self.path:
@@ -53,7 +55,6 @@ class ResultPanes(WindowPart):
     tabs: QTabWidget
     gallery: GalleryWidget
     prompt_panel: PromptPanel
-    _last_result: dict[int, QImage]
     _panes_by_viewer: dict[int, ResultPane]
 
     if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class ResultPanes(WindowPart):
         if pane is None:
             return
         pane.path, pane.image, pane.seed = image.path, image.qimage, image.request.seed
+        pane.request = image.request
         pane.infotext = to_infotext(image.request, image.info)
         pane.info.setPlainText(pane.infotext)
         pane.info.setEnabled(True)
@@ -164,9 +166,9 @@ class ResultPanes(WindowPart):
         self.statusBar().showMessage(
             f"Moved {name} to the trash (Undo delete in the gallery brings it back)"
             if self.gallery.undo_button.isEnabled() else f"Deleted {name}", 6000)
-        self._last_result.pop(id(pane.viewer), None)
         pane.viewer.set_image(None)
         pane.path, pane.image, pane.infotext, pane.seed = "", None, "", None
+        pane.request = None
         pane.info.clear()
         pane.info.hide()
 

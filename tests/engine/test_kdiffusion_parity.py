@@ -248,8 +248,7 @@ def reference_run(kd: Any, engine: Any, got: Captured, request: GenerationReques
                   ) -> torch.Tensor:
     sampler, schedule, steps = request.sampler, request.schedule_type, request.steps
     pipe = engine._model.pipes.base
-    config = dict(pipe.scheduler.config) if not isinstance(pipe.scheduler, A1111Scheduler) \
-        else engine._model.scheduler_config
+    config = engine._model.scheduler_config
     alphas = ldm_alphas_cumprod(config)
     kw = got.unet_kwargs
     assert kw is not None
@@ -294,12 +293,6 @@ def reference_run(kd: Any, engine: Any, got: Captured, request: GenerationReques
         def model_fn(x: torch.Tensor, sigma: torch.Tensor, **kw: Any) -> torch.Tensor:
             return init * (1 - repaint) + repaint * guided(x, sigma, **kw)
 
-        with torch.no_grad():  # and at the end: samples * nmask + init_latent * mask
-            fn = getattr(kd.sampling, FUNCS[request.sampler])
-            extra = {"noise_sampler": step_noise} if request.sampler in ANCESTRAL else {}
-            out = fn(model_fn, x, sigmas, disable=True, **extra)
-        return init * (1 - repaint) + repaint * out
-
     if sampler == "Restart":
         return reference_restart(kd, model_fn, x, sigmas, step_noise)
     if sampler == "LCM":
@@ -318,7 +311,11 @@ def reference_run(kd: Any, engine: Any, got: Captured, request: GenerationReques
     if sampler == "DPM++ 2M SDE Heun":
         extra["solver_type"] = "heun"
     with torch.no_grad():
-        return fn(model_fn, x, sigmas, disable=True, **extra)
+        out = fn(model_fn, x, sigmas, disable=True, **extra)
+    if repaint is not None:  # and at the end: samples * nmask + init_latent * mask
+        assert got.init_latents is not None
+        out = got.init_latents * (1 - repaint) + repaint * out
+    return out
 
 
 def reference_restart(kd: Any, model_fn: Callable[..., torch.Tensor], x: torch.Tensor,
