@@ -76,6 +76,11 @@ def demo_model_dir() -> Path:
     return data_dir() / "models" / "sdstudio-demo-tiny"
 
 
+def upscaler_dir() -> Path:
+    """SD Studio's own folder of upscaler model files (ESRGAN, Real-ESRGAN, SwinIR, ...)."""
+    return data_dir() / "models" / "upscalers"
+
+
 def inputs_dir() -> Path:
     """Where the window keeps pasted / painted init images and masks (content-addressed)."""
     return data_dir() / "inputs"

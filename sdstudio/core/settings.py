@@ -44,9 +44,48 @@ class EngineSettings:
     vae_dirs: tuple[str, ...] = ()
     lora_dirs: tuple[str, ...] = ()
     embedding_dirs: tuple[str, ...] = ()
+    upscaler_dirs: tuple[str, ...] = ()  # besides paths.upscaler_dir()
 
     def replace(self, **changes: Any) -> EngineSettings:
         return dataclasses.replace(self, **changes)
+
+
+API_DEFAULT_HOST = "127.0.0.1"
+API_DEFAULT_PORT = 7860  # AUTOMATIC1111's port: clients look there first
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The AUTOMATIC1111-compatible HTTP API the window serves (``sdstudio.api``): off until
+    the person allows it; on this computer only unless another address is chosen (then a
+    token is required); CORS off unless origins are listed."""
+
+    enabled: bool = False
+    host: str = API_DEFAULT_HOST
+    port: int = API_DEFAULT_PORT
+    token: str = ""  # "" = none (refused for an address other than this computer's)
+    cors_origins: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> ApiSettings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ApiSettings:
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = data.get(f.name)
+            if isinstance(f.default, bool):
+                if isinstance(value, bool):
+                    kwargs[f.name] = value
+            elif isinstance(f.default, int):
+                if type(value) is int and 0 <= value <= 65535:
+                    kwargs[f.name] = value
+            elif isinstance(f.default, str):
+                if isinstance(value, str):
+                    kwargs[f.name] = value
+            elif isinstance(value, list):
+                kwargs[f.name] = tuple(str(v) for v in value)
+        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -54,6 +93,7 @@ class Settings:
     output_dir: str = ""  # "" = paths.default_output_dir()
     filename_pattern: str = DEFAULT_FILENAME_PATTERN
     engine: EngineSettings = field(default_factory=EngineSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     last_request: Mapping[str, Any] = field(default_factory=dict)  # the prompt panel's values
     ui: Mapping[str, Any] = field(default_factory=dict)  # window geometry, splitter sizes...
 
@@ -68,6 +108,8 @@ class Settings:
         data = dataclasses.asdict(self)
         data["engine"] = {k: list(v) if isinstance(v, tuple) else v
                           for k, v in dataclasses.asdict(self.engine).items()}
+        data["api"] = {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(self.api).items()}
         return data
 
     @classmethod
@@ -88,6 +130,8 @@ class Settings:
                 continue
             engine_kwargs[key] = value
         kwargs: dict[str, Any] = {"engine": EngineSettings(**engine_kwargs)}
+        if isinstance(data.get("api"), Mapping):
+            kwargs["api"] = ApiSettings.from_dict(data["api"])
         for key in ("output_dir", "filename_pattern"):
             if isinstance(data.get(key), str):
                 kwargs[key] = data[key]

@@ -162,3 +162,49 @@ def next_fallback(plan: MemoryPlan, device_kind: str) -> tuple[MemoryPlan, str] 
         return replace(plan, **changes, reason=reason), label
     return None
 
+
+
+# ------------------------------------------------------------------- upscaler tile size
+UPSCALE_TILE_SIDES = (1024, 768, 512, 384, 256, 192, 128, 96, 64)
+UPSCALE_CPU_MAX_TILE = 512  # larger tiles are no faster on the CPU and cost RAM
+
+
+def estimate_upscale_tile_bytes(tile: int, scale: int, bytes_per_value: int,
+                                heavy: bool = False) -> int:
+    """Peak activation memory of one ``tile``x``tile`` tile through an upscaler model of
+    ``scale``: an ESRGAN-like network keeps ~12 maps of 64 channels at the input size and ~3
+    at each upsampled size (``scale**2`` times larger); transformer models (SwinIR, HAT, DAT:
+    ``heavy``) about four times as much. On the safe side."""
+    values_per_pixel = 64 * (12 + 3 * max(scale, 1) ** 2)
+    return tile * tile * values_per_pixel * bytes_per_value * (4 if heavy else 1)
+
+
+def choose_upscale_tile(
+    device_kind: str,
+    free_bytes: int,
+    *,
+    scale: int,
+    model_bytes: int,
+    bytes_per_value: int,
+    image_side: int,
+    heavy: bool = False,
+) -> int:
+    """The tile side (input pixels) for upscaling an image whose longer side is
+    ``image_side`` with a model of ``scale`` (weights ``model_bytes``): the largest of
+    :data:`UPSCALE_TILE_SIDES` whose estimate fits in the usable share of ``free_bytes`` after
+    the weights, at most :data:`UPSCALE_CPU_MAX_TILE` off the GPU; never more than the image
+    (one tile = untiled). Pure: no torch, no device queries."""
+    budget = int(free_bytes * _HEADROOM) - model_bytes
+    cap = UPSCALE_TILE_SIDES[0] if device_kind in ("cuda", "mps") else UPSCALE_CPU_MAX_TILE
+    chosen = UPSCALE_TILE_SIDES[-1]
+    for side in UPSCALE_TILE_SIDES:
+        if side <= cap and estimate_upscale_tile_bytes(side, scale, bytes_per_value,
+                                                       heavy) <= budget:
+            chosen = side
+            break
+    return max(1, min(chosen, image_side))
+
+
+def upscale_tile_overlap(tile: int) -> int:
+    """Input pixels two neighbouring tiles share (blended): an eighth of the tile, 8 to 32."""
+    return max(8, min(32, tile // 8))
