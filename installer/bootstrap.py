@@ -64,6 +64,9 @@ from pathlib import Path  # noqa: E402
 
 BOOTSTRAP_VERSION = 1  # bump when the install steps change: forces a reinstall
 TORCH_VERSION = "2.13.0"
+# the torchvision release built against TORCH_VERSION (torch 2.N pairs with torchvision 0.N+15);
+# installed from the same index and variant as torch, in the same pip command
+TORCHVISION_VERSION = "0.28.0"
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 # (minimum driver CUDA version, wheel tag), newest first: the newest build the driver can run
 CUDA_BUILDS: tuple[tuple[tuple[int, int], str], ...] = (
@@ -77,6 +80,7 @@ REPO = Path(__file__).resolve().parent.parent
 # what AUTOMATIC1111 runs (tests/engine/test_kdiffusion_parity.py); its package declares
 # training dependencies and torchvision, which SD Studio does not install.
 TEST_NO_DEPS = ("k-diffusion==0.1.1.post1",)
+PYPROJECT = REPO / "pyproject.toml"
 # the tested versions of everything but torch (refreshed by tools/lock_dependencies.py)
 CONSTRAINTS = REPO / "installer" / "constraints.txt"
 STAMP_NAME = "sdstudio-stamp.json"
@@ -97,11 +101,14 @@ class TorchPlan:
     requirement: str | None
     index_url: str | None = None
     reason: str = ""
+    # the matching torchvision (spandrel's LaMa/RestoreFormer use it; SD Studio works
+    # without): None where no build from torch's own index is known to match
+    torchvision: str | None = None
 
     def pip_args(self) -> list[str]:
         if self.requirement is None:
             return []
-        args = [self.requirement]
+        args = [self.requirement, *([self.torchvision] if self.torchvision else [])]
         if self.index_url:
             args += ["--index-url", self.index_url]
         return args
@@ -110,7 +117,8 @@ class TorchPlan:
         if self.requirement is None:
             return f"torch: not installed by setup ({self.reason})"
         where = f" from {self.index_url}" if self.index_url else ""
-        return f"torch: {self.requirement}{where} ({self.reason})"
+        vision = f" + {self.torchvision}" if self.torchvision else ""
+        return f"torch: {self.requirement}{vision}{where} ({self.reason})"
 
 
 def cuda_build_for(driver_cuda: tuple[int, int] | None) -> str:
@@ -137,6 +145,7 @@ def choose_torch(
     forced = env.get("SDSTUDIO_TORCH", "").strip()
     index = env.get("SDSTUDIO_TORCH_INDEX", "").strip() or None
     pinned = f"torch=={TORCH_VERSION}"
+    vision = f"torchvision=={TORCHVISION_VERSION}"
     if forced.lower() == "skip":
         return TorchPlan("skip", None, None, "SDSTUDIO_TORCH=skip")
     if forced and forced.lower() not in ("cpu", "cuda", "auto"):
@@ -149,14 +158,29 @@ def choose_torch(
         why = f"SDSTUDIO_TORCH={want}"
     if want == "cuda":
         tag = cuda_build_for(driver_cuda)
-        return TorchPlan("cuda", pinned, index or f"{PYTORCH_INDEX}/{tag}", f"CUDA build, {why}")
+        return TorchPlan("cuda", pinned, index or f"{PYTORCH_INDEX}/{tag}", f"CUDA build, {why}",
+                         vision)
     if index:
-        return TorchPlan("cpu", pinned, index, f"CPU build, {why}")
+        return TorchPlan("cpu", pinned, index, f"CPU build, {why}", vision)
     if system == "Darwin":  # PyPI's macOS wheels are the CPU + Apple-GPU (MPS) build
-        return TorchPlan("cpu", pinned, None, f"macOS build with Apple GPU support, {why}")
-    if local_cpu_wheel:
+        return TorchPlan("cpu", pinned, None, f"macOS build with Apple GPU support, {why}",
+                         vision)
+    if local_cpu_wheel:  # a local torch build: no torchvision is known to match it
         return TorchPlan("cpu", pinned, None, f"CPU build from pip's find-links, {why}")
-    return TorchPlan("cpu", pinned, f"{PYTORCH_INDEX}/cpu", f"CPU build, {why}")
+    return TorchPlan("cpu", pinned, f"{PYTORCH_INDEX}/cpu", f"CPU build, {why}", vision)
+
+
+def no_deps_requirements(pyproject_text: str) -> tuple[str, ...]:
+    """The exact requirements pyproject.toml's ``[tool.sdstudio] no-deps`` lists: installed
+    with ``pip install --no-deps`` (spandrel would otherwise pull a torchvision from PyPI that
+    does not match a torch from PyTorch's index)."""
+    import tomllib
+
+    table = tomllib.loads(pyproject_text).get("tool", {}).get("sdstudio", {})
+    items = table.get("no-deps", [])
+    if not isinstance(items, list) or not all(isinstance(i, str) and "==" in i for i in items):
+        raise SetupError("pyproject.toml: [tool.sdstudio] no-deps must list name==version")
+    return tuple(items)
 
 
 def parse_driver_cuda(nvidia_smi_output: str) -> tuple[int, int] | None:
@@ -401,6 +425,9 @@ def setup(extras: Sequence[str] = (), force: bool = False, dry_run: bool = False
         if torch.requirement:
             print(f"step: pip install {' '.join(torch.pip_args())}")
         print(f"step: pip install {' '.join(pip_install_args(extras))}")
+        no_deps = no_deps_requirements(PYPROJECT.read_text(encoding="utf-8"))
+        if no_deps:
+            print(f"step: pip install --no-deps {' '.join(no_deps)}")
         if "test" in extras:
             print(f"step: pip install --no-deps {' '.join(TEST_NO_DEPS)}")
         return python
@@ -418,6 +445,9 @@ def setup(extras: Sequence[str] = (), force: bool = False, dry_run: bool = False
     say("installing SD Studio and its dependencies" + (" with test tools" if extras else "")
         + " ...")
     _run_pip(python, pip_install_args(extras), log, "SD Studio")
+    no_deps = no_deps_requirements(PYPROJECT.read_text(encoding="utf-8"))
+    if no_deps:
+        _run_pip(python, ["--no-deps", *no_deps], log, "upscaler architectures")
     if "test" in extras:
         _run_pip(python, ["--no-deps", *TEST_NO_DEPS], log, "test references")
     write_stamp(plan.venv, plan.key, extras, torch)

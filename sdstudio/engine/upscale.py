@@ -76,8 +76,32 @@ def upscaler_dirs(settings: EngineSettings | None = None) -> tuple[str, ...]:
     return (str(paths.upscaler_dir()), *extra)
 
 
+MAX_LISTED = 2000
+
+
 def _model_files(dirs: Sequence[str]) -> list[tuple[str, Path]]:
-    return paths.named_files(list(dirs), UPSCALER_SUFFIXES)
+    """(name, path) of every upscaler file in ``dirs`` (recursively, at most
+    :data:`MAX_LISTED`): the path relative to its folder without the suffix, or with it when
+    another file already has that name (``x4.pth`` and ``x4.safetensors``). Symlinked folders
+    are not followed; unreadable folders are skipped."""
+    out: dict[str, Path] = {}
+    for folder in dirs:
+        base = Path(folder).expanduser()
+        try:
+            for root, subdirs, files in os.walk(base):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                for file in sorted(files):
+                    path = Path(root) / file
+                    if path.suffix.lower() not in UPSCALER_SUFFIXES or file.startswith("."):
+                        continue
+                    rel = path.relative_to(base).as_posix()
+                    name = rel[: -len(path.suffix)]
+                    out.setdefault(name if name not in out else rel, path)
+                    if len(out) >= MAX_LISTED:
+                        return sorted(out.items())
+        except OSError:
+            continue
+    return sorted(out.items())
 
 
 def list_upscalers(dirs: Sequence[str]) -> list[str]:

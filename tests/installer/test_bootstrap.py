@@ -72,6 +72,46 @@ def test_choose_torch(system: str, nvidia: bool, env: dict[str, str], local: boo
         assert plan.pip_args() == []
 
 
+VISION = f"torchvision=={bs.TORCHVISION_VERSION}"
+
+
+@pytest.mark.parametrize(
+    ("system", "nvidia", "env", "local", "vision"),
+    [
+        ("Linux", True, {}, False, VISION),  # the CUDA index: its torchvision matches torch
+        ("Windows", False, {}, False, VISION),  # PyTorch's CPU index
+        ("Darwin", False, {}, False, VISION),  # PyPI's macOS builds match each other
+        ("Linux", False, {"SDSTUDIO_TORCH_INDEX": "https://mirror/cpu"}, True, VISION),
+        ("Linux", False, {}, True, None),  # a local CPU torch wheel: no torchvision matches
+        ("Linux", False, {"SDSTUDIO_TORCH": "torch==2.6.0+cu124"}, True, None),
+        ("Linux", False, {"SDSTUDIO_TORCH": "skip"}, True, None),
+    ],
+)
+def test_torchvision_comes_from_torchs_index_and_variant(
+        system: str, nvidia: bool, env: dict[str, str], local: bool, vision: str | None) -> None:
+    plan = bs.choose_torch(system, nvidia, env, local_cpu_wheel=local)
+    assert plan.torchvision == vision
+    args = plan.pip_args()
+    if vision:
+        # one pip command, one index: pip resolves torch and torchvision of the same variant
+        assert args[:2] == [plan.requirement, vision]
+        assert args.count("--index-url") == (1 if plan.index_url else 0)
+        assert vision in plan.describe()
+    else:
+        assert not any(a.startswith("torchvision") for a in args)
+    major, minor = (int(x) for x in bs.TORCH_VERSION.split(".")[:2])
+    assert bs.TORCHVISION_VERSION.startswith(f"0.{minor + 15}.") and major == 2
+
+
+def test_no_deps_requirements_come_from_pyproject() -> None:
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    reqs = bs.no_deps_requirements(text)
+    assert any(r.startswith("spandrel==") for r in reqs)
+    assert bs.no_deps_requirements("[project]\nname = 'x'\n") == ()
+    with pytest.raises(bs.SetupError):
+        bs.no_deps_requirements("[tool.sdstudio]\nno-deps = ['spandrel>=0.4']\n")
+
+
 @pytest.mark.parametrize(
     ("driver", "tag"),
     [((13, 1), "cu130"), ((13, 0), "cu130"), ((12, 9), "cu128"), ((12, 8), "cu128"),
@@ -217,6 +257,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     assert f"environment: {venv} (to set up)" in out
     assert "torch: torch==" in out and "CPU build" in out
     assert "pip install -e .[test]" in out
+    assert "pip install --no-deps spandrel==" in out
     assert "-m pytest -k x" in out and "ruff check" in out
     steps = [line for line in out.splitlines() if line.startswith("step: ") and " -m " in line]
     assert [step.split(" -m ")[1].split()[0] for step in steps] == ["ruff", "mypy", "pytest"]

@@ -60,3 +60,14 @@ def test_the_lock_is_what_this_environment_runs() -> None:
         if installed != version:
             env_mismatch.append(f"{name} {installed} != {version}")
     assert not env_mismatch, f"{sys.prefix}: " + ", ".join(env_mismatch)
+
+
+def test_the_no_deps_pins_are_what_this_environment_runs() -> None:
+    """pyproject's ``[tool.sdstudio] no-deps`` (installed without dependencies, so outside
+    the lock) are exact pins, and the installed versions."""
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["sdstudio"]
+    for line in table["no-deps"]:
+        req = Requirement(line)
+        (spec,) = req.specifier
+        assert spec.operator == "==", line
+        assert md.version(req.name) == spec.version, line
