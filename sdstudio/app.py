@@ -133,6 +133,21 @@ def _add_optional_panels(window: Any, queue: Any) -> None:
         log.exception("the batch panel could not be added")
 
 
+def _serve_api(window: Any, queue: Any) -> Any:
+    """The "Allow other programs to use SD Studio" switch (sdstudio.api.window): serves
+    AUTOMATIC1111's API over the window's queue while the settings say so. Returns the
+    controller (None if it could not be set up: logged, the window keeps working)."""
+    try:
+        from sdstudio.api.window import ApiController
+
+        controller = ApiController(window, queue)
+        controller.apply(window.settings)
+        return controller
+    except Exception:
+        log.exception("the API switch could not be set up")
+        return None
+
+
 def _handle_signals(window: Any) -> Any:
     """Ctrl+C / SIGTERM close the window cleanly (the event loop lets Python run every 200 ms)."""
     from PySide6.QtCore import QTimer
@@ -203,6 +218,7 @@ def run(argv: Sequence[str] | None = None,
     else:
         QTimer.singleShot(0, window.start)
         QTimer.singleShot(0, lambda: _add_optional_panels(window, queue))
+        QTimer.singleShot(0, lambda: _serve_api(window, queue))
         if on_started is not None:
             QTimer.singleShot(0, lambda: on_started(window))
     keepalive = _handle_signals(window)

@@ -59,10 +59,12 @@ def register_subcommands(subparsers: Any) -> None:
     """The subcommands other modules add (each module has ``register(subparsers)``). Imported
     here, not with the CLI: ``sdstudio.engine.cli_models`` lives in the engine package, which
     nothing outside it imports at module level."""
+    from sdstudio.api import cli as api_cli  # serve
     from sdstudio.batch import cli as batch_cli  # batch
+    from sdstudio.cli import upscale as upscale_cli  # upscale
     from sdstudio.engine import cli_models  # models, convert
 
-    for module in (batch_cli, cli_models):
+    for module in (batch_cli, cli_models, api_cli, upscale_cli):
         module.register(subparsers)
 
 
