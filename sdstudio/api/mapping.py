@@ -149,6 +149,7 @@ HIRES_ONLY = frozenset({
 })
 # File fields never come from JSON: images come as base64 (init_images, mask)
 _PATH_FIELDS = frozenset(s.name for s in FIELDS if s.kind == "path")
+_TXT2IMG_DENOISE = "hr_denoising_strength"  # the hires field's name for it, when there is one
 _SAME = (0, "Use same sampler", "Use same checkpoint", "Use same scheduler")
 RESIZE_CODES = {0: "resize", 1: "crop", 2: "fill"}  # A1111's resize_mode numbers
 
@@ -222,6 +223,9 @@ def parse_call(body: Any, kind: str, options: ApiOptions,
     _check_scripts(body.get("alwayson_scripts"))
     _apply_styles(body.get("styles"), data, styles)
 
+    if kind == "txt2img" and "denoising_strength" in data and _TXT2IMG_DENOISE in _KEYS:
+        # A1111's txt2img denoising_strength is the hires pass's
+        data.setdefault(_TXT2IMG_DENOISE, data.pop("denoising_strength"))
     for key, value in data.items():
         specs = _KEYS.get(key)
         if specs:

@@ -338,8 +338,21 @@ class Api:
         return JSONResponse({"loaded": loaded, "skipped": {}})
 
     async def upscalers(self, request: Request) -> Response:
-        return JSONResponse([{"name": "None", "model_name": None, "model_path": None,
-                              "model_url": None, "scale": 4}])
+        from sdstudio.core.upscalers import BUILTIN_UPSCALERS
+
+        engine = self.service.settings.engine
+        dirs = (str(paths.upscaler_dir()), *engine.upscaler_dirs)
+        items = [{"name": n, "model_name": None, "model_path": None, "model_url": None,
+                  "scale": None} for n in BUILTIN_UPSCALERS]
+        items += [{"name": n, "model_name": n, "model_path": str(p), "model_url": None,
+                   "scale": None}
+                  for n, p in paths.named_files(dirs, (".pth", ".pt", ".safetensors"))]
+        return JSONResponse(items)
+
+    async def latent_upscale_modes(self, request: Request) -> Response:
+        from sdstudio.core.upscalers import LATENT_UPSCALE_MODES
+
+        return JSONResponse([{"name": n} for n in LATENT_UPSCALE_MODES])
 
     async def png_info(self, request: Request) -> Response:
         body = await self._json(request)
@@ -420,6 +433,7 @@ def build_app(service: ApiService, token: str = "", cors_origins: tuple[str, ...
         Route("/sdapi/v1/loras", api.loras, methods=["GET"]),
         Route("/sdapi/v1/embeddings", api.embeddings, methods=["GET"]),
         Route("/sdapi/v1/upscalers", api.upscalers, methods=["GET"]),
+        Route("/sdapi/v1/latent-upscale-modes", api.latent_upscale_modes, methods=["GET"]),
         Route("/sdapi/v1/png-info", api.png_info, methods=["POST"]),
         Route("/sdapi/v1/refresh-checkpoints", api.refresh_checkpoints, methods=["POST"]),
     ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -23,7 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.core.settings import MEMORY_MODES, PRECISIONS, Settings
+from sdstudio.core.settings import (
+    API_DEFAULT_HOST,
+    MEMORY_MODES,
+    PRECISIONS,
+    ApiSettings,
+    Settings,
+)
 from sdstudio.ui import file_dialogs
 from sdstudio.ui.theme import icon
 
@@ -186,6 +194,7 @@ class SettingsDialog(QDialog):
         note.setEnabled(False)
         dform.addRow("", note)
         tabs.addTab(dev, "&Device")
+        tabs.addTab(self._api_tab(settings), "Other pro&grams")
 
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
@@ -196,6 +205,66 @@ class SettingsDialog(QDialog):
         lay.addWidget(tabs)
         lay.addWidget(buttons)
         self.tabs = tabs
+
+    def _api_tab(self, settings: Settings) -> QWidget:
+        """AUTOMATIC1111's web API, served from the window (sdstudio.api)."""
+        api = settings.api
+        page = QWidget(self)
+        form = QFormLayout(page)
+        self.api_enabled = QCheckBox("&Allow other programs to use SD Studio", page)
+        self.api_enabled.setChecked(api.enabled)
+        self.api_enabled.setToolTip("Answer AUTOMATIC1111's web API (/sdapi/v1/...) so chat "
+                                    "front-ends, editor plug-ins and scripts can make images "
+                                    "here; their jobs join this window's queue")
+        form.addRow(self.api_enabled)
+        self.api_host = QLineEdit(api.host, page)
+        self.api_host.setAccessibleName("Address to listen on")
+        label = QLabel("&Host", page)
+        label.setBuddy(self.api_host)
+        form.addRow(label, self.api_host)
+        self.api_port = QSpinBox(page)
+        self.api_port.setRange(1, 65535)
+        self.api_port.setValue(api.port or 7860)
+        self.api_port.setAccessibleName("Port")
+        label = QLabel("Por&t", page)
+        label.setBuddy(self.api_port)
+        form.addRow(label, self.api_port)
+        self.api_token = QLineEdit(api.token, page)
+        self.api_token.setAccessibleName("Token")
+        self.api_token.setPlaceholderText("none (allowed for 127.0.0.1 only)")
+        new_token = QPushButton("New", page)
+        new_token.setAccessibleName("New token")
+        new_token.clicked.connect(
+            lambda: self.api_token.setText(secrets.token_urlsafe(24)))
+        row = QHBoxLayout()
+        row.addWidget(self.api_token, 1)
+        row.addWidget(new_token)
+        label = QLabel("To&ken", page)
+        label.setBuddy(self.api_token)
+        form.addRow(label, row)
+        self.api_origins = QLineEdit(", ".join(api.cors_origins), page)
+        self.api_origins.setAccessibleName("Browser origins allowed (CORS)")
+        self.api_origins.setPlaceholderText("none")
+        label = QLabel("Browser or&igins", page)
+        label.setBuddy(self.api_origins)
+        form.addRow(label, self.api_origins)
+        note = QLabel("127.0.0.1 is this computer only. Another address lets other computers "
+                      "in and needs a token, which clients send as “Authorization: Bearer "
+                      "TOKEN” (or as the password of AUTOMATIC1111's --api-auth). Browser "
+                      "origins: web pages allowed to call the API (CORS), separated by commas.",
+                      page)
+        note.setWordWrap(True)
+        note.setEnabled(False)
+        form.addRow("", note)
+        return page
+
+    def _api_settings(self) -> ApiSettings:
+        origins = tuple(o.strip() for o in self.api_origins.text().split(",") if o.strip())
+        return self._settings.api.replace(
+            enabled=self.api_enabled.isChecked(),
+            host=self.api_host.text().strip() or API_DEFAULT_HOST,
+            port=self.api_port.value(), token=self.api_token.text().strip(),
+            cors_origins=origins)
 
     def _browse_output(self) -> None:
         folder = file_dialogs.existing_dir(self, "output", "Output folder",
@@ -224,6 +293,7 @@ class SettingsDialog(QDialog):
             output_dir=output,
             filename_pattern=self.pattern_edit.text().strip() or "{index}-{seed}",
             engine=eng,
+            api=self._api_settings(),
         )
 
 

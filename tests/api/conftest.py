@@ -119,7 +119,8 @@ def serve(qapp: Any, tiny_model: Path, tmp_path: Path) -> Iterator[Callable[...,
 
     made: list[Served] = []
 
-    def make(token: str = "", fake: Any = None, **engine: Any) -> Served:
+    def make(token: str = "", fake: Any = None, cors: tuple[str, ...] = (),
+             **engine: Any) -> Served:
         loras = tmp_path / "loras"
         loras.mkdir(exist_ok=True)
         settings = Settings(output_dir=str(tmp_path / "out"), engine=EngineSettings(
@@ -128,7 +129,7 @@ def serve(qapp: Any, tiny_model: Path, tmp_path: Path) -> Iterator[Callable[...,
         queue = JobQueue(engine_factory=factory, settings=settings.engine)
         queue.set_output(str(settings.output_path), settings.filename_pattern)
         service = ApiService(queue, settings)
-        server = ApiServer(service, "127.0.0.1", 0, token)
+        server = ApiServer(service, "127.0.0.1", 0, token, cors)
         queue.start()
         server.start()
         served = Served(Client(server.port, token), queue, service, server, settings.output_path)

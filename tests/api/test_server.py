@@ -203,8 +203,10 @@ def test_options_lists_and_png_info(serve: Any, tiny_model: Path) -> None:
     schedulers = s.client.get("/sdapi/v1/schedulers").data
     assert {"name": "karras", "label": "Karras"}.items() <= schedulers[[x["label"] for x in
                                                          schedulers].index("Karras")].items()
-    for path in ("/sdapi/v1/sd-vae", "/sdapi/v1/loras", "/sdapi/v1/upscalers"):
+    for path in ("/sdapi/v1/sd-vae", "/sdapi/v1/loras", "/sdapi/v1/latent-upscale-modes"):
         assert isinstance(s.client.get(path).data, list)
+    upscalers = [u["name"] for u in s.client.get("/sdapi/v1/upscalers").data]
+    assert upscalers[:3] == ["None", "Lanczos", "Nearest"]
     assert set(s.client.get("/sdapi/v1/embeddings").data) == {"loaded", "skipped"}
     info = s.client.post("/sdapi/v1/png-info", {"image": reply.data["images"][0]}).data
     assert info["info"] == infotext
@@ -221,3 +223,19 @@ def test_server_stops_cleanly(serve: Any) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         conn.request("GET", "/sdapi/v1/samplers")
         conn.getresponse()
+
+
+def test_cors_only_for_listed_origins(serve: Any) -> None:
+    closed = serve()
+    reply = closed.client._request("OPTIONS", "/sdapi/v1/txt2img", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in reply.raw.decode(errors="replace").lower()
+    listed = serve(cors=("http://localhost:3000",))
+    conn = http.client.HTTPConnection("127.0.0.1", listed.server.port, timeout=10)
+    for origin, allowed in (("http://localhost:3000", True), ("http://evil.example", False)):
+        conn.request("OPTIONS", "/sdapi/v1/txt2img", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        resp = conn.getresponse()
+        resp.read()
+        assert (resp.getheader("access-control-allow-origin") == origin) is allowed
+    conn.close()
