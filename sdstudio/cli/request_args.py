@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import ALL_MODES, FieldSpec
+from sdstudio.core.outpaint import outpaint_option
 from sdstudio.core.request import FIELDS, GenerationRequest, LoraSpec
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ def add_request_arguments(parser: argparse.ArgumentParser, *, prompt_required: b
         if spec.name == "prompt":
             kw["required"] = prompt_required
         groups[_group(spec)].add_argument(*spec.options, **kw)
+    groups["img2img and inpaint"].add_argument(
+        "--outpaint", default=None, metavar="SIDE=PX,...",
+        help="extend the init image: left=128,top=0,right=64,bottom=0 (multiples of 8; "
+        "the same as --outpaint-left ... --outpaint-bottom, which win where both are given)")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +130,8 @@ def request_from_args(
     """The request the options describe: set options override ``base`` (or the defaults).
     Not validated: call ``.validated()``."""
     changes: dict[str, Any] = {}
+    if getattr(args, "outpaint", None) is not None:
+        changes.update(outpaint_option(args.outpaint))
     for spec in FIELDS:
         value = getattr(args, spec.name, None)
         if value is None:

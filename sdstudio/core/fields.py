@@ -181,8 +181,9 @@ class FieldSpec:
             if isinstance(value, (int, str)) and not isinstance(value, bool):
                 return float(value)
             return value
-        if kind == "choice" and isinstance(value, str) and self.normalize is not None:
-            return self.normalize(value)
+        if kind == "choice" and self.normalize is not None and (
+                isinstance(value, str) or is_int(value)):
+            return self.normalize(str(value))  # an int: a choice's index (A1111's API)
         if kind == "choice" and isinstance(value, str):
             wanted = value.strip().lower()
             for names in (self.choices, self.choice_labels):

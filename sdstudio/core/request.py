@@ -39,6 +39,14 @@ from sdstudio.core.infotext_keys import (
     SizeKey,
     WhenKey,
 )
+from sdstudio.core.outpaint import (
+    MASKED_CONTENT,
+    OutpaintKey,
+    normalize_masked_content,
+    outpaints,
+    size_problem,
+)
+from sdstudio.core.outpaint import STEP as OUTPAINT_STEP
 from sdstudio.core.sampler_names import (
     SAMPLER_NAMES,
     SCHEDULE_TYPES,
@@ -84,6 +92,19 @@ def _size(name: str) -> dict[str, FieldSpec]:
                 cli=(f"--{name}", f"-{name[0].upper()}"), metavar="PX", infotext=_SIZE_KEY,
                 ui=Ui("sampling", label="Si&ze" if name == "width" else "",
                       inline=name == "height", widget="size", step=64))
+
+
+_OUTPAINT_KEY = OutpaintKey()
+
+
+def _outpaint(side: str) -> dict[str, FieldSpec]:
+    return spec("int", f"Outpaint {side}", help=f"extend the image by this many pixels on the "
+                f"{side} (a multiple of 8; 0 = not)", noun=f"outpaint {side}", minimum=0,
+                maximum=MAX_SIDE, multiple_of=OUTPAINT_STEP, metavar="PX", modes=INPAINT_ONLY,
+                infotext=_OUTPAINT_KEY, persist=False,
+                ui=Ui("inpaint", side if side in ("right", "bottom") else "",
+                      inline=side in ("right", "bottom"), step=OUTPAINT_STEP * 8,
+                      suffix=" px"))
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,17 @@ class GenerationRequest:
         aliases=("inpaint_full_res_padding",),
         infotext=WhenKey("Masked area padding", lambda r: r.inpaint_only_masked, INPAINT_ONLY),
         ui=Ui("inpaint", "Padding", inline=True, suffix=" px")))
+    masked_content: str = field(default="original", metadata=spec(
+        "choice", "Masked content", help="what the masked area starts from, as AUTOMATIC1111: "
+        "fill (the surrounding colours, blurred), original (the image as it is), latent noise, "
+        "latent nothing", choices=MASKED_CONTENT, normalize=normalize_masked_content,
+        modes=INPAINT_ONLY, aliases=("inpainting_fill",),
+        infotext=InfotextKey("Masked content", modes=INPAINT_ONLY, omit_default=True),
+        ui=Ui("inpaint", "Masked content")))
+    outpaint_left: int = field(default=0, metadata=_outpaint("left"))
+    outpaint_right: int = field(default=0, metadata=_outpaint("right"))
+    outpaint_top: int = field(default=0, metadata=_outpaint("top"))
+    outpaint_bottom: int = field(default=0, metadata=_outpaint("bottom"))
     resize_mode: str = field(default="resize", metadata=spec(
         "choice", "Resize mode", help="how the source image fits the size: resize (stretch), "
         "crop, fill", choices=RESIZE_MODES, modes=IMAGE_MODES, ui=Ui("external")))
@@ -227,7 +259,7 @@ class GenerationRequest:
     # ----------------------------------------------------------------------------- derived
     @property
     def mode(self) -> Mode:
-        if self.init_image and self.mask:
+        if self.init_image and (self.mask or outpaints(self)):
             return Mode.INPAINT
         if self.init_image:
             return Mode.IMG2IMG
@@ -311,6 +343,8 @@ class GenerationRequest:
             "mask",
             "a mask needs an init image to inpaint",
         )
+        outpaint = size_problem(self, MAX_PIXELS, MAX_SIDE)
+        _check(outpaint is None, "outpaint_left", outpaint or "")
         self.prompt_loras()  # raises on a malformed LoRA tag
         return self
 

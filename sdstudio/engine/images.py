@@ -7,6 +7,7 @@ than ``MAX_INPUT_PIXELS`` from the header alone, before decoding any pixel data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ from PIL import Image, ImageFilter
 
 from sdstudio.core import images as core_images
 from sdstudio.core.errors import ImageInputError
+from sdstudio.core.outpaint import outpaints
 from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.engine import outpaint
 
 MAX_INPUT_PIXELS = core_images.MAX_INPUT_PIXELS
 
@@ -172,11 +175,18 @@ def request_inputs(request: GenerationRequest) -> tuple[Image.Image | None, Inpa
     init = load_image(request.init_image, "init image", "RGB")
     if mode is Mode.IMG2IMG:
         return fit_image(init, request.width, request.height, request.resize_mode), None
-    assert request.mask is not None
-    mask = load_image(request.mask, "mask", "L")
+    mask = load_image(request.mask, "mask", "L") if request.mask else None
+    width, height, resize_mode = request.width, request.height, request.resize_mode
+    if outpaints(request):  # the canvas extended, its new area masked (engine/outpaint.py)
+        init, mask = outpaint.extend(init, mask, request, fit_image)
+        if not request.inpaint_only_masked:
+            width, height = init.size
+    assert mask is not None
     job = prepare_inpaint(
-        init, mask, width=request.width, height=request.height,
-        resize_mode=request.resize_mode, blur=request.mask_blur,
-        only_masked=request.inpaint_only_masked, padding=request.inpaint_padding)
+        init, mask, width=width, height=height, resize_mode=resize_mode,
+        blur=request.mask_blur, only_masked=request.inpaint_only_masked,
+        padding=request.inpaint_padding)
+    if request.masked_content != "original":  # A1111 fills for every mode but original
+        job = dataclasses.replace(job, image=outpaint.fill_masked(job.image, job.mask))
     return job.image, job
 

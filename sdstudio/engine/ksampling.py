@@ -611,15 +611,19 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
     # ------------------------------------------------------------------ set-up per call
     def prepare(self, generators: Sequence[torch.Generator] = (), seeds: Sequence[int] = (),
                 strength: float | None = None, noise: Tensor | None = None,
-                repaint: Tensor | None = None) -> None:
+                repaint: Tensor | None = None,
+                init_latents: Callable[[Tensor], Tensor] | None = None) -> None:
         """What the next pipeline call needs: the per-image generators (after the initial
         noise was drawn), the image seeds (Brownian noise), the img2img strength (None for
         txt2img), the initial noise drawn for img2img/inpaint and, for inpainting with an
         ordinary (4-channel) model, the latent mask (1 = repaint) that A1111 blends with: the
         source's latents replace the prediction outside it at every evaluation (the input
         instead for DDIM, PLMS and UniPC, A1111's ``mask_before_denoising``) and the result
-        at the end; the pipeline is then given a full mask so it blends nothing itself."""
+        at the end; the pipeline is then given a full mask so it blends nothing itself.
+        ``init_latents``: applied to the encoded source before it is noised (the latent
+        masked content modes, engine/masked_content.py)."""
         self._gens = list(generators)
+        self._init_latents = init_latents
         self._seeds = [int(s) for s in seeds]
         self._strength = strength
         self._noise = noise
@@ -792,6 +796,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         runner's (drawn first from the image generators) when it gave one."""
         if self._noise is not None and self._noise.shape == noise.shape:
             noise = self._noise.to(device=original_samples.device, dtype=original_samples.dtype)
+        if self._init_latents is not None:
+            original_samples = self._init_latents(original_samples)
         if self._repaint is not None and self._init is None:
             self._init = original_samples.detach()  # the source's latents, for the blending
         t = float(torch.as_tensor(timesteps).reshape(-1)[0])

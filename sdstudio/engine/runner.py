@@ -46,6 +46,7 @@ from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
 from sdstudio.engine.ksampling import A1111Scheduler
 from sdstudio.engine.latents import StepCallback, Variation, decode_latents, initial_latents
+from sdstudio.engine.masked_content import init_latents as masked_init_latents
 from sdstudio.engine.memory import MemoryPlan, decide_memory, next_fallback
 from sdstudio.engine.pipelines import PipelineSet
 from sdstudio.engine.samplers import build_scheduler, scheduler_info
@@ -125,6 +126,8 @@ class _Prepared:
     mode: Mode
     image: Image.Image | None = None  # img2img / inpaint input at width x height
     job: img.InpaintJob | None = None
+    width: int = 0  # the size generated at: the request's, or its outpainted canvas
+    height: int = 0
 
 
 class Engine:
@@ -354,7 +357,8 @@ class Engine:
 
     def _prepare_inputs(self, request: GenerationRequest) -> _Prepared:
         image, job = img.request_inputs(request)
-        return _Prepared(request.mode, image=image, job=job)
+        width, height = image.size if image is not None else (request.width, request.height)
+        return _Prepared(request.mode, image=image, job=job, width=width, height=height)
 
     @staticmethod
     def _check_strength(request: GenerationRequest, prepared: _Prepared) -> None:
@@ -374,7 +378,7 @@ class Engine:
         ti_hashes = (lora.embedding_hashes(loaded.pipes.base, (prompt, request.negative_prompt))
                      if self.settings.embedding_dirs else {})  # A1111's "TI hashes"
         self._apply_vae(loaded, request.vae)
-        plan = self._plan(choice, loaded.model_bytes, request.width, request.height,
+        plan = self._plan(choice, loaded.model_bytes, prepared.width, prepared.height,
                           request.batch_size, resident=not loaded.offloaded)
         self._apply_memory(loaded, pipe, plan)
         key = f"{request.sampler}/{request.schedule_type}"
@@ -510,20 +514,26 @@ class Engine:
         if prepared.mode is Mode.TXT2IMG:
             scheduler.prepare(gens, seeds)
             return gens
-        noise = initial_latents(pipe, gens, request.width, request.height, device, variation)
-        repaint = None
-        if prepared.mode is Mode.INPAINT and not _nine_channel(pipe):
+        noise = initial_latents(pipe, gens, prepared.width, prepared.height, device, variation)
+        repaint = fill = None
+        if prepared.mode is Mode.INPAINT:
             assert prepared.job is not None
-            repaint = latent_mask(prepared.job.mask, noise)
+            mask = latent_mask(prepared.job.mask, noise)
+            repaint = None if _nine_channel(pipe) else mask
+            fill = masked_init_latents(  # A1111's "latent noise": the seed's first draw
+                request.masked_content, mask, initial_latents(
+                    pipe, self._generators(request, seeds, device), prepared.width,
+                    prepared.height, device) if request.masked_content == "latent noise"
+                else None)
         scheduler.prepare(gens, seeds, strength=a1111_strength(request.strength), noise=noise,
-                          repaint=repaint)
+                          repaint=repaint, init_latents=fill)
         return self._generators(request, seeds, device, offset=1 << 32)
 
     def _mode_kwargs(self, loaded: _Loaded, pipe: Any, request: GenerationRequest,
                      prepared: _Prepared, gens: list[torch.Generator],
                      device: torch.device, variation: Variation | None = None
                      ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"height": request.height, "width": request.width}
+        kwargs: dict[str, Any] = {"height": prepared.height, "width": prepared.width}
         inpaint_pipe = loaded.pipes.class_for(prepared.mode) is loaded.pipes.class_for(
             Mode.INPAINT) and (loaded.pipes.inpaint_unet or prepared.mode is Mode.INPAINT)
         if prepared.mode is Mode.TXT2IMG:
@@ -547,7 +557,7 @@ class Engine:
         if _nine_channel(pipe):
             kwargs["mask_image"] = prepared.job.mask
         else:  # the sampler blends as A1111 (A1111Scheduler.prepare): the pipeline must not
-            kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
+            kwargs["mask_image"] = Image.new("L", (prepared.width, prepared.height), 255)
         return kwargs
 
 

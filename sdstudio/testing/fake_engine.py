@@ -297,7 +297,9 @@ class FakeEngine:
                 seed = seeds[index]
                 rng = random.Random(seed)
                 colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-                image = Image.new("RGB", (request.width, request.height), colour)
+                size = (request.width, request.height) if inputs.image is None else (
+                    inputs.image.size)  # an outpaint runs at its extended size
+                image = Image.new("RGB", size, colour)
                 if inputs.image is not None:
                     image = Image.blend(inputs.image.convert("RGB"), image,
                                         request.strength * 0.5)

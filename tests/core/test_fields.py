@@ -102,7 +102,7 @@ def test_every_field_and_alias_reads_from_prompt_lists(fmt: str) -> None:
         plain = (s.infotext.key,) if s.infotext and type(s.infotext) is InfotextKey else ()
         for name in (s.name, *s.aliases, *plain):
             row = {"prompt": "a cat", name: value}
-            if s.name == "mask":
+            if s.name == "mask" or s.name.startswith("outpaint_"):  # extends an init image
                 row["init_image"] = "a.png"
             if fmt == "jsonl":
                 text = json.dumps(row)

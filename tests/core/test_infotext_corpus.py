@@ -53,6 +53,7 @@ MISSING_KEY_VALUES: dict[str, Any] = dict(
     rng="device",
     strength=0.75,
     loras=(),
+    masked_content="original",
 )
 
 
@@ -694,9 +695,10 @@ CORPUS: dict[str, dict[str, Any]] = {
             seed=1659960289,
             size=(985, 1266),
             strength=0.91,
+            masked_content="fill",
         ),
         model=("realism_engine", "b513c6287d"),
-        extras=["Masked content", "Version"],
+        extras=["Version"],
     ),
     "github-qrcode-controlnet-v1.9.3.txt": dict(
         prompt=(0, "", ""),
@@ -929,6 +931,7 @@ def test_corpus_text_reads_as_a1111_reads_it(name: str) -> None:
         rng=r.rng,
         strength=r.strength,
         loras=tuple((lo.name, lo.weight) for lo in r.loras),
+        masked_content=r.masked_content,
     )
     assert got == {**MISSING_KEY_VALUES, **want["request"]}
     assert (parsed.model_name, parsed.model_hash) == want["model"]
