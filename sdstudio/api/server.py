@@ -264,7 +264,9 @@ class Api:
         current = self._options()
         updates: dict[str, Any] = {}
         for key, value in body.items():
-            if key not in current or value == current[key]:
+            if key not in current:
+                raise refuse(f"SD Studio does not support the option {key!r}")
+            if value == current[key] or key == "sd_checkpoint_hash":
                 continue  # A1111 clients post every option back; only changes matter
             updates[key] = value
         if "sd_model_checkpoint" in updates:

@@ -186,6 +186,7 @@ def test_options_lists_and_png_info(serve: Any, tiny_model: Path) -> None:
     assert s.client.post("/sdapi/v1/options", options).status == 200
     assert s.client.get("/sdapi/v1/options").data["CLIP_stop_at_last_layers"] == 2
     assert s.client.post("/sdapi/v1/options", {"sd_model_checkpoint": "../x"}).status == 422
+    assert s.client.post("/sdapi/v1/options", {"samples_save": False}).status == 422
     assert s.client.post("/sdapi/v1/refresh-checkpoints").status == 200
     models = s.client.get("/sdapi/v1/sd-models").data
     titles = [m["title"] for m in models]
