@@ -10,15 +10,24 @@ Three kinds of upscaler share one name space (what a person picks in a list):
 * **model upscalers**: any other name is an upscaler model file (ESRGAN, Real-ESRGAN, SwinIR,
   DAT, ...) named as it is found in the upscaler folders (``sdstudio.engine.upscale``).
 
+Model files are found by :func:`model_files` / :func:`list_upscalers` in
+:func:`upscaler_dirs` (SD Studio's own folder, then ``EngineSettings.upscaler_dirs``), pure
+Python so the window lists them without the engine.
+
 :func:`target_size` is A1111's ``Upscaler.upscale`` destination: ``int(side * scale) // 8 * 8``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from sdstudio.core import paths
 from sdstudio.core.errors import RequestError
+from sdstudio.core.settings import EngineSettings
 
 NONE = "None"
 LANCZOS = "Lanczos"
@@ -122,3 +131,44 @@ def check_result_size(width: int, height: int, field: str = "scale") -> None:
         raise RequestError(field, f"the upscaled image would be {width}x{height} = "
                            f"{width * height:,} pixels; at most {MAX_RESULT_PIXELS:,} "
                            f"({MAX_RESULT_SIDE} per side)")
+
+
+# ------------------------------------------------------------------------ model files
+UPSCALER_SUFFIXES = (".pth", ".pt", ".safetensors")
+MAX_LISTED = 2000
+
+
+def upscaler_dirs(settings: EngineSettings | None = None) -> tuple[str, ...]:
+    """SD Studio's own upscaler folder, then the configured ones (other apps' included)."""
+    extra = tuple(settings.upscaler_dirs) if settings is not None else ()
+    return (str(paths.upscaler_dir()), *extra)
+
+
+def model_files(dirs: Sequence[str]) -> list[tuple[str, Path]]:
+    """(name, path) of every upscaler file in ``dirs`` (recursively, at most
+    :data:`MAX_LISTED`): the path relative to its folder without the suffix, or with it when
+    another file already has that name (``x4.pth`` and ``x4.safetensors``). Symlinked folders
+    are not followed; unreadable folders are skipped."""
+    out: dict[str, Path] = {}
+    for folder in dirs:
+        base = Path(folder).expanduser()
+        try:
+            for root, subdirs, files in os.walk(base):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                for file in sorted(files):
+                    path = Path(root) / file
+                    if path.suffix.lower() not in UPSCALER_SUFFIXES or file.startswith("."):
+                        continue
+                    rel = path.relative_to(base).as_posix()
+                    name = rel[: -len(path.suffix)]
+                    out.setdefault(name if name not in out else rel, path)
+                    if len(out) >= MAX_LISTED:
+                        return sorted(out.items())
+        except OSError:
+            continue
+    return sorted(out.items())
+
+
+def list_upscalers(dirs: Sequence[str]) -> list[str]:
+    """Every upscaler a person can pick: the built-ins, then the model files in ``dirs``."""
+    return [*BUILTIN_UPSCALERS, *(name for name, _ in model_files(dirs))]

@@ -49,19 +49,16 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from sdstudio.core import paths
 from sdstudio.core import upscalers as names
 from sdstudio.core.cancel import CancelToken
 from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.request import is_plain_name
-from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import checkpoint, memory
 from sdstudio.engine.spandrel_import import NEEDS_TORCHVISION, import_spandrel
 
 if TYPE_CHECKING:
     import torch
 
-UPSCALER_SUFFIXES = (".pth", ".pt", ".safetensors")
 ProgressCallback = Callable[[int, int], None]
 # transformer architectures: far more activation memory per pixel than convolutional ones
 _HEAVY_ARCHS = frozenset({"SwinIR", "Swin2SR", "HAT", "DAT", "GRL", "ATD", "DRCT", "RGT",
@@ -70,43 +67,9 @@ _MAX_PASSES = 3  # A1111's loop
 
 
 # --------------------------------------------------------------------------- folders, names
-def upscaler_dirs(settings: EngineSettings | None = None) -> tuple[str, ...]:
-    """SD Studio's own upscaler folder, then the configured ones (other apps' included)."""
-    extra = tuple(settings.upscaler_dirs) if settings is not None else ()
-    return (str(paths.upscaler_dir()), *extra)
-
-
-MAX_LISTED = 2000
-
-
-def _model_files(dirs: Sequence[str]) -> list[tuple[str, Path]]:
-    """(name, path) of every upscaler file in ``dirs`` (recursively, at most
-    :data:`MAX_LISTED`): the path relative to its folder without the suffix, or with it when
-    another file already has that name (``x4.pth`` and ``x4.safetensors``). Symlinked folders
-    are not followed; unreadable folders are skipped."""
-    out: dict[str, Path] = {}
-    for folder in dirs:
-        base = Path(folder).expanduser()
-        try:
-            for root, subdirs, files in os.walk(base):
-                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-                for file in sorted(files):
-                    path = Path(root) / file
-                    if path.suffix.lower() not in UPSCALER_SUFFIXES or file.startswith("."):
-                        continue
-                    rel = path.relative_to(base).as_posix()
-                    name = rel[: -len(path.suffix)]
-                    out.setdefault(name if name not in out else rel, path)
-                    if len(out) >= MAX_LISTED:
-                        return sorted(out.items())
-        except OSError:
-            continue
-    return sorted(out.items())
-
-
-def list_upscalers(dirs: Sequence[str]) -> list[str]:
-    """Every upscaler a person can pick: the built-ins, then the model files in ``dirs``."""
-    return [*names.BUILTIN_UPSCALERS, *(name for name, _ in _model_files(dirs))]
+upscaler_dirs = names.upscaler_dirs
+list_upscalers = names.list_upscalers
+_model_files = names.model_files
 
 
 def _inside(path: Path, folder: Path) -> bool:

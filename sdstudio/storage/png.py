@@ -88,6 +88,10 @@ def encode_png(
     pnginfo = PngImagePlugin.PngInfo()
     pnginfo.add_text(PARAMETERS_KEY, to_infotext(request, info))  # iTXt if not latin-1
     pnginfo.add_itxt(SDSTUDIO_KEY, to_sdstudio_json(request, info), zip=True)
+    return _encode(image, pnginfo)
+
+
+def _encode(image: Image.Image, pnginfo: PngImagePlugin.PngInfo) -> bytes:
     if image.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buffer = io.BytesIO()
@@ -113,7 +117,10 @@ def save_image(
         info = dataclasses.replace(info, elapsed_s=0.0)
     data = encode_png(image, request, info)
     root = Path(out_dir)
-    folder = root / plan.folder if plan.folder else root
+    return _save_new(root / plan.folder if plan.folder else root, plan, data)
+
+
+def _save_new(folder: Path, plan: NamePlan, data: bytes) -> Path:
     try:
         _make_dirs(folder)
         return _write_new_file(folder, plan, data)
@@ -122,6 +129,26 @@ def save_image(
         if exc.errno == errno.ENOSPC:
             reason = "the disk is full"
         raise StorageError(f"Could not save the image in {folder}: {reason}", str(exc)) from exc
+
+
+EXTRAS_KEY = "extras"  # AUTOMATIC1111's chunk for what its Extras tab did to an image
+
+
+def save_with_texts(image: Image.Image, texts: dict[str, str], out_dir: str | os.PathLike[str],
+                    stem: str) -> Path:
+    """Write ``image`` atomically as ``out_dir/<stem>.png`` (``<stem>-1.png``... when taken,
+    never replacing a file) with the PNG text chunks ``texts`` (the ``sdstudio`` one
+    compressed). For images that keep another image's metadata (an upscaled result)."""
+    pnginfo = PngImagePlugin.PngInfo()
+    for key, value in texts.items():
+        if key == SDSTUDIO_KEY:
+            pnginfo.add_itxt(key, value, zip=True)
+        else:
+            pnginfo.add_text(key, value)  # iTXt if not latin-1
+    from sdstudio.storage.naming import safe_component
+
+    plan = NamePlan("", safe_component(stem), "", False)
+    return _save_new(Path(out_dir), plan, _encode(image, pnginfo))
 
 
 def _make_dirs(folder: Path) -> None:
@@ -285,16 +312,22 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
     (JPEG/WebP). Raises ImageInputError for a missing, unreadable, truncated or oversized
     file and MetadataError when the image carries no usable generation parameters."""
     path = Path(path)
+    texts, source = read_texts(path)
+    return _metadata_from_texts(texts, source, path.name)
+
+
+def read_texts(path: str | os.PathLike[str]) -> tuple[dict[str, str], str]:
+    """The text an image file carries, unparsed, and where it came from: every PNG text
+    chunk (``"parameters"``), or a JPEG/WebP's EXIF UserComment as ``{"parameters": ...}``
+    (``"exif"``). ImageInputError for a missing, unreadable, truncated or oversized file."""
+    path = Path(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
             fh.seek(0)
             if head.startswith(PNG_SIGNATURE):
-                texts = read_png_text(fh, name=path.name)
-                source = PARAMETERS_KEY
-            else:
-                texts = _read_exif_texts(fh, path.name, head)
-                source = "exif"
+                return read_png_text(fh, name=path.name), PARAMETERS_KEY
+            return _read_exif_texts(fh, path.name, head), "exif"
     except FileNotFoundError:
         raise ImageInputError(f"{path} does not exist") from None
     except IsADirectoryError:
@@ -303,7 +336,6 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
         raise ImageInputError(f"{path} cannot be read (permission denied)") from None
     except OSError as exc:
         raise ImageInputError(f"{path} cannot be read: {exc.strerror or exc}") from exc
-    return _metadata_from_texts(texts, source, path.name)
 
 
 def _metadata_from_texts(texts: dict[str, str], source: str, name: str) -> ImageMetadata:

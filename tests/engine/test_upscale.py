@@ -5,6 +5,7 @@ feathered blending, progress and cancel, the torchvision stand-in, the tile-size
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def test_builtin_upscalers_give_the_size_asked_for(name: str) -> None:
 def test_nearest_repeats_pixels_and_lanczos_does_not() -> None:
     image = _noise(16, 16)
     near = np.asarray(upscale.upscale_image(image, "Nearest", 2))
-    assert (near[::2, ::2] == np.asarray(image)).all() and (near[1::2, 1::2] == near[::2, ::2]).all()
+    assert (near[::2, ::2] == np.asarray(image)).all()
+    assert (near[1::2, 1::2] == near[::2, ::2]).all()
     lanczos = np.asarray(upscale.upscale_image(image, "Lanczos", 2))
     assert not (lanczos[1::2, 1::2] == lanczos[::2, ::2]).all()
 
@@ -239,7 +241,7 @@ def test_tile_starts_cover_the_side_with_the_overlap() -> None:
     for length, tile, overlap in ((257, 64, 8), (1000, 192, 24), (65, 64, 8)):
         starts = upscale.tile_starts(length, tile, overlap)
         assert starts[0] == 0 and starts[-1] + tile == length
-        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+        assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
 
 
 def _exact_mask(length: int, tile: int, overlap: int, scale: int, margin: int) -> np.ndarray:
