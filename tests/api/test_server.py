@@ -102,14 +102,15 @@ def test_webuiapi_img2img_and_inpaint(serve: Any) -> None:
     assert s.queue.jobs()[-1].request.mode.value == "img2img"
 
 
-def test_progress_interrupt_and_skip(serve: Any) -> None:
+@pytest.mark.parametrize("engine", ["tiny model", "fake"])
+def test_progress_interrupt_and_skip(serve: Any, engine: str) -> None:
     from sdstudio.testing.fake_engine import FakeScript
 
-    s = serve(fake=FakeScript(step_delay=0.05))
+    s = serve(fake=FakeScript(step_delay=0.05) if engine == "fake" else None)
     assert s.client.get("/sdapi/v1/progress").data["state"]["job_count"] == 0
     pending = s.client.start("POST", "/sdapi/v1/txt2img",
-                             {"prompt": "slow", "steps": 40, "width": 64, "height": 64,
-                              "n_iter": 3})
+                             {"prompt": "slow", "steps": 300, "width": 128, "height": 128,
+                              "n_iter": 3, "sampler_name": "Euler"})
     pump_until(lambda: s.queue.running_job is not None)
     deadline = time.monotonic() + 60
     while True:
@@ -118,7 +119,7 @@ def test_progress_interrupt_and_skip(serve: Any) -> None:
             break
         assert time.monotonic() < deadline, seen
     assert 0 < seen["progress"] < 1 and seen["eta_relative"] > 0
-    assert seen["state"]["job_count"] == 3 and seen["state"]["sampling_steps"] == 40
+    assert seen["state"]["job_count"] == 3 and seen["state"]["sampling_steps"] == 300
     decode_png(seen["current_image"])
     # skip: the first run ends, the second starts
     assert s.client.post("/sdapi/v1/skip").status == 200
