@@ -461,8 +461,10 @@ class ApiServer:
     port in use, no token for another address); ``stop()`` ends it and waits."""
 
     def __init__(self, service: ApiService, host: str = "127.0.0.1", port: int = 7860,
-                 token: str = "", cors_origins: tuple[str, ...] = ()) -> None:
+                 token: str = "", cors_origins: tuple[str, ...] = (),
+                 max_body: int = mapping.MAX_BODY_BYTES) -> None:
         check_bind(host, token)
+        self.max_body = max_body
         self.service = service
         self.host = host
         self.requested_port = port
@@ -495,7 +497,7 @@ class ApiServer:
                                f"{exc.strerror or exc}") from None
         sock.listen(64)
         self.port = sock.getsockname()[1]
-        app = build_app(self.service, self.token, self.cors_origins)
+        app = build_app(self.service, self.token, self.cors_origins, self.max_body)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 ws="none", timeout_keep_alive=5, timeout_graceful_shutdown=3)
         server = uvicorn.Server(config)

@@ -120,7 +120,7 @@ def serve(qapp: Any, tiny_model: Path, tmp_path: Path) -> Iterator[Callable[...,
     made: list[Served] = []
 
     def make(token: str = "", fake: Any = None, cors: tuple[str, ...] = (),
-             **engine: Any) -> Served:
+             max_body: int | None = None, **engine: Any) -> Served:
         loras = tmp_path / "loras"
         loras.mkdir(exist_ok=True)
         settings = Settings(output_dir=str(tmp_path / "out"), engine=EngineSettings(
@@ -129,7 +129,8 @@ def serve(qapp: Any, tiny_model: Path, tmp_path: Path) -> Iterator[Callable[...,
         queue = JobQueue(engine_factory=factory, settings=settings.engine)
         queue.set_output(str(settings.output_path), settings.filename_pattern)
         service = ApiService(queue, settings)
-        server = ApiServer(service, "127.0.0.1", 0, token, cors)
+        server = ApiServer(service, "127.0.0.1", 0, token, cors,
+                           **({"max_body": max_body} if max_body else {}))
         queue.start()
         server.start()
         served = Served(Client(server.port, token), queue, service, server, settings.output_path)

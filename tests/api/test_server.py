@@ -146,9 +146,25 @@ def test_token_size_and_bad_fields(serve: Any) -> None:
     assert s.client.get("/sdapi/v1/options", headers={"Authorization": f"Basic {basic}"}
                         ).status == 200
     s.client.token = "s3cret"
-    big = b'{"prompt": "' + b"a" * (65 * 1024 * 1024) + b'"}'
-    reply = s.client.post("/sdapi/v1/txt2img", raw=big)
-    assert reply.status == 413
+    small = serve(token="s3cret", max_body=100_000)
+    big = b'{"prompt": "' + b"a" * 200_000 + b'"}'
+    assert small.client.post("/sdapi/v1/txt2img", raw=big).status == 413
+    # without a Content-Length (chunked), counted as it arrives
+    conn = http.client.HTTPConnection("127.0.0.1", small.server.port, timeout=30)
+    conn.putrequest("POST", "/sdapi/v1/txt2img")
+    conn.putheader("Authorization", "Bearer s3cret")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for _ in range(4):
+        chunk = b"a" * 50_000
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    assert conn.getresponse().status == 413
+    conn.close()
+    from sdstudio.api.mapping import MAX_BODY_BYTES
+    huge = s.client.post("/sdapi/v1/txt2img", headers={"Content-Length": str(MAX_BODY_BYTES + 1)},
+                         raw=b"{}")
+    assert huge.status == 413
     for bad, words in [({"steps": "many"}, "steps"), ({"width": 65}, "multiple of 8"),
                        ({"sampler_name": "Nope"}, "unknown sampler"),
                        ({"restore_faces": True}, "restore_faces"),
