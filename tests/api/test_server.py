@@ -257,3 +257,22 @@ def test_cors_only_for_listed_origins(serve: Any) -> None:
         resp.read()
         assert (resp.getheader("access-control-allow-origin") == origin) is allowed
     conn.close()
+
+
+def test_hires_fix_fields_flow_in(serve: Any) -> None:
+    """A1111's hires-fix keys reach the request through the field table's aliases."""
+    from sdstudio.core.metadata import parse_infotext
+    from sdstudio.core.request import FIELD_NAMES
+
+    if "hires" not in FIELD_NAMES:
+        pytest.skip("SD Studio has no hires fix field yet")
+    s = serve()
+    body = {"prompt": "hires", "width": 64, "height": 64, "steps": 2, "seed": 3,
+            "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
+            "hr_second_pass_steps": 2, "denoising_strength": 0.5}
+    reply = s.client.post("/sdapi/v1/txt2img", body)
+    assert reply.status == 200, reply.data
+    image = decode_png(reply.data["images"][0])
+    assert image.size == (128, 128)
+    params = parse_infotext(image.info["parameters"]).params
+    assert params["Hires upscale"] == "2" and params["Denoising strength"] == "0.5"
