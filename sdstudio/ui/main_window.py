@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import SDStudioError, describe_error
+from sdstudio.core.outpaint import FIELDS as OUTPAINT_FIELDS
 from sdstudio.core.request import GenerationRequest, Mode, request_spec
 from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui import file_dialogs
@@ -220,6 +221,12 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self.mask_canvas.set_blur_preview(panel.control("mask_blur").value())  # from the start
         panel.widget("inpaint_only_masked").toggled.connect(self._update_masked_preview)
         panel.widget("inpaint_padding").valueChanged.connect(self._update_masked_preview)
+        for name in OUTPAINT_FIELDS:  # the panel holds the sides; the canvas shows and edits
+            panel.widget(name).valueChanged.connect(self._show_outpaint)
+        panel.sizeChanged.connect(self.mask_canvas.set_outpaint_target)
+        self.mask_canvas.outpaintChanged.connect(self._outpaint_from_canvas)
+        self.mask_canvas.set_outpaint_target(panel.control("width").value(),
+                                             panel.control("height").value())
         self.source_canvas.errorOccurred.connect(self.show_error)
         self.mask_canvas.errorOccurred.connect(self.show_error)
         self.gallery.sendToImg2img.connect(self.send_to_img2img)
@@ -430,6 +437,8 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         request = self.prompt_panel.request().replace(
             model=self._current_model, resize_mode=self.source_canvas.fit_mode())
         mode = self.current_mode()
+        if mode is not Mode.INPAINT:  # the panel's outpaint sides belong to the inpaint tab
+            request = request.replace(**dict.fromkeys(OUTPAINT_FIELDS, 0))
         if mode is Mode.IMG2IMG:
             image = self.source_canvas.image()
             if image is None:
@@ -439,12 +448,15 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             image = self.mask_canvas.image()
             if image is None:
                 raise ImageInputError("Open, paste or drop an image to inpaint first")
-            if not self.mask_canvas.has_mask():
-                raise ImageInputError("Paint a mask over the part to repaint first")
-            mask = self.mask_canvas.mask_image()
-            assert mask is not None
-            request = request.replace(init_image=str(save_input_image(image, "init")),
-                                      mask=str(save_input_image(mask, "mask")))
+            outpaint = self.mask_canvas.has_outpaint()
+            if not self.mask_canvas.has_mask() and not outpaint:
+                raise ImageInputError("Paint a mask over the part to repaint (or extend the "
+                                      "image to outpaint) first")
+            request = request.replace(init_image=str(save_input_image(image, "init")))
+            if self.mask_canvas.has_mask():  # outpainting alone needs none: its area is masked
+                mask = self.mask_canvas.mask_image()
+                assert mask is not None
+                request = request.replace(mask=str(save_input_image(mask, "mask")))
         return request.validated()
 
     def generate(self) -> int | None:
@@ -610,6 +622,15 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self.prompt_panel.set_mode(mode)
         if self.tabs.widget(index) is self.gallery:
             self.load_gallery()
+
+    def _show_outpaint(self, *args: object) -> None:
+        self.mask_canvas.set_outpaint({name.removeprefix("outpaint_"):
+                                       self.prompt_panel.control(name).value()
+                                       for name in OUTPAINT_FIELDS})
+
+    def _outpaint_from_canvas(self) -> None:
+        for side, px in self.mask_canvas.outpaint().items():
+            self.prompt_panel.control(f"outpaint_{side}").set_value(px)
 
     def _update_masked_preview(self, *args: object) -> None:
         panel = self.prompt_panel

@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image
 
+from sdstudio.core.outpaint import FIELDS as OUTPAINT_FIELDS
 from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest, LoraSpec
 from sdstudio.core.settings import EngineSettings, Settings
 from sdstudio.storage.png import read_image_metadata, save_image
@@ -34,7 +35,11 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 def _window_request(w: Any) -> GenerationRequest:
-    return w.build_request()  # on the text-to-image tab: no images are saved
+    request = w.build_request()  # on the text-to-image tab: no images are saved
+    # the outpaint sides extend the inpaint tab's image: another tab's request leaves them
+    # out (they need an init image), the panel keeps them
+    panel = w.prompt_panel.request()
+    return request.replace(**{name: getattr(panel, name) for name in OUTPAINT_FIELDS})
 
 
 def test_every_field_round_trips_window_png_window(qtbot: Any, make_window: Any,

@@ -5,6 +5,10 @@ of the image). Each mouse or tablet move paints one capsule segment into it, in 
 coordinates, and only the changed box of the translucent overlay is recoloured and repainted;
 the image itself is never recomposed during a stroke.
 
+Outpaint: the row under the tools (:mod:`.outpaint_bar`) and the grips on the canvas edges
+extend the canvas by multiples of 8 generated pixels; the prompt panel's outpaint fields hold
+the sides (the window keeps both in step).
+
 Around it: :mod:`.mask_view` (the viewer: overlay, brush cursor, pointer input),
 :mod:`.mask_toolbar` (the tool rows), :mod:`.mask_paint` (brush, overlay colours and mask
 files, without Qt) and :mod:`.mask_model` (the mask and its undo history, without Qt).
@@ -18,6 +22,7 @@ Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo, Ctrl+I invert, Ctrl+V paste an image, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from PySide6.QtGui import QImage, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from sdstudio.core.errors import ImageInputError
+from sdstudio.core.outpaint import SIDES, STEP
 from sdstudio.ui import file_dialogs
 from sdstudio.ui.canvas.base import ImageCanvasBase
 from sdstudio.ui.canvas.mask_model import BBox, MaskModel
@@ -39,6 +45,7 @@ from sdstudio.ui.canvas.mask_paint import (
 )
 from sdstudio.ui.canvas.mask_toolbar import MaskToolbar
 from sdstudio.ui.canvas.mask_view import MaskView
+from sdstudio.ui.canvas.outpaint_bar import OutpaintBar
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.flow_layout import wrap_row
 from sdstudio.ui.imageutil import array_to_qimage, open_image_safely, qimage_to_array
@@ -48,6 +55,9 @@ class MaskCanvas(ImageCanvasBase):
     """The source image with the inpaint mask painted over it as a translucent colour."""
 
     maskChanged = Signal()
+    #: Emitted when the outpaint buttons, reset or an edge handle change the sides (not when
+    #: :meth:`set_outpaint` shows the prompt panel's values).
+    outpaintChanged = Signal()
     #: Emitted when brush size, hardness or the eraser change (for persisting them).
     brushChanged = Signal()
 
@@ -61,6 +71,8 @@ class MaskCanvas(ImageCanvasBase):
         self._only_masked_padding: int | None = None
         self._masked_bbox: BBox | None = None
         self._masked_bbox_dirty = True
+        self._outpaint = dict.fromkeys(SIDES, 0)  # in pixels of the generated image
+        self._target: tuple[int, int] | None = None  # the request's width x height
 
         self._view = MaskView(self)
         self._view.set_placeholder(
@@ -75,12 +87,15 @@ class MaskCanvas(ImageCanvasBase):
         lay.addLayout(wrap_row(self.toolbar.top, self))
         lay.addWidget(self._view, 1)
         lay.addLayout(wrap_row(self.toolbar.bottom, self))
+        self.outpaint_bar = OutpaintBar(self)
+        lay.addLayout(wrap_row(self.outpaint_bar.row, self))
         self._view.zoomChanged.connect(lambda _z: self.toolbar.update_info())
         self.setFocusProxy(self._view)
         self._sync_controls()
 
     def _sync_controls(self) -> None:
         self.toolbar.sync()
+        self.outpaint_bar.sync()
 
     # ================================================================ image
     @property
@@ -294,6 +309,77 @@ class MaskCanvas(ImageCanvasBase):
         x0, y0, x1, y1 = expand(box, self._only_masked_padding, self._model.width,
                                 self._model.height)
         return QRectF(x0, y0, x1 - x0, y1 - y0)
+
+    # ================================================================ outpaint
+    def outpaint(self) -> dict[str, int]:
+        """The sides to extend, {"left": px, ...}, in pixels of the generated image."""
+        return dict(self._outpaint)
+
+    def has_outpaint(self) -> bool:
+        return self.image() is not None and any(self._outpaint.values())
+
+    def set_outpaint(self, sides: Mapping[str, int]) -> None:
+        """Show these sides (the prompt panel's values); emits nothing."""
+        new = {side: max(0, int(sides.get(side, 0))) for side in SIDES}
+        if new != self._outpaint:
+            self._outpaint = new
+            self._after_outpaint()
+
+    def outpaint_target(self) -> tuple[int, int] | None:
+        return self._target
+
+    def set_outpaint_target(self, width: int, height: int) -> None:
+        """The request's size, which the sides extend: the image is shown at it scaled to the
+        image's own pixels (the source is fitted to it)."""
+        self._target = (int(width), int(height))
+        self._after_outpaint()
+
+    def extend_side(self, side: str, by: int | None = None) -> None:
+        """Extend ``side`` by ``by`` pixels (default: the bar's step)."""
+        if self.image() is None:
+            return
+        step = self.outpaint_bar.step() if by is None else int(by)
+        self._user_outpaint({**self._outpaint, side: self._outpaint[side] + step})
+
+    def reset_outpaint(self) -> None:
+        self._user_outpaint(dict.fromkeys(SIDES, 0))
+
+    def drag_side(self, side: str, image_px: float) -> None:
+        """An edge handle dragged ``image_px`` image pixels beyond the image's edge: that
+        side becomes that distance in generated pixels, rounded to a multiple of 8."""
+        px = max(0.0, image_px) / self._scale(side)
+        self._user_outpaint({**self._outpaint, side: round(px / STEP) * STEP})
+
+    def _user_outpaint(self, sides: dict[str, int]) -> None:
+        if sides != self._outpaint:
+            self._outpaint = sides
+            self._after_outpaint()
+            self.outpaintChanged.emit()
+
+    def _scale(self, side: str) -> float:
+        """Image pixels per generated pixel across ``side``."""
+        img = self.image()
+        if img is None or self._target is None:
+            return 1.0
+        if side in ("left", "right"):
+            return img.width() / max(1, self._target[0])
+        return img.height() / max(1, self._target[1])
+
+    def outpaint_rect(self) -> QRectF | None:
+        """The extended canvas in image pixels (beyond the image on the extended sides), or
+        None without an image."""
+        img = self.image()
+        if img is None:
+            return None
+        o = {side: self._outpaint[side] * self._scale(side) for side in SIDES}
+        return QRectF(-o["left"], -o["top"], img.width() + o["left"] + o["right"],
+                      img.height() + o["top"] + o["bottom"])
+
+    def _after_outpaint(self) -> None:
+        if self._view.is_auto_fit() and not self._view.dragging_side():
+            self._view.fit()  # (after a drag: the pointer must keep its place meanwhile)
+        self._view.update()
+        self._sync_controls()
 
     # ================================================================ painting
     # (called by the view, points in image pixels)
