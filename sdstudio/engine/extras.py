@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 from sdstudio.core import upscalers as names
 from sdstudio.core.cancel import CancelToken
 from sdstudio.core.images import open_image
@@ -60,11 +62,16 @@ def upscale_file(
     on_progress: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
     allow_path: bool = False,
+    upscale: Callable[..., Image.Image] | None = None,
 ) -> Path:
     """Upscale the image file ``source`` by ``scale`` with ``upscaler``; the saved PNG's path.
     Raises ImageInputError (the source), RequestError (factor, size), ModelError (upscaler),
-    CancelledError, StorageError (the write)."""
-    from sdstudio.engine.upscale import upscale_image
+    CancelledError, StorageError (the write). ``upscale`` replaces
+    :func:`sdstudio.engine.upscale.upscale_image` (the fake engine's torch-free stand-in)."""
+    if upscale is None:
+        from sdstudio.engine.upscale import upscale_image
+
+        upscale = upscale_image
 
     source = Path(source)
     with open_image(source, "image") as opened:
@@ -72,7 +79,7 @@ def upscale_file(
     names.target_size(image.width, image.height, scale)  # refuse before loading anything
     texts, _ = read_texts(source)
     texts = {k: v for k, v in texts.items() if k != EXTRAS_KEY}
-    result = upscale_image(image, upscaler, scale, dirs=dirs, device=device, dtype=dtype,
+    result = upscale(image, upscaler, scale, dirs=dirs, device=device, dtype=dtype,
                            tile=tile,
                            on_progress=on_progress, cancel=cancel, allow_path=allow_path)
     if cancel is not None:

@@ -209,6 +209,7 @@ class GalleryWidget(QWidget):
     sendToInpaint = Signal(str)
     reuseParameters = Signal(str)
     reuseSeed = Signal(int)
+    upscaleRequested = Signal(str)  # "Upscale…" on an image: its path
     message = Signal(str, str)  # kind ("info"/"error"), text
 
     def __init__(self, parent: QWidget | None = None,
@@ -426,7 +427,8 @@ class GalleryWidget(QWidget):
             reuse_parameters=self.reuseParameters.emit, reuse_seed=self.reuseSeed.emit,
             full_screen=lambda target: self.show_full_screen(target.path),
             delete=lambda p: self.delete_path(p),
-            message=lambda text: self.message.emit("info", text)))
+            message=lambda text: self.message.emit("info", text),
+            upscale=self.upscaleRequested.emit))
 
     def delete_current(self, confirm: bool = True) -> bool:
         return self.delete_path(self.current_path(), confirm)

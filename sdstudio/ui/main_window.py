@@ -60,6 +60,7 @@ from sdstudio.ui.window_models import ModelChooser, _standard_keys
 from sdstudio.ui.window_restore import ParameterRestore
 from sdstudio.ui.window_results import ResultPanes
 from sdstudio.ui.window_status import ModelStatus
+from sdstudio.ui.window_upscale import UpscaleActions
 from sdstudio.worker import JobQueue
 
 __all__ = ["TAB_IMG2IMG", "TAB_INPAINT", "TAB_TXT2IMG", "MainWindow", "format_duration",
@@ -96,7 +97,7 @@ class PanelScroll(QScrollArea):
         return QSize(max(hint.width(), width), hint.height())
 
 class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRestore,
-                 QMainWindow):
+                 UpscaleActions, QMainWindow):
     settingsChanged = Signal(object)  # Settings
 
     def __init__(self, settings: Settings, queue: JobQueue,

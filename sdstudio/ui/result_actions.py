@@ -75,6 +75,7 @@ class ResultHandlers:
     delete: Callable[[str], object]
     message: Callable[[str], object]  # a short note for the status bar
     show_in_gallery: Callable[[str], object] | None = None
+    upscale: Callable[[str], object] | None = None  # "Upscale…" (the window's dialog)
 
 
 def build_menu(parent: QWidget, target: ResultTarget, handlers: ResultHandlers) -> QMenu:
@@ -99,6 +100,9 @@ def build_menu(parent: QWidget, target: ResultTarget, handlers: ResultHandlers) 
         "img2img")
     add("to_inpaint", "Send to i&npaint", lambda: handlers.to_inpaint(path), has_file,
         "inpaint")
+    if handlers.upscale is not None:
+        upscale = handlers.upscale
+        add("upscale", "&Upscale…", lambda: upscale(path), has_file)
     menu.addSeparator()
     add("reuse_parameters", "&Reuse parameters", lambda: handlers.reuse_parameters(path),
         has_file and has_params, "restore")

@@ -29,6 +29,8 @@ def progress_text(event: Progress) -> tuple[int, int, str]:
     done = (event.run - 1) * total + event.step
     maximum = total * max(1, event.runs)
     text = f"Step {event.step}/{event.total}"
+    if event.phase:  # the hires fix: "Step 13/30 · hires 3/10"
+        text += f" · {event.phase_text}"
     if event.runs > 1:
         text += f" · run {event.run}/{event.runs}"
     if event.s_per_it > 0:
@@ -111,6 +113,9 @@ class JobSlots(WindowPart):
             return
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(int(fraction * 1000))
+        if job.source == "upscale":  # its items are tiles
+            self.progress_bar.setFormat(f"{job.title}: {job.detail}")
+            return
         step = f" · step {job.step}/{job.total}" if job.total else ""
         label = job.title.removeprefix("Batch: ")
         counts = job.detail or f"{job.items_done}/{job.items_total} images"  # + s/image, left

@@ -63,6 +63,7 @@ class ResultPanes(WindowPart):
         def restore_parameters_from(self, path: str, quiet_failure: bool = False) -> bool: ...
         def load_gallery(self) -> None: ...
         def statusBar(self) -> QStatusBar: ...
+        def upscale_image(self, path: str) -> int | None: ...
         def _viewer_for(self, job_id: int) -> ImageViewer: ...
 
     def _result_panes(self) -> dict[int, ResultPane]:
@@ -105,6 +106,7 @@ class ResultPanes(WindowPart):
         self.queue.jobPreview.connect(self._on_result_preview)
         self.queue.jobFinished.connect(self._on_result_finished)
         self.gallery.reuseSeed.connect(self.reuse_seed)
+        self.gallery.upscaleRequested.connect(self.upscale_image)
 
     # ------------------------------------------------------------------ API
     def show_result(self, viewer: ImageViewer, image: JobImage) -> None:
@@ -138,7 +140,7 @@ class ResultPanes(WindowPart):
             full_screen=functools.partial(self._result_full_screen, pane),
             delete=functools.partial(self._delete_result, pane),
             message=lambda text: status.showMessage(text, 4000),
-            show_in_gallery=self.show_in_gallery))
+            show_in_gallery=self.show_in_gallery, upscale=self.upscale_image))
 
     def reuse_seed(self, seed: int) -> None:
         self.prompt_panel.control("seed").set_value(seed)

@@ -49,6 +49,11 @@ class EngineLike(Protocol):
 
     def unload(self) -> None: ...
 
+    def upscale_file(self, source: str | Path, *, upscaler: str, scale: float,
+                     out_dir: str | Path, tile: int | None = None,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     cancel: CancelToken | None = None, allow_path: bool = False) -> Path: ...
+
 
 EngineFactory = Callable[[EngineSettings], EngineLike]
 

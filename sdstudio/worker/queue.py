@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import (
@@ -33,6 +34,7 @@ from sdstudio.core.settings import EngineSettings
 from sdstudio.worker.engine_worker import (
     EngineFactory,
     EngineWorker,
+    TaskContext,
     WorkerTask,
     default_engine_factory,
 )
@@ -269,6 +271,29 @@ class JobQueue(QAbstractListModel):
         self.busyChanged.emit(1)
         self._dispatch()
         return job.id
+
+    def submit_upscale(self, source: str, *, upscaler: str, scale: float,
+                       out_dir: str) -> int:
+        """Queue an upscale of the image file ``source`` (A1111's Extras) into ``out_dir``:
+        a task on the worker thread with the worker's engine (``Engine.upscale_file``), in
+        order with the other jobs. Its progress is the task's own (tiles done of all); the
+        saved file is the job's one image (``Job.images``) when ``jobFinished`` says done;
+        cancelling stops it between tiles. Returns the job id."""
+        from sdstudio.core.upscalers import normalise
+
+        def task(context: TaskContext) -> None:
+            def progress(done: int, total: int) -> None:
+                context.report(done, total, f"tile {done}/{total}")
+
+            path = context.engine.upscale_file(source, upscaler=upscaler, scale=scale,
+                                               out_dir=out_dir, on_progress=progress,
+                                               cancel=context.cancel)
+            context.image_saved(str(path))
+
+        name = Path(source).name
+        label = f"Upscale {name} ×{scale:g} ({normalise(upscaler)})"
+        return self.run_exclusive(task, label=label, source="upscale",
+                                  detail=f"{name} ×{scale:g}")
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a job: a queued one never runs (and reports ``jobFinished`` as cancelled);

@@ -164,7 +164,7 @@ def test_a_result_shows_its_parameters_and_its_menu_acts_on_it(
     menu = w.result_menu(w.txt_viewer)
     act = {a.objectName(): a for a in menu.actions() if a.objectName()}
     assert all(a.isEnabled() for a in act.values())
-    assert set(act) == {"to_img2img", "to_inpaint", "reuse_parameters", "reuse_seed",
+    assert set(act) == {"to_img2img", "to_inpaint", "upscale", "reuse_parameters", "reuse_seed",
                         "copy_image", "copy_parameters", "open_folder", "show_in_gallery",
                         "full_screen", "delete"}
     act["copy_parameters"].trigger()
