@@ -41,6 +41,7 @@ from sdstudio.core.settings import Settings, save_settings
 from sdstudio.ui import file_dialogs
 from sdstudio.ui.canvas.compare import CompareViewer
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
+from sdstudio.ui.canvas.outpaint_bar import outpaint_canvas
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
 from sdstudio.ui.canvas.viewer import ImageViewer
 from sdstudio.ui.gallery import IMAGE_SUFFIXES, GalleryWidget
@@ -286,9 +287,10 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             return None
         frame = fit_frame(request.resize_mode, source.width(), source.height(),
                           request.width, request.height).toRect()
-        return source.copy(frame).scaled(request.width, request.height,
-                                         Qt.AspectRatioMode.IgnoreAspectRatio,
-                                         Qt.TransformationMode.SmoothTransformation)
+        fitted = source.copy(frame).scaled(request.width, request.height,
+                                           Qt.AspectRatioMode.IgnoreAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation)
+        return outpaint_canvas(fitted, request)
 
     def _build_queue_dock(self) -> None:
         dock = QDockWidget("Queue", self)

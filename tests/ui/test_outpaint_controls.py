@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from sdstudio.core.request import Mode
 from sdstudio.ui.canvas.mask_canvas import MaskCanvas
+from sdstudio.ui.imageutil import qimage_to_pil
 from sdstudio.ui.main_window import TAB_IMG2IMG, TAB_INPAINT
 from sdstudio.worker import JobState
 
@@ -146,6 +147,12 @@ def test_window_outpaint_end_to_end(qtbot: Any, make_window: Any, tiny_model: Pa
     assert np.array_equal(result[8:, :64], source)  # blur 0: the source exactly
     assert w.inpaint_result.image() is not None
     assert w.inpaint_result.image().size().toTuple() == (80, 72)
+    w.inpaint_result.set_compare(True)  # Compare: the source where it was, on the canvas
+    before = w.inpaint_result.before_image()
+    assert before is not None and before.size().toTuple() == (80, 72)
+    shown = np.asarray(qimage_to_pil(before).convert("RGB"))
+    assert np.array_equal(shown[8:, :64], source) and not shown[:8].any()
+    w.inpaint_result.set_compare(False)
     # another tab's request carries no outpaint
     w.tabs.setCurrentIndex(TAB_IMG2IMG)
     assert w.source_canvas.load_file(str(src))

@@ -7,17 +7,34 @@ changes its buttons and edge handles make (``MaskCanvas.outpaintChanged``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QToolButton
 
-from sdstudio.core.outpaint import SIDES, STEP
+from sdstudio.core.outpaint import SIDES, STEP, extended_size, outpaints, sides_of
 
 if TYPE_CHECKING:
     from sdstudio.ui.canvas.mask_canvas import MaskCanvas
 
 DEFAULT_STEP = 64
 _ARROWS = {"left": "◀", "top": "▲", "right": "▶", "bottom": "▼"}
+
+
+def outpaint_canvas(fitted: QImage, request: Any) -> QImage:
+    """The source fitted to the request's size, placed on its outpainted canvas (black, as
+    the engine starts the new area): the "before" of an outpaint result."""
+    if not outpaints(request):
+        return fitted
+    sides = sides_of(request)
+    width, height = extended_size(request)
+    canvas = QImage(width, height, QImage.Format.Format_RGB32)
+    canvas.fill(Qt.GlobalColor.black)
+    painter = QPainter(canvas)
+    painter.drawImage(sides["left"], sides["top"], fitted)
+    painter.end()
+    return canvas
 
 
 class OutpaintBar:
