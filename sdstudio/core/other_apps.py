@@ -7,13 +7,15 @@ like ``AI`` or ``SD`` in those), reads where each keeps its checkpoints, LoRAs, 
 embeddings, and counts the model files there:
 
 * AUTOMATIC1111 / Forge: ``models/Stable-diffusion``, ``models/Lora`` (+ ``models/LyCORIS``),
-  ``models/VAE``, ``embeddings``; ``--data-dir``, ``--ckpt-dir``, ``--lora-dir``,
-  ``--lyco-dir``, ``--vae-dir``, ``--embeddings-dir`` and Forge's ``--forge-ref-a1111-home``
-  in ``COMMANDLINE_ARGS`` of ``webui-user.bat`` / ``webui-user.sh``.
+  ``models/VAE``, ``embeddings``, the upscaler folders ``models/ESRGAN``,
+  ``models/RealESRGAN``, ``models/SwinIR``, ``models/DAT``; ``--data-dir``, ``--ckpt-dir``,
+  ``--lora-dir``, ``--lyco-dir``, ``--vae-dir``, ``--embeddings-dir``, the upscalers'
+  ``--esrgan-models-path`` & co. and Forge's ``--forge-ref-a1111-home`` in
+  ``COMMANDLINE_ARGS`` of ``webui-user.bat`` / ``webui-user.sh``.
 * ComfyUI: ``models/checkpoints`` (+ ``models/diffusers``), ``models/loras``, ``models/vae``,
-  ``models/embeddings``; ``extra_model_paths.yaml`` next to it and the Desktop app's
-  ``extra_models_config.yaml`` (``base_path`` + one or more folders per kind, as
-  ``utils/extra_config.py`` reads them).
+  ``models/embeddings``, ``models/upscale_models``; ``extra_model_paths.yaml`` next to it and
+  the Desktop app's ``extra_models_config.yaml`` (``base_path`` + one or more folders per
+  kind, as ``utils/extra_config.py`` reads them).
 * InvokeAI: the root is ``$INVOKEAI_ROOT`` or ``~/invokeai``; ``models_dir`` from
   ``invokeai.yaml`` (top level in 4.x+, under ``InvokeAI: Paths:`` in 3.x; default
   ``models``); models in ``<base>/<type>/`` (``main``, ``lora``, ``vae``, ``embedding``) up to
@@ -55,18 +57,19 @@ from sdstudio.core import safejson
 from sdstudio.core.settings import EngineSettings
 
 APPS = ("AUTOMATIC1111", "Forge", "ComfyUI", "InvokeAI", "Fooocus", "SwarmUI")
-KINDS = ("checkpoints", "loras", "vae", "embeddings")
+KINDS = ("checkpoints", "loras", "vae", "embeddings", "upscalers")
 #: The EngineSettings field each kind of folder goes to.
 SETTING_FOR_KIND = {"checkpoints": "model_dirs", "loras": "lora_dirs", "vae": "vae_dirs",
-                    "embeddings": "embedding_dirs"}
+                    "embeddings": "embedding_dirs", "upscalers": "upscaler_dirs"}
 KIND_LABELS = {"checkpoints": "Models", "loras": "LoRAs", "vae": "VAEs",
-               "embeddings": "Embeddings"}
+               "embeddings": "Embeddings", "upscalers": "Upscalers"}
 #: File suffixes counted per kind: what SD Studio's engine opens from such a folder.
 KIND_SUFFIXES = {
     "checkpoints": (".safetensors", ".ckpt", ".pt", ".pth"),
     "loras": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "vae": (".safetensors", ".ckpt", ".pt", ".pth"),
     "embeddings": (".safetensors", ".pt", ".bin"),
+    "upscalers": (".pth", ".pt", ".safetensors"),
 }
 
 MAX_CONFIG_BYTES = 256 * 1024  # real configs are a few KB
@@ -346,11 +349,16 @@ def _webui_layout(root: Path, models: Path | None = None, embeddings: Path | Non
     models = models or root / "models"
     return [("checkpoints", models / "Stable-diffusion", 0), ("loras", models / "Lora", 0),
             ("loras", models / "LyCORIS", 0), ("vae", models / "VAE", 0),
-            ("embeddings", embeddings or root / "embeddings", 0)]
+            ("embeddings", embeddings or root / "embeddings", 0),
+            *(("upscalers", models / name, 0) for name in _WEBUI_UPSCALER_DIRS)]
 
 
+# the upscaler model folders A1111 and Forge look in (modules/esrgan_model.py & co.)
+_WEBUI_UPSCALER_DIRS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT")
 _WEBUI_DIR_FLAGS = {"--ckpt-dir": "checkpoints", "--lora-dir": "loras", "--lyco-dir": "loras",
-                    "--vae-dir": "vae", "--embeddings-dir": "embeddings"}
+                    "--vae-dir": "vae", "--embeddings-dir": "embeddings",
+                    "--esrgan-models-path": "upscalers", "--realesrgan-models-path": "upscalers",
+                    "--swinir-models-path": "upscalers", "--dat-models-path": "upscalers"}
 
 
 def _webui_folders(root: Path, home: Path, env: Mapping[str, str]) -> Wanted:
@@ -408,13 +416,14 @@ def _comfy_folders(root: Path, home: Path, env: Mapping[str, str]) -> Wanted:
     models = root / "models"
     wanted: Wanted = [("checkpoints", models / "checkpoints", 0),
                       ("checkpoints", models / "diffusers", 0), ("loras", models / "loras", 0),
-                      ("vae", models / "vae", 0), ("embeddings", models / "embeddings", 0)]
+                      ("vae", models / "vae", 0), ("embeddings", models / "embeddings", 0),
+                      ("upscalers", models / "upscale_models", 0)]
     return wanted + comfy_yaml_folders(root / "extra_model_paths.yaml", home, env)
 
 
 # ComfyUI's folder names -> kinds SD Studio uses ("diffusers" folders hold diffusers models)
 _COMFY_KINDS = {"checkpoints": "checkpoints", "diffusers": "checkpoints", "loras": "loras",
-                "vae": "vae", "embeddings": "embeddings"}
+                "vae": "vae", "embeddings": "embeddings", "upscale_models": "upscalers"}
 
 
 def comfy_yaml_folders(path: Path, home: Path, env: Mapping[str, str]) -> Wanted:
@@ -467,7 +476,8 @@ def _desktop_root(config: Path, home: Path, env: Mapping[str, str]) -> Path:
     return config.parent
 
 
-_INVOKE_TYPES = {"main": "checkpoints", "lora": "loras", "vae": "vae", "embedding": "embeddings"}
+_INVOKE_TYPES = {"main": "checkpoints", "lora": "loras", "vae": "vae", "embedding": "embeddings",
+                 "spandrel_image_to_image": "upscalers"}  # InvokeAI 4.x: any/spandrel_...
 
 
 def _invoke_folders(root: Path, home: Path, env: Mapping[str, str]) -> Wanted:

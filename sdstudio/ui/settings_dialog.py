@@ -162,10 +162,13 @@ class SettingsDialog(QDialog):
         self.lora_dirs = FolderList("LoRA folders", eng.lora_dirs, models)
         self.vae_dirs = FolderList("VAE folders", eng.vae_dirs, models)
         self.embedding_dirs = FolderList("Embedding folders", eng.embedding_dirs, models)
+        self.upscaler_dirs = FolderList("Upscaler folders", eng.upscaler_dirs, models)
         for title, widget in (("Model folders (checkpoints and diffusers folders)",
                                self.model_dirs), ("LoRA folders", self.lora_dirs),
                               ("VAE folders", self.vae_dirs),
-                              ("Textual-inversion embedding folders", self.embedding_dirs)):
+                              ("Textual-inversion embedding folders", self.embedding_dirs),
+                              ("Upscaler model folders (ESRGAN, Real-ESRGAN, SwinIR, DAT...)",
+                               self.upscaler_dirs)):
             box = QGroupBox(title, models)
             bl = QVBoxLayout(box)
             bl.setContentsMargins(8, 4, 8, 8)
@@ -283,6 +286,7 @@ class SettingsDialog(QDialog):
             lora_dirs=self.lora_dirs.folders(),
             vae_dirs=self.vae_dirs.folders(),
             embedding_dirs=self.embedding_dirs.folders(),
+            upscaler_dirs=self.upscaler_dirs.folders(),
         )
         output = self.output_edit.text().strip()
         from sdstudio.core.paths import default_output_dir

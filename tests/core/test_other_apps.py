@@ -73,7 +73,7 @@ def comfy(root: Path) -> Path:
     write(root / "models" / "diffusers" / "sd15" / "model_index.json", "{}")
     touch(root / "models" / "diffusers" / "sd15" / "unet" / "diffusion_pytorch_model.safetensors")
     (root / "models" / "upscale_models").mkdir()
-    touch(root / "models" / "upscale_models" / "4x.pth")  # not a kind SD Studio uses
+    touch(root / "models" / "upscale_models" / "4x.pth")
     return root
 
 
@@ -90,6 +90,31 @@ def test_automatic1111_and_forge_default_folders(tmp_path: Path) -> None:
     assert got[("AUTOMATIC1111", "embeddings")] == {"stable-diffusion-webui/embeddings": 1}
     assert got[("Forge", "checkpoints")] == {
         "stable-diffusion-webui-forge/models/Stable-diffusion": 2}
+
+
+def test_upscaler_folders_of_a1111_comfyui_and_invokeai(tmp_path: Path) -> None:
+    root = a1111(tmp_path / "stable-diffusion-webui")
+    touch(root / "models" / "ESRGAN" / "4x-UltraSharp.pth")
+    touch(root / "models" / "RealESRGAN" / "RealESRGAN_x4plus.pth")
+    touch(root / "models" / "DAT" / "DAT_x4.safetensors")
+    touch(root / "models" / "ESRGAN" / "readme.txt")
+    touch(tmp_path / "elsewhere" / "swin" / "SwinIR_4x.pth")
+    write(root / "webui-user.sh",
+          f'export COMMANDLINE_ARGS="--swinir-models-path {tmp_path / "elsewhere" / "swin"}"\n')
+    comfy(tmp_path / "ComfyUI")
+    invoke = tmp_path / "invokeai"
+    write(invoke / "invokeai.yaml", "schema_version: 4.0.2\n")
+    touch(invoke / "models" / "sd-1" / "main" / "x.safetensors", 2 << 30)
+    touch(invoke / "models" / "any" / "spandrel_image_to_image" / "2x.safetensors")
+    got = found(tmp_path)
+    assert got[("AUTOMATIC1111", "upscalers")] == {
+        "stable-diffusion-webui/models/ESRGAN": 1, "stable-diffusion-webui/models/RealESRGAN": 1,
+        "stable-diffusion-webui/models/DAT": 1, "elsewhere/swin": 1}
+    assert got[("ComfyUI", "upscalers")] == {"ComfyUI/models/upscale_models": 1}
+    assert got[("InvokeAI", "upscalers")] == {"invokeai/models/any/spandrel_image_to_image": 1}
+    settings = add_folders(EngineSettings(), find_other_apps(
+        home=tmp_path, environ={}, platform="linux").folders())
+    assert str(tmp_path / "ComfyUI" / "models" / "upscale_models") in settings.upscaler_dirs
 
 
 def test_windows_packages_one_level_down_and_drive_roots(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.mark.parametrize("script", ["gpu_check.py", "overhead.py", "sampler_parity.py"])
+@pytest.mark.parametrize("script", ["gpu_check.py", "overhead.py", "sampler_parity.py",
+                                    "upscale.py"])
 def test_help(script: str) -> None:
     out = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True,
                          text=True, timeout=120)
@@ -42,3 +43,21 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert len(rows) == 2 + 2  # bare per task + engine per (memory mode, task)
     low = [r for r in rows if r["memory_mode"] == "low"]
     assert all("vae_tiling" in r["savers"] for r in low)
+
+
+def test_upscale_bench_runs_in_smoke_mode(tmp_path: Path) -> None:
+    """bench/upscale.py end to end on a tiny ESRGAN: the three runs, their shapes, ratios."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "upscale.py"), "--smoke", "--work-dir", str(tmp_path),
+         "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["name"]: r for r in data["results"]}
+    assert set(rows) == {"untiled", "tiled-same", "tiled"}
+    assert rows["untiled"]["tiles"] == 1 and rows["tiled-same"]["tiles"] == 4
+    assert rows["tiled"]["out"] == [1, 3, 256, 256]
+    assert all(r["time_s"] > 0 and r["peak_bytes"] >= 0 for r in rows.values())
+    assert set(data["ratios"]) >= {"tiled_same_vs_untiled_time", "tiled_same_vs_untiled_peak"}
