@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import RequestError
-from sdstudio.core.fields import ALL_MODES, FieldSpec
+from sdstudio.core.fields import ALL_MODES, TXT2IMG_ONLY, FieldSpec
 from sdstudio.core.outpaint import outpaint_option
 from sdstudio.core.request import FIELDS, GenerationRequest, LoraSpec
 
@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from sdstudio.core.settings import EngineSettings, Settings
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
-_GROUPS = ("image", "img2img and inpaint", "model")
+_GROUPS = ("image", "hires fix (text to image)", "img2img and inpaint", "model")
 
 
 def _group(spec: FieldSpec) -> str:
     if spec.kind in ("model", "loras"):
         return "model"
+    if spec.modes == TXT2IMG_ONLY:
+        return "hires fix (text to image)"
     if spec.modes != ALL_MODES or spec.kind == "path":
         return "img2img and inpaint"
     return "image"

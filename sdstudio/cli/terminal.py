@@ -39,6 +39,8 @@ def format_progress(p: Progress, width: int = 24) -> str:
     remaining = (total - step) + max(p.runs - p.run, 0) * total
     run = f"run {p.run}/{p.runs} " if p.runs > 1 else ""
     line = f"{run}[{bar}] step {step}/{total}"
+    if p.phase:  # the hires fix: which pass, and its own steps
+        line += f" ({p.phase_text})"
     if s_it > 0:
         speed = f"{s_it:.2f} s/it" if s_it >= 0.1 else f"{1 / s_it:.1f} it/s"
         line += f"  {speed}  ETA {_fmt_duration(s_it * remaining)}"

@@ -70,7 +70,11 @@ class ModelReady:
 
 @dataclass(frozen=True)
 class Progress:
-    """Denoising step ``step`` (1-based) of ``total`` in run ``run`` (1-based) of ``runs``."""
+    """Denoising step ``step`` (1-based) of ``total`` in run ``run`` (1-based) of ``runs``.
+
+    A run of two passes (the hires fix) counts both in ``step`` / ``total``; ``phase`` then
+    names the pass ("first pass", "hires") and ``phase_step`` / ``phase_total`` count its
+    own steps."""
 
     step: int
     total: int
@@ -79,10 +83,18 @@ class Progress:
     elapsed_s: float = 0.0
     s_per_it: float = 0.0
     vram: VramUsage | None = None  # at this step, on CUDA
+    phase: str = ""
+    phase_step: int = 0
+    phase_total: int = 0
 
     @property
     def vram_bytes(self) -> int | None:
         return self.vram.allocated if self.vram is not None else None
+
+    @property
+    def phase_text(self) -> str:
+        """"hires 3/10" while a pass of several runs, else ""."""
+        return f"{self.phase} {self.phase_step}/{self.phase_total}" if self.phase else ""
 
 
 @dataclass(frozen=True)

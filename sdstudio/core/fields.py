@@ -32,6 +32,7 @@ class Mode(str, Enum):
 ALL_MODES: frozenset[Mode] = frozenset(Mode)
 IMAGE_MODES: frozenset[Mode] = frozenset({Mode.IMG2IMG, Mode.INPAINT})
 INPAINT_ONLY: frozenset[Mode] = frozenset({Mode.INPAINT})
+TXT2IMG_ONLY: frozenset[Mode] = frozenset({Mode.TXT2IMG})
 
 # kinds of value
 KINDS = ("int", "float", "bool", "text", "choice", "path", "model", "loras")
@@ -41,11 +42,13 @@ KINDS = ("int", "float", "bool", "text", "choice", "path", "model", "loras")
 class Ui:
     """How the prompt panel shows a field.
 
-    ``section``: "prompt", "sampling", "image" (img2img and inpaint), "inpaint", "advanced";
+    ``section``: "prompt", "sampling", "image" (img2img and inpaint), "inpaint", "hires"
+    (the hires fix, a collapsible section of its own), "advanced";
     or "external" when another part of the window owns the value (the model bar, a canvas, the
     prompt's LoRA tags). Fields without a ``Ui`` get a control in "advanced" from their kind.
     ``inline``: on the previous control's row, with a short label. ``widget``: a special
-    control ("seed", "size", "prompt", "file-choice"); "" = the control for the kind."""
+    control ("seed", "size", "prompt", "file-choice", "upscaler", "line"); "" = the control
+    for the kind."""
 
     section: str = "advanced"
     label: str = ""  # with a & mnemonic; "" = the spec's label

@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sdstudio.core.fields import ALL_MODES, FieldSpec, InfotextKey, Mode
+from sdstudio.core.fields import ALL_MODES, TXT2IMG_ONLY, FieldSpec, InfotextKey, Mode
+from sdstudio.core.hires import USE_SAME_SAMPLER, USE_SAME_SCHEDULER, runs_hires
 from sdstudio.core.sampler_names import (
     KRITA_PRESETS,
     TIMESTEP_SAMPLERS,
@@ -226,3 +227,128 @@ class FlagWordsKey(InfotextKey):
         fields[self.field] = text == self.true_text.lower()
         if text not in (self.true_text.lower(), self.false_text.lower()):
             extras[self.key] = params[self.key]
+
+
+# ----------------------------------------------------------------------------- hires fix
+# A1111 writes these only for a txt2img image made with the hires fix; its txt2img paste
+# turns the hires fix on when "Denoising strength" and one of them are there (ui.py:
+# ``"Denoising strength" in d and ("Hires upscale" in d or "Hires upscaler" in d or
+# "Hires resize-1" in d)``).
+HIRES_MARKERS = ("Hires upscale", "Hires upscaler", "Hires resize")
+DENOISING_STRENGTH = "Denoising strength"
+
+
+def is_hires_text(params: Mapping[str, str]) -> bool:
+    """Whether an infotext's parameters say the hires fix ran (as A1111 reads them)."""
+    return DENOISING_STRENGTH in params and any(k in params for k in HIRES_MARKERS)
+
+
+class ImageStrengthKey(InfotextKey):
+    """``Denoising strength`` of image to image and inpaint. A1111 writes the same key for
+    the hires fix's second pass in txt2img: a text with hires keys gives it to the hires
+    fix (:class:`HiresKey` on ``hires_denoising``), not to the image strength."""
+
+    def __init__(self, modes: frozenset[Mode]) -> None:
+        super().__init__(DENOISING_STRENGTH, modes=modes)
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        if not any(k in params for k in HIRES_MARKERS):
+            super().read(params, extras, spec, fields)
+
+
+class HiresKey(InfotextKey):
+    """A hires fix key: written only when the hires pass runs (txt2img with hires on) and
+    ``when(request)`` holds; read when present (``Denoising strength`` only from a hires
+    text)."""
+
+    def __init__(self, key: str, when: Callable[[Any], bool] = lambda r: True) -> None:
+        super().__init__(key, modes=TXT2IMG_ONLY)
+        self.when = when
+
+    def write(self, request: Any, spec: FieldSpec) -> Any:
+        if not runs_hires(request) or not self.when(request):
+            return None
+        return super().write(request, spec)
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        if self.key == DENOISING_STRENGTH and not is_hires_text(params):
+            return
+        super().read(params, extras, spec, fields)
+
+
+class HiresEnableKey(InfotextKey):
+    """The hires fix's on/off: no key of its own (A1111 writes none); on when the text is a
+    hires text (:func:`is_hires_text`)."""
+
+    def __init__(self) -> None:
+        super().__init__("Hires fix", modes=TXT2IMG_ONLY)
+
+    def write(self, request: Any, spec: FieldSpec) -> Any:
+        return None
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        if is_hires_text(params):
+            fields[self.field] = True
+
+
+class HiresResizeKey(InfotextKey):
+    """``Hires resize: 1024x768`` = hires_resize_x and hires_resize_y, written when either is
+    set (A1111 writes "Hires upscale" instead when both are 0)."""
+
+    def __init__(self) -> None:
+        super().__init__("Hires resize", modes=TXT2IMG_ONLY)
+
+    def write(self, request: Any, spec: FieldSpec) -> Any:
+        w, h = request.hires_resize_x, request.hires_resize_y
+        return f"{w}x{h}" if runs_hires(request) and (w or h) else None
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        if self.key in params:
+            fields["hires_resize_x"], fields["hires_resize_y"] = parse_size(params[self.key])
+
+
+class HiresSamplerKey(HiresKey):
+    """``Hires sampler``: written when it differs from the first pass's (as A1111); read as
+    A1111 1.10 reads it (sd_samplers.get_hr_sampler_and_scheduler): an old combined name
+    ("DPM++ 2M Karras") gives its schedule type too; an unknown name stays in extras."""
+
+    def __init__(self) -> None:
+        super().__init__("Hires sampler", lambda r: r.hires_sampler not in (
+            USE_SAME_SAMPLER, r.sampler))
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        text = params.get(self.key, "").strip()
+        if not text or text == USE_SAME_SAMPLER:
+            return
+        sampler, schedule, unknown = resolve_sampler_and_schedule(text)
+        if sampler is None or unknown:
+            extras[self.key] = params[self.key]
+            return
+        fields[self.field] = sampler
+        if schedule not in (None, "Automatic"):  # the name's own schedule ("... Karras")
+            fields["hires_schedule_type"] = schedule
+
+
+class HiresScheduleKey(HiresKey):
+    """``Hires schedule type``: written when it differs from the first pass's; a schedule
+    named by an old combined ``Hires sampler`` wins, as in A1111."""
+
+    def __init__(self) -> None:
+        super().__init__("Hires schedule type", lambda r: r.hires_schedule_type not in (
+            USE_SAME_SCHEDULER, r.schedule_type))
+
+    def read(self, params: Mapping[str, str], extras: dict[str, str], spec: FieldSpec,
+             fields: dict[str, Any]) -> None:
+        text = params.get(self.key, "").strip()
+        if not text or text == USE_SAME_SCHEDULER or self.field in fields:
+            return
+        schedule = canonical_schedule(text)
+        if schedule is None:
+            extras[self.key] = params[self.key]
+        else:
+            fields[self.field] = schedule

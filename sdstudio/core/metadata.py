@@ -65,8 +65,8 @@ class ParsedInfotext:
 
     ``params``: the parameter line's keys and values as AUTOMATIC1111 reads them (quotes
     undone; empty values dropped, as A1111 drops them). ``extras``: the keys no request
-    field took (unknown keys, hashes, the version), plus "Hires resize" converted from an
-    old "First pass size". ``lora_hashes`` / ``ti_hashes``: A1111's "Lora hashes" / "TI
+    field took (unknown keys, hashes, the version); an old "First pass size" is converted
+    to the hires fix's size fields. ``lora_hashes`` / ``ti_hashes``: A1111's "Lora hashes" / "TI
     hashes" as {name: short hash}."""
 
     request: GenerationRequest
@@ -236,9 +236,8 @@ def _parse_infotext(text: str) -> ParsedInfotext:
     consumed = _INFO_KEYS.union(*(k.consumes for k, _ in keys))
     extras = {k: v for k, v in params.items() if k not in consumed}
     read = {**params, **converted}
-    if converted:
+    if converted:  # its "Hires resize" is read by the hires fix's fields
         extras.pop("First pass size", None)
-        extras["Hires resize"] = converted["Hires resize"]
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     for key, sp in keys:
         try:

@@ -20,6 +20,7 @@ from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import (
     IMAGE_MODES,
     INPAINT_ONLY,
+    TXT2IMG_ONLY,
     FieldSpec,
     InfotextKey,
     Mode,
@@ -29,9 +30,17 @@ from sdstudio.core.fields import (
     request_fields,
     spec,
 )
+from sdstudio.core.hires import USE_SAME_SAMPLER, USE_SAME_SCHEDULER, request_target, runs_hires
 from sdstudio.core.infotext_keys import (
+    DENOISING_STRENGTH,
     EmphasisKey,
     FlagWordsKey,
+    HiresEnableKey,
+    HiresKey,
+    HiresResizeKey,
+    HiresSamplerKey,
+    HiresScheduleKey,
+    ImageStrengthKey,
     RngKey,
     SamplerKey,
     ScheduleKey,
@@ -56,6 +65,9 @@ from sdstudio.core.sampler_names import (
     split_combined,
 )
 from sdstudio.core.tokens import strip_lora_tags
+from sdstudio.core.upscalers import LATENT_UPSCALE_DEFAULT
+from sdstudio.core.upscalers import MAX_SCALE as UPSCALE_MAX
+from sdstudio.core.upscalers import MIN_SCALE as UPSCALE_MIN
 
 __all__ = ["FIELD_NAMES", "MAX_SEED", "SAMPLER_NAMES", "GenerationInfo", "GenerationRequest",
            "LoraSpec", "Mode", "request_spec"]
@@ -76,6 +88,22 @@ MAX_SEED = 2**32 - 1
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
 _SIZE_KEY = SizeKey()
 _SEED_RESIZE_KEY = SeedResizeKey()
+_HIRES_RESIZE_KEY = HiresResizeKey()
+
+
+def _normalize_hires_sampler(name: str) -> str:
+    """"" and "use same sampler" (A1111's API sends None) = the first pass's sampler."""
+    text = name.strip()
+    if text.lower() in ("", "none", USE_SAME_SAMPLER.lower()):
+        return USE_SAME_SAMPLER
+    return normalize_sampler(text)
+
+
+def _normalize_hires_schedule(name: str) -> str:
+    text = name.strip()
+    if text.lower() in ("", "none", USE_SAME_SCHEDULER.lower()):
+        return USE_SAME_SCHEDULER
+    return normalize_schedule(text)
 
 
 @dataclass(frozen=True)
@@ -180,7 +208,7 @@ class GenerationRequest:
         "float", "Denoising strength", help="how much the source image changes: 0 keeps it, "
         "1 ignores it", minimum=0.0, maximum=1.0, metavar="X", modes=IMAGE_MODES,
         aliases=("denoising_strength",),
-        infotext=InfotextKey("Denoising strength", modes=IMAGE_MODES),
+        infotext=ImageStrengthKey(IMAGE_MODES),
         ui=Ui("image", "St&rength", step=0.05, decimals=2)))
     init_image: str | None = field(default=None, metadata=spec(
         "path", "Init image", help="source image (img2img, inpaint)", cli=("--init-image", "-i"),
@@ -248,6 +276,73 @@ class GenerationRequest:
         "device, as A1111's CPU setting) or device (the GPU's generator)", noun="rng",
         choices=("cpu", "device"), choice_labels=("CPU", "GPU"), infotext=RngKey(),
         ui=Ui("advanced", "RNG")))
+    # the hires fix (A1111's txt2img enable_hr ...): see core/hires.py and engine/hires.py
+    hires: bool = field(default=False, metadata=spec(
+        "bool", "Hires fix", help="make the image at its width x height, upscale it, then "
+        "refine it at the larger size with an image-to-image pass (text to image only)",
+        noun="hires fix", aliases=("enable_hr",), modes=TXT2IMG_ONLY,
+        infotext=HiresEnableKey(), ui=Ui("hires", "Enable")))
+    hires_upscaler: str = field(default=LATENT_UPSCALE_DEFAULT, metadata=spec(
+        "text", "Hires upscaler", help="how the first image is enlarged: a latent mode "
+        "(Latent, Latent (nearest), ...), Lanczos, Nearest or an upscaler model's name",
+        metavar="NAME", aliases=("hr_upscaler",), modes=TXT2IMG_ONLY,
+        infotext=HiresKey("Hires upscaler"), ui=Ui("hires", "Up&scaler", widget="upscaler")))
+    hires_scale: float = field(default=2.0, metadata=spec(
+        "float", "Hires upscale", help="upscale by this factor (when no resize is given)",
+        noun="hires upscale", minimum=UPSCALE_MIN, maximum=UPSCALE_MAX, metavar="X",
+        aliases=("hr_scale",), modes=TXT2IMG_ONLY,
+        infotext=HiresKey("Hires upscale", lambda r: not (r.hires_resize_x
+                                                          or r.hires_resize_y)),
+        ui=Ui("hires", "Upscale by", step=0.05, decimals=2)))
+    hires_resize_x: int = field(default=0, metadata=spec(
+        "int", "Hires resize width", help="resize to this width instead of by the factor "
+        "(0 = from the height and the aspect, or the factor)", noun="hires resize width",
+        minimum=0, maximum=MAX_SIDE, metavar="PX", aliases=("hr_resize_x",),
+        modes=TXT2IMG_ONLY, infotext=_HIRES_RESIZE_KEY,
+        ui=Ui("hires", "Resize to", step=64, suffix=" px")))
+    hires_resize_y: int = field(default=0, metadata=spec(
+        "int", "Hires resize height", help="resize to this height (0 = from the width and "
+        "the aspect, or the factor)", noun="hires resize height", minimum=0,
+        maximum=MAX_SIDE, metavar="PX", aliases=("hr_resize_y",), modes=TXT2IMG_ONLY,
+        infotext=_HIRES_RESIZE_KEY, ui=Ui("hires", "×", inline=True, step=64, suffix=" px")))
+    hires_steps: int = field(default=0, metadata=spec(
+        "int", "Hires steps", help="steps of the second pass (0 = as many as the first)",
+        noun="hires steps", minimum=0, maximum=MAX_STEPS, metavar="N",
+        aliases=("hr_second_pass_steps",), modes=TXT2IMG_ONLY,
+        infotext=HiresKey("Hires steps", lambda r: r.hires_steps != 0),
+        ui=Ui("hires", "Hires steps")))
+    hires_denoising: float = field(default=0.7, metadata=spec(
+        "float", "Hires denoising strength", help="how much the second pass changes the "
+        "upscaled image: low keeps it, high redraws it", noun="hires denoising strength",
+        minimum=0.01, maximum=1.0, metavar="X", aliases=("hr_denoising_strength",),
+        modes=TXT2IMG_ONLY, infotext=HiresKey(DENOISING_STRENGTH),
+        ui=Ui("hires", "Denoising", step=0.05, decimals=2)))
+    hires_sampler: str = field(default=USE_SAME_SAMPLER, metadata=spec(
+        "choice", "Hires sampler", help="the second pass's sampler (Use same sampler = "
+        "the first pass's)", choices=(USE_SAME_SAMPLER, *SAMPLER_NAMES),
+        normalize=_normalize_hires_sampler,
+        choice_message="unknown hires sampler {value!r}; choose one of: {choices}",
+        metavar="NAME", aliases=("hr_sampler_name", "hr_sampler"), modes=TXT2IMG_ONLY,
+        infotext=HiresSamplerKey(), ui=Ui("hires", "Hires sampler")))
+    hires_schedule_type: str = field(default=USE_SAME_SCHEDULER, metadata=spec(
+        "choice", "Hires schedule type", help="the second pass's schedule type (Use same "
+        "scheduler = the first pass's)", choices=(USE_SAME_SCHEDULER, *SCHEDULE_TYPES),
+        normalize=_normalize_hires_schedule,
+        choice_message="unknown hires schedule type {value!r}; choose one of: {choices}",
+        metavar="NAME", aliases=("hr_scheduler",), modes=TXT2IMG_ONLY,
+        infotext=HiresScheduleKey(), ui=Ui("hires", "Hires schedule")))
+    hires_prompt: str = field(default="", metadata=spec(
+        "text", "Hires prompt", help="the second pass's prompt (empty = the prompt)",
+        metavar="TEXT", aliases=("hr_prompt",), modes=TXT2IMG_ONLY,
+        infotext=HiresKey("Hires prompt", lambda r: r.hires_prompt not in ("", r.prompt)),
+        ui=Ui("hires", "Hires prompt", widget="line")))
+    hires_negative_prompt: str = field(default="", metadata=spec(
+        "text", "Hires negative prompt", help="the second pass's negative prompt (empty = "
+        "the negative prompt)", metavar="TEXT", aliases=("hr_negative_prompt",),
+        modes=TXT2IMG_ONLY, infotext=HiresKey(
+            "Hires negative prompt",
+            lambda r: r.hires_negative_prompt not in ("", r.negative_prompt)),
+        ui=Ui("hires", "Hires negative", widget="line")))
 
     def __post_init__(self) -> None:
         # an older combined name ("DPM++ 2M Karras") is the sampler plus its schedule type
@@ -255,6 +350,10 @@ class GenerationRequest:
         if pair is not None and self.schedule_type in ("Automatic", pair[1]):
             object.__setattr__(self, "sampler", pair[0])
             object.__setattr__(self, "schedule_type", pair[1])
+        pair = split_combined(self.hires_sampler)
+        if pair is not None and self.hires_schedule_type in (USE_SAME_SCHEDULER, pair[1]):
+            object.__setattr__(self, "hires_sampler", pair[0])
+            object.__setattr__(self, "hires_schedule_type", pair[1])
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -333,6 +432,8 @@ class GenerationRequest:
             f"size {self.width}x{self.height} is too large "
             f"(at most {MAX_PIXELS // 1_000_000} megapixels)",
         )
+        if runs_hires(self):
+            self._check_hires()
         if split_combined(self.sampler) is not None:  # left combined: another schedule given
             raise RequestError("schedule_type", f"sampler {self.sampler} already names its "
                                f"schedule type; schedule type {self.schedule_type} conflicts")
@@ -347,6 +448,23 @@ class GenerationRequest:
         _check(outpaint is None, "outpaint_left", outpaint or "")
         self.prompt_loras()  # raises on a malformed LoRA tag
         return self
+
+    def _check_hires(self) -> None:
+        target = request_target(self)
+        field_name = "hires_resize_x" if self.hires_resize_x or self.hires_resize_y \
+            else "hires_scale"
+        _check(min(target.width, target.height) >= 64, field_name,
+               f"the hires target {target.width}x{target.height} is too small (at least 64 "
+               "pixels a side)")
+        _check(max(target.width, target.height) <= MAX_SIDE
+               and target.width * target.height <= MAX_PIXELS, field_name,
+               f"the hires target {target.width}x{target.height} is too large (at most "
+               f"{MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} pixels a side)")
+        sampler = self.sampler if self.hires_sampler == USE_SAME_SAMPLER else self.hires_sampler
+        schedule = (self.schedule_type if self.hires_schedule_type == USE_SAME_SCHEDULER
+                    else self.hires_schedule_type)
+        problem = schedule_problem(sampler, schedule)
+        _check(problem is None, "hires_schedule_type", f"hires pass: {problem}")
 
     # --------------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -437,15 +437,15 @@ class _VPSchedule:
         return (t.reshape(()) - 1.0 / self.total) * 1000.0
 
 
-def unipc_times(alphas_cumprod: Tensor, steps: int, strength: float | None = None) -> Tensor:
+def unipc_times(alphas_cumprod: Tensor, steps: int, t_enc: int | None = None) -> Tensor:
     """The continuous times A1111 1.10's UniPC runs (sd_samplers_timesteps_impl.unipc, skip
     type "time_uniform"): N = len(A1111's DDIM timesteps) steps from t = 1 (img2img: t_enc
     steps from timesteps[t_enc - 1] / 1000 + 1/1000) down to 1 / N_train."""
     timesteps = a1111_timesteps(steps)
     n = len(timesteps)
     t_start = 1.0
-    if strength is not None:
-        n = int(min(strength, 0.999) * steps)
+    if t_enc is not None:
+        n = t_enc
         t_start = float(timesteps[n - 1]) / 1000 + 1 / 1000 if n else 1.0
     return torch.linspace(t_start, 1.0 / len(alphas_cumprod), n + 1)
 
@@ -612,7 +612,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
     def prepare(self, generators: Sequence[torch.Generator] = (), seeds: Sequence[int] = (),
                 strength: float | None = None, noise: Tensor | None = None,
                 repaint: Tensor | None = None,
-                init_latents: Callable[[Tensor], Tensor] | None = None) -> None:
+                init_latents: Callable[[Tensor], Tensor] | None = None,
+                t_enc: int | None = None) -> None:
         """What the next pipeline call needs: the per-image generators (after the initial
         noise was drawn), the image seeds (Brownian noise), the img2img strength (None for
         txt2img), the initial noise drawn for img2img/inpaint and, for inpainting with an
@@ -621,8 +622,13 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         instead for DDIM, PLMS and UniPC, A1111's ``mask_before_denoising``) and the result
         at the end; the pipeline is then given a full mask so it blends nothing itself.
         ``init_latents``: applied to the encoded source before it is noised (the latent
-        masked content modes, engine/masked_content.py)."""
+        masked content modes, engine/masked_content.py). ``t_enc``: the image-to-image steps
+        as A1111 counts them when the steps are given (its hires pass, ``setup_img2img_steps``
+        with ``steps``): the last ``t_enc + 1`` sigmas' steps of the schedule (``t_enc`` for
+        DDIM/PLMS/UniPC) instead of ``int(strength * steps)``; the pipeline is then called
+        with strength 1 and keeps every timestep."""
         self._gens = list(generators)
+        self._t_enc = t_enc
         self._init_latents = init_latents
         self._seeds = [int(s) for s in seeds]
         self._strength = strength
@@ -630,24 +636,26 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         self._repaint = repaint
         self._init: Tensor | None = None
 
-    def sigmas_for(self, steps: int, strength: float | None = None) -> Tensor:
-        """The sigmas A1111 runs (timesteps for DDIM/PLMS), img2img slice included."""
+    def sigmas_for(self, steps: int, strength: float | None = None,
+                   t_enc: int | None = None) -> Tensor:
+        """The sigmas A1111 runs (timesteps for DDIM/PLMS), img2img slice included
+        (``t_enc``: see :meth:`prepare`)."""
+        if strength is not None and t_enc is None:
+            t_enc = int(min(strength, 0.999) * steps)
         if self.spec.times == "unipc":
-            return unipc_times(self.alphas_cumprod, steps, strength)
+            return unipc_times(self.alphas_cumprod, steps, t_enc)
         if self.spec.kind == "timestep":
             timesteps = a1111_timesteps(steps + (1 if self.spec.discard_penultimate else 0))
-            if strength is not None:
-                t_enc = int(min(strength, 0.999) * steps)
-                return timesteps[:t_enc]
-            return timesteps
+            return timesteps if t_enc is None else timesteps[:t_enc]
         sigmas = a1111_sigmas(self.config.schedule_type, steps, self.model_sigmas,
                               discard_penultimate=self.spec.discard_penultimate,
                               sdxl=bool(self.config.sdxl))
-        return sigmas if strength is None else img2img_slice(sigmas, steps, strength)
+        return sigmas if t_enc is None else img2img_slice(sigmas, steps, t_enc)
 
-    def plan(self, steps: int, strength: float | None = None) -> list[Tensor]:
+    def plan(self, steps: int, strength: float | None = None,
+             t_enc: int | None = None) -> list[Tensor]:
         """Every point (sigma or timestep) the sampler evaluates the model at, in order."""
-        schedule = self.sigmas_for(steps, strength)
+        schedule = self.sigmas_for(steps, strength, t_enc)
         loop = self.spec.fn(torch.zeros(1, 1, 1, 1), schedule, self._context(_zero_noise))
         points: list[Tensor] = []
         try:
@@ -666,23 +674,24 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
     def set_timesteps(self, num_inference_steps: int, device: Any = None,
                       **kwargs: Any) -> None:
         steps = int(num_inference_steps)
-        strength = self._strength
-        self.run_sigmas = self.sigmas_for(steps, strength)
+        strength, fixed = self._strength, self._t_enc
+        self.run_sigmas = self.sigmas_for(steps, strength, fixed)
         self._full_sigmas = self.sigmas_for(steps) if strength is not None else self.run_sigmas
-        self._points = self.plan(steps, strength)
+        self._points = self.plan(steps, strength, fixed)
         if not self._points:
             raise ValueError(f"{self.config.sampler} at {steps} steps and strength {strength} "
                              "evaluates the model no time")
         if self.spec.kind == "timestep" and strength is not None:
             full = a1111_timesteps(steps + (1 if self.spec.discard_penultimate else 0))
-            t_enc = int(min(strength, 0.999) * steps)  # A1111 noises to timesteps[t_enc]
+            t_enc = int(min(strength, 0.999) * steps) if fixed is None else fixed
             self._start_alpha = float(self.alphas_cumprod[full[t_enc]])
         else:
             self._start_alpha = None
         unet_t = [self._unet_timestep(p) for p in self._points]
         # diffusers' img2img/inpaint pipelines drop the first t_start * order timesteps,
         # t_start = steps - int(steps * strength): pad so that what is left is A1111's run
-        self._pad = 0 if strength is None else steps - min(int(steps * strength), steps)
+        self._pad = 0 if strength is None or fixed is not None else (
+            steps - min(int(steps * strength), steps))
         values = [unet_t[0]] * self._pad + unet_t
         self.timesteps = torch.tensor(values, dtype=torch.float32, device=device)
         self._index = 0

@@ -151,10 +151,16 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image],
 
 
 class StepCallback:
-    """``callback_on_step_end``: cancel check, Progress, Preview every N steps."""
+    """``callback_on_step_end``: cancel check, Progress, Preview every N steps.
+
+    A run of several passes (the hires fix) counts its steps across them: ``before`` steps
+    came before this pass, ``after`` come after it, and ``phase`` names the pass in the
+    Progress events ("" for a single pass)."""
 
     def __init__(self, on_event: EventCallback, cancel: CancelToken, run: int, runs: int,
-                 arch: str, preview_every: int, device: Any = None) -> None:
+                 arch: str, preview_every: int, device: Any = None, *, phase: str = "",
+                 before: int = 0, after: int = 0) -> None:
+        self.phase, self.before, self.after = phase, before, after
         self.on_event = on_event
         self.cancel = cancel
         self.run = run
@@ -168,13 +174,16 @@ class StepCallback:
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         self.cancel.raise_if_cancelled()
         now = time.perf_counter()
-        total = max(int(getattr(pipe, "num_timesteps", 0) or 0), i + 1)
-        step = min(i + 1, total)
+        own = max(int(getattr(pipe, "num_timesteps", 0) or 0), i + 1)
+        own_step = min(i + 1, own)
+        step, total = self.before + own_step, self.before + own + self.after
         self.on_event(Progress(step, total, self.run, self.runs,
                                elapsed_s=now - self.started, s_per_it=now - self.last,
-                               vram=devices.vram_usage(self.device)))
+                               vram=devices.vram_usage(self.device), phase=self.phase,
+                               phase_step=own_step if self.phase else 0,
+                               phase_total=own if self.phase else 0))
         self.last = now
-        if self.preview_every and step % self.preview_every == 0 and "latents" in kwargs:
+        if self.preview_every and own_step % self.preview_every == 0 and "latents" in kwargs:
             self.on_event(Preview(step, total, latents_to_rgb(kwargs["latents"], self.arch)))
         return kwargs
 

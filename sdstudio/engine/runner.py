@@ -44,6 +44,7 @@ from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
 from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
+from sdstudio.engine.hires import HiresPass, memory_size
 from sdstudio.engine.ksampling import A1111Scheduler
 from sdstudio.engine.latents import StepCallback, Variation, decode_latents, initial_latents
 from sdstudio.engine.masked_content import init_latents as masked_init_latents
@@ -227,6 +228,21 @@ class Engine:
         del model
         devices.free_device_memory()
 
+    def upscale_file(self, source: str | Path, *, upscaler: str, scale: float,
+                     out_dir: str | Path, tile: int | None = None,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     cancel: CancelToken | None = None, allow_path: bool = False) -> Path:
+        """Upscale an image file ("Extras") on this engine's device, with the upscalers in
+        the settings' folders; the saved PNG's path (see :mod:`sdstudio.engine.extras`)."""
+        from sdstudio.engine import extras
+        from sdstudio.engine.upscale import upscaler_dirs
+
+        choice = devices.choose_device(self.settings)
+        return extras.upscale_file(
+            source, upscaler=upscaler, scale=scale, out_dir=out_dir,
+            dirs=upscaler_dirs(self.settings), device=choice.device, dtype=choice.dtype,
+            tile=tile, on_progress=on_progress, cancel=cancel, allow_path=allow_path)
+
     def _place(self, loaded: _Loaded, pipe: Any, offload: bool) -> None:
         if offload:
             pipe.enable_model_cpu_offload(device=loaded.choice.device)
@@ -334,6 +350,8 @@ class Engine:
         """Run ``request``: every image of every run. See docs/architecture.md."""
         cancel = cancel or CancelToken()
         request = request.validated()
+        if request.hires and request.init_image:  # txt2img only, as in A1111: not run
+            request = request.replace(hires=False)
         prompt, specs = request.prompt_loras()
         prepared = self._prepare_inputs(request)  # images checked before any allocation
         self._check_strength(request, prepared)
@@ -378,15 +396,11 @@ class Engine:
         ti_hashes = (lora.embedding_hashes(loaded.pipes.base, (prompt, request.negative_prompt))
                      if self.settings.embedding_dirs else {})  # A1111's "TI hashes"
         self._apply_vae(loaded, request.vae)
-        plan = self._plan(choice, loaded.model_bytes, prepared.width, prepared.height,
+        plan = self._plan(choice, loaded.model_bytes,
+                          *memory_size(request, prepared.width, prepared.height),
                           request.batch_size, resident=not loaded.offloaded)
         self._apply_memory(loaded, pipe, plan)
-        key = f"{request.sampler}/{request.schedule_type}"
-        scheduler = loaded.schedulers.get(key)
-        if scheduler is None:  # built once per sampler + schedule; set_timesteps resets it
-            scheduler = build_scheduler(request.sampler, loaded.scheduler_config,
-                                        request.schedule_type, sdxl=loaded.pipes.sdxl)
-            loaded.schedulers[key] = scheduler
+        scheduler = self._scheduler(loaded, request.sampler, request.schedule_type)
         strength = None if prepared.mode is Mode.TXT2IMG else request.strength
         sched_info = scheduler_info(scheduler, request.sampler, request.steps, strength)
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
@@ -398,6 +412,8 @@ class Engine:
                                  clip_skip=request.clip_skip, emphasis=request.emphasis,
                                  device=device, arch=loaded.arch)
         notes = [*loaded.notes, *embedding_notes, *encoded.notes]
+        hires = HiresPass.create(self, loaded, request, scheduler, encoded,
+                                 functools.partial(self._scheduler, loaded))
         if self._versions is None:
             self._versions = library_versions()
         base_info = GenerationInfo(
@@ -430,16 +446,22 @@ class Engine:
                 gens = self._prepare_sampler(scheduler, pipe, request, prepared, gens,
                                              run_seeds, device, variation)
                 callback = StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
-                                         self.settings.preview_every, choice.device)
+                                         self.settings.preview_every, choice.device,
+                                         **(hires.first_pass_progress() if hires else {}))
                 if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
                     pipe.scheduler = scheduler
                 return self._call(pipe, encoded, request, gens, callback, kwargs)
 
             latents = self._surviving_oom(loaded, pipe, memory, denoise, on_event)
             cancel.raise_if_cancelled()
+            if hires is not None:  # upscale, then image to image at the target size
+                latents = hires.run(latents, run=run + 1, runs=runs, seeds=run_seeds,
+                                    variation=variation, memory=memory, on_event=on_event,
+                                    cancel=cancel)
+                cancel.raise_if_cancelled()
             pictures, decode_notes = self._surviving_oom(
                 loaded, pipe, memory, functools.partial(decode_latents, pipe, latents), on_event)
-            run_notes = (*notes, *memory.notes, *decode_notes)
+            run_notes = (*notes, *memory.notes, *decode_notes, *(hires.notes if hires else ()))
             base_info = _replace_info(base_info, memory=memory.plan.to_dict())
             elapsed = time.perf_counter() - run_started
             for i, picture in enumerate(pictures):
@@ -456,6 +478,18 @@ class Engine:
                 results.append(event)
                 on_event(event)
         return results
+
+    @staticmethod
+    def _scheduler(loaded: _Loaded, sampler: str, schedule: str) -> A1111Scheduler:
+        """The loaded model's scheduler for a sampler + schedule type, built once (the
+        pipeline call's set_timesteps resets it)."""
+        key = f"{sampler}/{schedule}"
+        scheduler = loaded.schedulers.get(key)
+        if scheduler is None:
+            scheduler = build_scheduler(sampler, loaded.scheduler_config, schedule,
+                                        sdxl=loaded.pipes.sdxl)
+            loaded.schedulers[key] = scheduler
+        return scheduler
 
     def _surviving_oom(self, loaded: _Loaded, pipe: Any, memory: _MemoryState,
                        attempt: Callable[[], _T], on_event: EventCallback) -> _T:

@@ -236,10 +236,10 @@ def a1111_sigmas(schedule: str, steps: int, model: ModelSigmas, *, discard_penul
     return sigmas
 
 
-def img2img_slice(sigmas: torch.Tensor, steps: int, strength: float) -> torch.Tensor:
-    """A1111's img2img sigmas: ``t_enc = int(min(strength, 0.999) * steps)`` and
-    ``sigmas[steps - t_enc - 1:]`` (t_enc + 1 steps)."""
-    t_enc = int(min(strength, 0.999) * steps)
+def img2img_slice(sigmas: torch.Tensor, steps: int, t_enc: int) -> torch.Tensor:
+    """A1111's img2img sigmas: ``sigmas[steps - t_enc - 1:]`` (t_enc + 1 steps), with
+    ``t_enc = int(min(strength, 0.999) * steps)`` (or, with the steps given, as the hires
+    pass does, ``steps - 1`` of a longer schedule)."""
     return sigmas[steps - t_enc - 1:]
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.core import paths
+from sdstudio.core import hires, paths
 from sdstudio.core.cancel import CancelToken
 from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.events import (
@@ -73,6 +73,15 @@ def denoising_steps(request: GenerationRequest) -> int:
     return model_evaluations(request.sampler, request.schedule_type, request.steps, strength)
 
 
+def hires_steps(request: GenerationRequest) -> int:
+    """The step callbacks of the hires pass (0 without one): about the engine's count (one
+    per evaluation of the hires sampler at the hires steps)."""
+    if not hires.runs_hires(request):
+        return 0
+    sampler, schedule = hires.hires_sampler(request)
+    return model_evaluations(sampler, schedule, request.hires_steps or request.steps)
+
+
 @dataclass
 class FakeScript:
     """What the fake does; change it between calls (it is read at every call)."""
@@ -90,6 +99,7 @@ class FakeScript:
     # GPU memory reported after a load and at every step, as the engine does on CUDA; a
     # callable gets the step number (0 for the load)
     vram: VramUsage | Callable[[int], VramUsage | None] | None = None
+    upscale_tiles: int = 4  # tiles an upscale reports (each takes step_delay)
 
     def vram_at(self, step: int) -> VramUsage | None:
         return self.vram(step) if callable(self.vram) else self.vram
@@ -228,6 +238,8 @@ class FakeEngine:
         self.calls.append(("generate", request))
         cancel = cancel or CancelToken()
         request = request.validated()
+        if request.hires and request.init_image:  # txt2img only, as the engine
+            request = request.replace(hires=False)
         _, loras = request.prompt_loras()
         script = self.script
         if script.fail_generate is not None:
@@ -271,7 +283,8 @@ class FakeEngine:
         first_seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         seeds = request.seeds(first_seed)
         subseeds = request.variation_seeds()
-        total = denoising_steps(request)
+        first, second = denoising_steps(request), hires_steps(request)
+        total = first + second  # both passes, as the engine counts them
         preview_every = max(0, int(self.settings.preview_every))
         out: list[ImageReady] = []
         for run in range(request.batch_count):
@@ -283,8 +296,14 @@ class FakeEngine:
                 if script.on_step is not None:
                     script.on_step(step)
                 now = time.perf_counter()
+                in_first = step <= first
+                phase = "" if not second else "first pass" if in_first else "hires"
                 on_event(Progress(step, total, run + 1, request.batch_count, now - started,
-                                  now - last, vram=script.vram_at(step)))
+                                  now - last, vram=script.vram_at(step), phase=phase,
+                                  phase_step=0 if not second else step if in_first
+                                  else step - first,
+                                  phase_total=0 if not second else first if in_first
+                                  else second))
                 last = now
                 if preview_every and step % preview_every == 0:
                     shade = int(255 * step / total)
@@ -299,6 +318,9 @@ class FakeEngine:
                 colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
                 size = (request.width, request.height) if inputs.image is None else (
                     inputs.image.size)  # an outpaint runs at its extended size
+                if second:  # the hires fix's target
+                    target = hires.request_target(request)
+                    size = (target.width, target.height)
                 image = Image.new("RGB", size, colour)
                 if inputs.image is not None:
                     image = Image.blend(inputs.image.convert("RGB"), image,
@@ -316,6 +338,46 @@ class FakeEngine:
                 on_event(event)
                 out.append(event)
         return out
+
+    # ------------------------------------------------------------------------ upscaling
+    def upscale_file(self, source: str | Path, *, upscaler: str, scale: float,
+                     out_dir: str | Path, tile: int | None = None,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     cancel: CancelToken | None = None, allow_path: bool = False) -> Path:
+        """As Engine.upscale_file (the same file handling, metadata and refusals), with a
+        Lanczos resize standing in for any upscaler model found in the upscaler folders,
+        in ``script.upscale_tiles`` tiles of ``script.step_delay`` each."""
+        from sdstudio.engine import extras
+
+        self.calls.append(("upscale_file", (str(source), upscaler, scale)))
+        return extras.upscale_file(source, upscaler=upscaler, scale=scale, out_dir=out_dir,
+                                   on_progress=on_progress, cancel=cancel,
+                                   allow_path=allow_path, upscale=self._fake_upscale)
+
+    def _fake_upscale(self, image: Image, upscaler: str, scale: float, *,
+                      on_progress: Callable[[int, int], None] | None = None,
+                      cancel: CancelToken | None = None, **_: object) -> Image:
+        from PIL import Image as PILImage
+
+        from sdstudio.core import upscalers as names
+
+        name = names.normalise(upscaler)
+        if names.kind_of(name) == "latent":
+            raise RequestError("upscaler", f"{name} upscales latents, in the hires fix only")
+        found = names.model_files(names.upscaler_dirs(self.settings))
+        if names.kind_of(name) == "model" and not any(
+                name in (listed, path.name, path.stem) for listed, path in found):
+            raise ModelError(f"unknown upscaler {name!r}: no such file in the upscaler folders")
+        dest = names.target_size(image.width, image.height, scale)
+        tiles = max(1, self.script.upscale_tiles)
+        for done in range(tiles + 1):
+            if on_progress is not None:
+                on_progress(done, tiles)
+            if done < tiles:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                _sleep(self.script.step_delay)
+        return image.resize(dest, PILImage.Resampling.LANCZOS)
 
 
 def _prepare_inputs(request: GenerationRequest) -> _Inputs:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.fields import FieldSpec, num
+from sdstudio.ui.upscaler_picker import UpscalerPicker
 
 UNAVAILABLE = " (not available)"
 
@@ -211,6 +212,56 @@ class SeedControl(FieldControl):
         self.widget.textChanged.connect(lambda *_: slot())
 
 
+class LineControl(FieldControl):
+    """One line of text (the hires prompts); an empty line means the field's default."""
+
+    widget: QLineEdit
+
+    def __init__(self, spec: FieldSpec, parent: QWidget) -> None:
+        edit = QLineEdit(str(spec.default or ""), parent)
+        edit.setPlaceholderText("the same as the first pass")
+        edit.setClearButtonEnabled(True)
+        super().__init__(spec, edit)
+
+    def value(self) -> str:
+        return self.widget.text()
+
+    def set_value(self, value: Any) -> str | None:
+        self.widget.setText(str(value))
+        return None
+
+    def on_change(self, slot: Callable[[], None]) -> None:
+        self.widget.textChanged.connect(lambda *_: slot())
+
+
+class UpscalerControl(FieldControl):
+    """An upscaler name in the upscaler picker (``ui.upscaler_picker``) with the latent modes
+    (the hires fix's); the model files come later (:meth:`set_models`). A name that is not
+    listed is kept, marked "(not found)", and described in the note."""
+
+    widget: UpscalerPicker
+
+    def __init__(self, spec: FieldSpec, parent: QWidget) -> None:
+        picker = UpscalerPicker(parent, latent=True)
+        super().__init__(spec, picker)
+        picker.set_value(str(spec.default))
+
+    def set_models(self, models: Sequence[str]) -> None:
+        self.widget.set_models(models)
+
+    def value(self) -> str:
+        return self.widget.value()
+
+    def set_value(self, value: Any) -> str | None:
+        self.widget.set_value(str(value))
+        if self.widget.currentText().endswith("(not found)"):  # kept, marked
+            return f"{self.spec.label} “{value}” is not available here"
+        return None
+
+    def on_change(self, slot: Callable[[], None]) -> None:
+        self.widget.valueChanged.connect(lambda *_: slot())
+
+
 def make_control(spec: FieldSpec, parent: QWidget) -> FieldControl:
     """The control for a field from its kind (and its Ui widget hint)."""
     widget = spec.ui.widget if spec.ui is not None else ""
@@ -219,6 +270,10 @@ def make_control(spec: FieldSpec, parent: QWidget) -> FieldControl:
         return SeedControl(spec, parent)
     if widget == "file-choice":
         return ChoiceControl(spec, parent, entries=[("Automatic", spec.default)])
+    if widget == "upscaler":  # the model files come later (UpscalerControl.set_models)
+        return UpscalerControl(spec, parent)
+    if widget == "line":
+        return LineControl(spec, parent)
     if spec.kind == "int":
         return IntControl(spec, parent)
     if spec.kind == "float":

@@ -61,6 +61,7 @@ SIZE_PRESETS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
               (1344, 768), (768, 1344), (1536, 640), (640, 1536))),
 )
 FORM_SECTIONS = ("sampling", "image", "inpaint")  # the main form, in this order
+HIRES = "hires"  # under "Hires fix" (text to image), collapsed until opened
 ADVANCED = "advanced"  # under "More options"
 # Fields the panel edits: the rest ("external") belong to the model bar, the canvases and
 # the prompt's LoRA tags; the window sets and reads those.
@@ -183,17 +184,16 @@ class PromptPanel(QWidget):
         # ------------------------------------------------------------- fields
         self._form = self._new_form()
         lay.addLayout(self._form)
-        self.more_button = QToolButton(self)
-        self.more_button.setText("More options")
-        self.more_button.setCheckable(True)
-        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.more_button.setArrowType(Qt.ArrowType.RightArrow)
-        self.more_button.setAutoRaise(True)
-        self.more_button.setAccessibleName("More options")
-        self.more_button.toggled.connect(self.show_more)
-        for section in (*FORM_SECTIONS, ADVANCED):
+        self.more_button = self._section_button("More options", "More options",
+                                                self.show_more)
+        self.hires_button = self._section_button("Hi&res fix", "Hires fix", self.show_hires)
+        self.hires_button.setToolTip("Make the image at its size, upscale it, then refine it "
+                                     "at the larger size (text to image)")
+        for section in (*FORM_SECTIONS, HIRES, ADVANCED):
             if section == ADVANCED:  # one form, so the labels line up; rows shown on demand
                 self._form.addRow(self.more_button)
+            if section == HIRES:
+                self._form.addRow(self.hires_button)
             for spec in PANEL_FIELDS:
                 if spec.name not in ("prompt", "negative_prompt") and _section(spec) == section:
                     self._add_field(spec)
@@ -234,6 +234,7 @@ class PromptPanel(QWidget):
         self.control("width").on_change(self._size_changed)
         self.control("height").on_change(self._size_changed)
         self.control("emphasis").on_change(self._count_timer.start)  # it changes the count
+        self.control("hires").on_change(self._hires_changed)
         only_masked = self.widget("inpaint_only_masked")
         padding = self.widget("inpaint_padding")
         only_masked.toggled.connect(padding.setEnabled)
@@ -338,6 +339,23 @@ class PromptPanel(QWidget):
         self.preset_button.setMenu(menu)
         return self.preset_button
 
+    def _section_button(self, text: str, name: str, slot: Any) -> QToolButton:
+        """The arrow button that opens and closes a collapsible section."""
+        button = QToolButton(self)
+        button.setText(text)
+        button.setCheckable(True)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        button.setArrowType(Qt.ArrowType.RightArrow)
+        button.setAutoRaise(True)
+        button.setAccessibleName(name)
+        button.toggled.connect(slot)
+        return button
+
+    def _open_section(self, button: QToolButton, shown: bool) -> None:
+        button.setChecked(shown)
+        button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.set_mode(self._mode)
+
     def _label(self, text: str, buddy: QWidget) -> QLabel:
         label = QLabel(text, self)
         label.setBuddy(buddy)
@@ -432,23 +450,34 @@ class PromptPanel(QWidget):
         self.set_request(GenerationRequest(**known))
 
     def show_more(self, shown: bool) -> None:
-        self.more_button.setChecked(shown)
-        self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown
-                                      else Qt.ArrowType.RightArrow)
-        self.set_mode(self._mode)
+        self._open_section(self.more_button, shown)
 
     def more_shown(self) -> bool:
         return self.more_button.isChecked()
 
+    def show_hires(self, shown: bool) -> None:
+        """Open or close the hires fix section."""
+        self._open_section(self.hires_button, shown)
+
+    def hires_shown(self) -> bool:
+        return self.hires_button.isChecked()
+
+    def _hires_changed(self) -> None:
+        """The closed section still says whether the hires fix is on."""
+        on = bool(self.control("hires").value())
+        self.hires_button.setText("Hi&res fix (on)" if on else "Hi&res fix")
+
     def set_mode(self, mode: Mode) -> None:
         """Show each control in the modes where its value matters (strength for img2img and
-        inpaint, the mask options for inpaint); "More options" rows only when expanded."""
+        inpaint, the mask options for inpaint, the hires fix for text to image); "More
+        options" and "Hires fix" rows only when expanded."""
         self._mode = mode
-        more = self.more_button.isChecked()
+        opened = {ADVANCED: self.more_button.isChecked(), HIRES: self.hires_button.isChecked()}
         for spec, widgets in self._rows:
-            shown = mode in spec.modes and (more or _section(spec) != ADVANCED)
+            shown = mode in spec.modes and opened.get(_section(spec), True)
             for w in widgets:
                 w.setVisible(shown)
+        self.hires_button.setVisible(mode is Mode.TXT2IMG)
 
     def set_size(self, width: int, height: int) -> None:
         self.control("width").set_value(width)

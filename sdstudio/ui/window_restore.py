@@ -11,7 +11,9 @@ from sdstudio.core.paths import ADDON_SUFFIXES, named_files
 from sdstudio.core.request import GenerationRequest, is_plain_name, request_spec
 from sdstudio.core.settings import Settings
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
+from sdstudio.ui.field_controls import UpscalerControl
 from sdstudio.ui.restore import find_model, missing_loras, restore_message, summary
+from sdstudio.ui.upscaler_picker import upscaler_names
 from sdstudio.ui.widgets import MessageBar
 from sdstudio.ui.window_part import WindowPart
 
@@ -101,3 +103,6 @@ class ParameterRestore(WindowPart):
         entries = [("Automatic", "")] + [
             (name, name) for name, _ in named_files(self.settings.engine.vae_dirs)]
         self.prompt_panel.set_choices("vae", entries)
+        control = self.prompt_panel.control("hires_upscaler")  # the hires fix's models
+        assert isinstance(control, UpscalerControl)
+        control.set_models(upscaler_names(self.settings.engine))

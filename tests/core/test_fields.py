@@ -78,7 +78,12 @@ def test_every_infotext_field_round_trips() -> None:
             base = base.replace(variation_strength=0.25)
         if s.name.startswith("seed_resize_from_"):  # written when both sides are set
             base = base.replace(seed_resize_from_w=320, seed_resize_from_h=256)
-        request = base.replace(**{s.name: other_value(s)}).validated()
+        value = other_value(s)
+        if Mode.INPAINT not in s.modes:  # the hires fix: written in text to image with it on
+            base = GenerationRequest(prompt="a cat", hires=True)
+            if s.name.startswith("hires_resize_"):  # one side given, the other follows
+                value = 1024
+        request = base.replace(**{s.name: value}).validated()
         parsed = parse_infotext(to_infotext(request, GenerationInfo())).request
         assert getattr(parsed, s.name) == getattr(request, s.name), s.name
 
@@ -119,13 +124,13 @@ def test_every_field_and_alias_reads_from_prompt_lists(fmt: str) -> None:
 class WithNewField(GenerationRequest):
     """A request after someone adds a field: validation and coercion come with the spec."""
 
-    hires_scale: float = field(default=1.0, metadata=spec(
-        "float", "Hires scale", minimum=1.0, maximum=4.0))
+    refiner_switch: float = field(default=0.8, metadata=spec(
+        "float", "Refiner switch", minimum=0.0, maximum=1.0))
 
 
 def test_a_new_field_is_validated_and_coerced_from_its_declaration() -> None:
-    assert [s.name for s in request_fields(WithNewField)][-1] == "hires_scale"
-    assert WithNewField.from_dict({"prompt": "x", "hires_scale": "2.5"}).hires_scale == 2.5
-    with pytest.raises(RequestError, match="hires scale must be between 1 and 4, not 5"):
-        WithNewField(prompt="x", hires_scale=5.0).validated()
+    assert [s.name for s in request_fields(WithNewField)][-1] == "refiner_switch"
+    assert WithNewField.from_dict({"prompt": "x", "refiner_switch": "0.5"}).refiner_switch == 0.5
+    with pytest.raises(RequestError, match="refiner switch must be between 0 and 1, not 5"):
+        WithNewField(prompt="x", refiner_switch=5.0).validated()
     assert WithNewField(prompt="x").changed_dict() == {"prompt": "x"}

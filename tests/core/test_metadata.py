@@ -190,16 +190,16 @@ def test_parse_automatic1111_current() -> None:
     assert (r.steps, r.sampler, r.cfg_scale, r.seed) == (28, "DPM++ 2M", 7.5, 2468013579)
     assert r.schedule_type == "Karras"
     assert (r.width, r.height) == (512, 768)
-    assert r.strength == 0.45 and r.clip_skip == 2
+    assert r.clip_skip == 2
+    # a hires text: its denoising strength is the second pass's (A1111's txt2img paste)
+    assert (r.hires, r.hires_denoising, r.strength) == (True, 0.45, 0.75)
+    assert (r.hires_scale, r.hires_steps, r.hires_upscaler) == (2.0, 10, "R-ESRGAN 4x+ Anime6B")
     assert r.rng == "device"  # no RNG key: A1111 used the GPU generator
     assert parsed.model_name == "v1-5-pruned-emaonly"
     assert parsed.model_hash == "6ce0161689"
     assert parsed.extras == {
         "VAE hash": "735e4c3a44",
         "VAE": "vae-ft-mse-840000-ema-pruned.safetensors",
-        "Hires upscale": "2",
-        "Hires steps": "10",
-        "Hires upscaler": "R-ESRGAN 4x+ Anime6B",
         "Lora hashes": "add_detail: 7c6bad76eb54",
         "TI hashes": "EasyNegative: c74b4e810b03",
         "Version": "v1.10.1",
@@ -708,5 +708,8 @@ def test_old_first_pass_size_converts_as_a1111(size: str, first_pass: str,
             f"Denoising strength: 0.7, First pass size: {first_pass}")
     parsed = parse_infotext(text)
     assert (parsed.request.width, parsed.request.height) == expected_size
-    assert parsed.extras == {"Hires resize": hires}
+    r = parsed.request
+    assert r.hires and f"{r.hires_resize_x}x{r.hires_resize_y}" == hires
+    assert r.hires_denoising == 0.7 and r.strength == 0.75
+    assert parsed.extras == {}
     assert parsed.params["First pass size"] == first_pass

@@ -67,14 +67,15 @@ def test_the_main_window_has_no_mnemonic_twice(qtbot: Any, make_window: Any) -> 
     w.resize(1600, 1000)
     w.show_error("something failed", "details")  # the message bar's buttons too
     found = []
-    for more in (False, True):
+    for more, hires in ((False, False), (True, False), (False, True), (True, True)):
         w.prompt_panel.show_more(more)
+        w.prompt_panel.show_hires(hires)  # the hires fix section open too
         for index in range(w.tabs.count()):
             w.tabs.setCurrentIndex(index)
             QApplication.processEvents()
             bad = clashes(w)
             if bad:
-                found.append((w.tabs.tabText(index), more, bad))
+                found.append((w.tabs.tabText(index), more, hires, bad))
     assert not found, found
     assert letter(w.tabs.tabText(0)) is None  # tabs use Alt+1 … Alt+5
 

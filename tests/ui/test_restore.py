@@ -11,7 +11,13 @@ from typing import Any
 from PIL import Image
 
 from sdstudio.core.outpaint import FIELDS as OUTPAINT_FIELDS
-from sdstudio.core.request import FIELDS, GenerationInfo, GenerationRequest, LoraSpec
+from sdstudio.core.request import (
+    FIELDS,
+    GenerationInfo,
+    GenerationRequest,
+    LoraSpec,
+    request_spec,
+)
 from sdstudio.core.settings import EngineSettings, Settings
 from sdstudio.storage.png import read_image_metadata, save_image
 from sdstudio.testing.fake_engine import FakeScript
@@ -25,13 +31,15 @@ NOT_RESTORED = {"init_image", "mask", "model"}
 
 
 def _settings(tmp_path: Path) -> Settings:
-    vaes, loras = tmp_path / "vae", tmp_path / "lora"
-    vaes.mkdir()
-    loras.mkdir()
+    vaes, loras, ups = tmp_path / "vae", tmp_path / "lora", tmp_path / "upscalers"
+    for folder in (vaes, loras, ups):
+        folder.mkdir()
     (vaes / "vae-ft-mse.safetensors").write_bytes(b"x")
     (loras / "film grain.safetensors").write_bytes(b"x")
+    (ups / f"{other_value(request_spec('hires_upscaler'))}.pth").write_bytes(b"x")
     return Settings(output_dir=str(tmp_path / "out"),
-                    engine=EngineSettings(vae_dirs=(str(vaes),), lora_dirs=(str(loras),)))
+                    engine=EngineSettings(vae_dirs=(str(vaes),), lora_dirs=(str(loras),),
+                                          upscaler_dirs=(str(ups),)))
 
 
 def _window_request(w: Any) -> GenerationRequest:
@@ -48,6 +56,7 @@ def test_every_field_round_trips_window_png_window(qtbot: Any, make_window: Any,
     made = GenerationRequest(prompt="a lighthouse, <lora:film grain:0.6>", **{
         s.name: other_value(s) for s in FIELDS
         if s.name not in NOT_RESTORED | {"prompt", "loras"}})
+    made = made.replace(hires_resize_x=1024, hires_resize_y=768)  # a hires target that fits
     assert all(getattr(made, s.name) != s.default for s in FIELDS
                if s.name not in NOT_RESTORED | {"loras"}), "the test sets every field"
     notes = w.apply_request(made)
@@ -124,7 +133,7 @@ def test_a1111_infotext_extras_are_named(qtbot: Any, make_window: Any, tmp_path:
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "a dog\nSteps: 12, Sampler: DPM++ 2M, Schedule type: Karras, "
                   "CFG scale: 4, Seed: 42, Size: 512x640, Model hash: abc123, Model: dream, "
-                  "VAE: vae-ft-mse.safetensors, Clip skip: 2, Hires upscale: 2, "
+                  "VAE: vae-ft-mse.safetensors, Clip skip: 2, Face restoration: CodeFormer, "
                   "Version: v1.10.1")
     Image.new("RGB", (8, 8)).save(png, pnginfo=info)
     assert read_image_metadata(png).source != "sdstudio"
@@ -133,7 +142,7 @@ def test_a1111_infotext_extras_are_named(qtbot: Any, make_window: Any, tmp_path:
     assert (got.sampler, got.schedule_type, got.clip_skip, got.vae, got.rng) == (
         "DPM++ 2M", "Karras", 2, "vae-ft-mse", "device")
     message = w.message_bar.message
-    assert "Hires upscale: 2" in message and "dream" in message
+    assert "Face restoration: CodeFormer" in message and "dream" in message
     assert "schedule type Karras" in message
     assert "Version" not in message
 
