@@ -40,7 +40,6 @@ Public API::
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,9 +85,9 @@ def resolve_upscaler(name: str, dirs: Sequence[str], *, allow_path: bool = False
     ``dirs`` unless ``allow_path`` (the person's own command line) and ``name`` is a file.
     ModelError when nothing matches."""
     text = name.strip()
-    if allow_path:
+    if allow_path:  # the person's own command line: a path to a file is theirs to give
         direct = Path(text).expanduser()
-        if direct.is_file() and (not is_plain_name(text) or "/" in text or os.sep in text):
+        if direct.is_file():
             return direct.resolve()
     if not is_plain_name(text):
         raise ModelError(f"upscaler {text!r} is not a plain name; name a file in the upscaler "
