@@ -350,3 +350,46 @@ def test_overlap_grows_with_the_tile() -> None:
     assert memory.upscale_tile_overlap(64) == 8
     assert memory.upscale_tile_overlap(192) == 24
     assert memory.upscale_tile_overlap(1024) == 32
+
+
+# ----------------------------------------------------------------- dtype, the engine's call
+class _Descriptor:
+    def __init__(self, half: bool, bf16: bool) -> None:
+        self.supports_half, self.supports_bfloat16 = half, bf16
+
+
+@pytest.mark.parametrize("device,half,bf16,wanted,expected", [
+    ("cpu", True, True, None, torch.float32),  # fp32 on the CPU, always
+    ("cpu", True, True, torch.float16, torch.float32),
+    ("cuda", True, True, None, torch.float16),  # fp16 on CUDA where the architecture can
+    ("cuda", False, True, None, torch.bfloat16),
+    ("cuda", False, False, None, torch.float32),
+    ("cuda", True, True, torch.float32, torch.float32),  # precision fp32 asked for
+    ("cuda", True, True, torch.bfloat16, torch.bfloat16),
+    ("cuda", False, False, torch.float16, torch.float32),  # asked, not supported
+])
+def test_dtype_follows_the_device_and_what_the_architecture_supports(
+        device: str, half: bool, bf16: bool, wanted: torch.dtype | None,
+        expected: torch.dtype) -> None:
+    assert upscale._pick_dtype(_Descriptor(half, bf16), torch.device(device),
+                               wanted) == expected
+
+
+def test_the_engine_upscales_a_file_with_its_settings_folders(folder: Path,
+                                                              tmp_path: Path) -> None:
+    from sdstudio.core.settings import EngineSettings
+    from sdstudio.engine import Engine
+    from sdstudio.storage.png import read_texts
+
+    source = tmp_path / "in.png"
+    _noise(40, 32).save(source)
+    engine = Engine(EngineSettings(device="cpu", upscaler_dirs=(str(folder),)))
+    seen: list[tuple[int, int]] = []
+    saved = engine.upscale_file(source, upscaler="compact-x2", scale=2,
+                                out_dir=tmp_path / "out",
+                                on_progress=lambda d, t: seen.append((d, t)))
+    assert saved == tmp_path / "out" / "in-2x.png" and seen[-1] == (1, 1)
+    with Image.open(saved) as im:
+        assert im.size == (80, 64)
+    assert read_texts(saved)[0] == {
+        "extras": "Postprocess upscale by: 2, Postprocess upscaler: compact-x2"}
