@@ -369,3 +369,58 @@ def test_the_contract_sees_events_and_refusals(engines: dict[str, Any],
     assert returned == [0, 1]
     seeds = [e[2].seed for e in events if e[0] == "ImageReady"]
     assert seeds == [42, 43]
+
+
+# ------------------------------------------------------------------------------ upscale
+UPSCALES: list[tuple[str, dict[str, Any], str]] = [
+    ("lanczos", dict(upscaler="Lanczos", scale=2), OK),
+    ("none-rounded", dict(upscaler="None", scale=1.3), OK),
+    ("model-file", dict(upscaler="2x-compact", scale=2), OK),
+    ("model-twice", dict(upscaler="2x-compact", scale=3), OK),
+    ("unknown", dict(upscaler="R-ESRGAN 4x+", scale=2), "ModelError"),
+    ("latent", dict(upscaler="Latent", scale=2), "RequestError"),
+    ("factor", dict(upscaler="Lanczos", scale=100), "RequestError"),
+    ("too-large", dict(upscaler="Lanczos", scale=8, source="@big"), "RequestError"),
+    ("not-image", dict(upscaler="Lanczos", scale=2, source="@not_image"), "ImageInputError"),
+    ("cancelled", dict(upscaler="2x-compact", scale=2, cancel=True), "CancelledError"),
+]
+
+
+@pytest.mark.parametrize("changes,expected", [(c, e) for _, c, e in UPSCALES],
+                         ids=[i for i, _, _ in UPSCALES])
+def test_fake_upscales_files_as_the_engine_does(
+        engines: dict[str, Any], inputs: dict[str, str], tmp_path: Path,
+        changes: dict[str, Any], expected: str) -> None:
+    """Engine.upscale_file and the fake's: the same outcome, file name, size and metadata,
+    and progress that starts at 0 and ends at its total (the fake's tiles are its own)."""
+    from sdstudio.engine.tiny_upscalers import build_upscaler
+    from sdstudio.storage.png import read_texts
+
+    folder = tmp_path / "upscalers"
+    build_upscaler(folder / "2x-compact.pth", "compact", scale=2)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2048, 1100)).save(big)
+    source = {"@big": str(big), "@not_image": inputs["not_image"]}.get(
+        changes.get("source", ""), inputs["wide"])
+    results: dict[str, tuple[Any, ...]] = {}
+    for name, engine in engines.items():
+        engine.configure(BASE.replace(upscaler_dirs=(str(folder),)))
+        cancel = CancelToken()
+        if changes.get("cancel"):
+            cancel.cancel()
+        progress: list[tuple[int, int]] = []
+        out = tmp_path / name
+        try:
+            saved = engine.upscale_file(source, upscaler=changes["upscaler"],
+                                        scale=changes["scale"], out_dir=out,
+                                        on_progress=lambda d, t, seen=progress: seen.append((d, t)),
+                                        cancel=cancel)
+        except Exception as exc:
+            results[name] = (type(exc).__name__, sorted(p.name for p in out.glob("*")))
+            continue
+        with Image.open(saved) as im:
+            size = im.size
+        assert progress[0][0] == 0 and progress[-1][0] == progress[-1][1] > 0, progress
+        results[name] = (OK, saved.name, size, read_texts(saved)[0])
+    assert results["real"][0] == expected, results["real"]
+    assert results["fake"] == results["real"]
