@@ -279,6 +279,18 @@ def _torch_load(path: Path, fmt: Format) -> Any:
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
 
 
+def load_object(path: Path) -> Any:
+    """What a model file holds, loaded safely: a PyTorch checkpoint's whole object (only
+    tensors and plain containers, through ``torch.load(weights_only=True)``; zip sizes checked
+    first), a safetensors file's tensors. For files that nest their weights their own way
+    (Real-ESRGAN's ``{"params_ema": {...}}``)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "safetensors":
+        return load_state_dict(path)
+    return _torch_load(path, fmt)
+
+
 def load_state_dict(path: Path, *, device: str = "cpu") -> dict[str, torch.Tensor]:
     """All tensors of a model file, loaded safely; ``{name: tensor}`` (non-tensors dropped)."""
     import torch

@@ -41,7 +41,7 @@ Public API::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,6 +156,35 @@ def _pick_dtype(descriptor: Any, device: torch.device, wanted: torch.dtype | Non
     return torch.bfloat16 if descriptor.supports_bfloat16 else torch.float32
 
 
+# where upscaler files keep their weights (as spandrel's canonicalize_state_dict unwraps)
+_WRAPPERS = ("model_state_dict", "state_dict", "params_ema", "params-ema", "params", "model",
+             "net")
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of an upscaler file, loaded safely, unwrapped from the dictionaries
+    training code saves them in (``{"params_ema": {...}}``, ``{"model": {...}}``)."""
+    import torch
+
+    obj = checkpoint.load_object(path)
+    for _ in range(3):
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None and len(obj) == 1 and isinstance(next(iter(obj.values())), Mapping):
+            inner = next(iter(obj.values()))
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise ModelError(f"{path.name} holds a {type(obj).__name__}, not a dictionary of "
+                         "tensors", details=str(path))
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelError(f"{path.name} contains no tensors", details=str(path))
+    return tensors
+
+
 def _describe_file(path: Path, state: dict[str, Any]) -> Any:
     spandrel = import_spandrel()
     try:
@@ -203,8 +232,7 @@ def load_upscaler(path: Path, device: torch.device | str | None = None,
                      == current.dtype)):
             return current
         unload_upscaler()
-        state = checkpoint.load_state_dict(path)
-        descriptor = _describe_file(path, dict(state))
+        descriptor = _describe_file(path, _state_dict(path))
         chosen = _pick_dtype(descriptor, dev, dtype)
         descriptor.to(dev).to(chosen).eval()
         model_bytes = sum(p.numel() * p.element_size()

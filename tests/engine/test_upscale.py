@@ -8,6 +8,7 @@ import importlib.util
 import itertools
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -393,3 +394,28 @@ def test_the_engine_upscales_a_file_with_its_settings_folders(folder: Path,
         assert im.size == (80, 64)
     assert read_texts(saved)[0] == {
         "extras": "Postprocess upscale by: 2, Postprocess upscaler: compact-x2"}
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda s: {"params_ema": s, "params": s},  # Real-ESRGAN's own files
+    lambda s: {"params": s},
+    lambda s: {"model": {f"module.{k}": v for k, v in s.items()}},  # DataParallel training
+    lambda s: {"state_dict": s, "epoch": 12, "optimizer": {"lr": 1e-4}},
+])
+def test_weights_nested_as_training_code_saves_them_load(tmp_path: Path, wrap: Any) -> None:
+    plain = build_upscaler(tmp_path / "plain.pth", "esrgan-new", seed=4)
+    state = torch.load(plain, weights_only=True)
+    torch.save(wrap(state), tmp_path / "nested.pth")
+    image = _noise(24, 16)
+    a = upscale.upscale_image(image, "plain", 4, dirs=[str(tmp_path)])
+    b = upscale.upscale_image(image, "nested", 4, dirs=[str(tmp_path)])
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_pth_without_a_dictionary_of_tensors_is_refused(tmp_path: Path) -> None:
+    torch.save([torch.zeros(3)], tmp_path / "list.pth")
+    torch.save({"params": {"lr": 0.1}}, tmp_path / "empty.pth")
+    for name, words in (("list", "holds a list"), ("empty", "contains no tensors")):
+        with pytest.raises(ModelError) as err:
+            upscale.upscale_image(_noise(16, 16), name, 4, dirs=[str(tmp_path)])
+        assert words in str(err.value)
