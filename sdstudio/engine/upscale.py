@@ -395,11 +395,15 @@ def _model_pass(loaded: LoadedUpscaler, image: Image.Image, tile: int | None,
     return _to_image(out)
 
 
-def planned_passes(width: int, height: int, dest: tuple[int, int], model_scale: int) -> int:
-    """How many times a ``model_scale`` model runs to reach ``dest`` (A1111: up to 3)."""
+def planned_passes(width: int, height: int, dest: tuple[int, int], model_scale: int,
+                   scale: float = 2.0) -> int:
+    """How many times a ``model_scale`` model runs to reach ``dest`` from ``width`` x
+    ``height``, as A1111's ``Upscaler.upscale``: while the image is smaller, at most 3 times;
+    never when it is already as large and the factor is not 1; once for a factor of 1 (a 1x
+    model restores without enlarging)."""
     passes = 0
     w, h = width, height
-    while passes < _MAX_PASSES and (w < dest[0] or h < dest[1] or passes == 0):
+    while passes < _MAX_PASSES and (w < dest[0] or h < dest[1] or (passes == 0 and scale == 1)):
         passes += 1
         w, h = w * model_scale, h * model_scale
         if model_scale <= 1:
@@ -456,8 +460,8 @@ def upscale_image(
     else:
         path = resolve_upscaler(name, dirs, allow_path=allow_path)
         loaded = load_upscaler(path, device, dtype)
-        passes = planned_passes(width, height, dest, loaded.scale)
-        side = tile or choose_tile(loaded, max(width, height) * loaded.scale ** (passes - 1))
+        passes = planned_passes(width, height, dest, loaded.scale, scale)
+        side = tile or choose_tile(loaded, max(width, height) * loaded.scale ** max(passes - 1, 0))
         total, w, h = 0, width, height
         for _ in range(passes):
             total += tile_count(w, h, side, memory.upscale_tile_overlap(side))
@@ -470,10 +474,12 @@ def upscale_image(
                 on_progress(done[0], total)
 
         if on_progress is not None:
-            on_progress(0, total)
+            on_progress(0, max(total, 1))
         out = rgb
         for _ in range(passes):
             out = _model_pass(loaded, out, side, on_tile, cancel)
+        if not passes and on_progress is not None:  # already as large: resized only
+            on_progress(1, 1)
     if out.size != dest:
         out = out.resize(dest, resample=Image.Resampling.LANCZOS)
     if size is not None and out.size != (size[0], size[1]):

@@ -158,7 +158,10 @@ def test_eight_times_with_a_four_times_model_runs_it_twice(folder: Path) -> None
     out = upscale.upscale_image(_noise(20, 12), "esrgan-x4", 8, dirs=[str(folder)],
                                 on_progress=lambda done, total: seen.append((done, total)))
     assert out.size == (160, 96)
-    assert upscale.planned_passes(20, 12, (160, 96), 4) == 2
+    assert upscale.planned_passes(20, 12, (160, 96), 4, 8) == 2
+    assert upscale.planned_passes(20, 12, (24, 16), 4, 1.3) == 1
+    assert upscale.planned_passes(64, 64, (64, 64), 1, 1) == 1  # a 1x model, factor 1
+    assert upscale.planned_passes(64, 64, (48, 48), 4, 0.75) == 0  # a hires target smaller
     assert seen[-1] == (2, 2)  # one tile per pass
 
 
