@@ -16,13 +16,15 @@ Public API::
   are looked up inside the upscaler folders only (:func:`~sdstudio.core.request.is_plain_name`);
   ``allow_path=True`` (the person's own command line) also accepts a path to a file.
 * Size as AUTOMATIC1111's ``Upscaler.upscale``: the destination is each side times ``scale``
-  rounded down to a multiple of 8; a model upscaler runs up to three times while the image is
-  smaller than that (a 4x model twice for 8x), then a Lanczos resize gives the exact size.
+  rounded down to a multiple of 8; a model upscaler runs while the image is smaller than that,
+  at most three times (a 4x model twice for 8x; once for a factor of 1), then a Lanczos resize
+  gives the exact size.
   ``size=(w, h)`` asks for an exact size instead (A1111's ``resize_image``, what the hires fix
   uses): the factor is the larger ratio, the result is resized to ``size`` at the end.
   ``"None"`` is a plain Lanczos resize to the destination, as in A1111.
 * Model files (``.pth``/``.pt`` through the checkpoints' safe ``weights_only`` loader, a hostile
-  pickle refused in the same words; ``.safetensors`` header-checked first) are recognised by
+  pickle refused in the same words; ``.safetensors`` header-checked first; weights nested as
+  training code saves them, ``{"params_ema": ...}`` and the like, unwrapped) are recognised by
   spandrel from their weights: architecture and scale (ESRGAN, Real-ESRGAN and its compact
   SRVGG, SwinIR, HAT, DAT, OmniSR, ...). A file that is no single-image upscaler is refused
   with one line (:class:`~sdstudio.core.errors.ModelError`).
