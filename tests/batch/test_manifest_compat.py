@@ -28,8 +28,8 @@ DEFAULTS = GenerationRequest(prompt="", steps=4, width=64, height=64, seed=100)
 class WithNewField(GenerationRequest):
     """GenerationRequest as it would be after someone adds a field with a default."""
 
-    hires_scale: float = field(default=1.0, metadata=spec(
-        "float", "Hires scale", minimum=1.0, maximum=4.0))
+    refiner_switch: float = field(default=0.8, metadata=spec(
+        "float", "Refiner switch", minimum=0.0, maximum=1.0))
 
 
 def _v1_folder(tmp_path: Path) -> tuple[Path, PromptList, list[dict[str, object]]]:
@@ -76,7 +76,7 @@ def test_keys_ignore_a_new_field_at_its_default(tmp_path: Path) -> None:
     header = read_manifest(out).header
     assert header is not None
     extended = _extended(prompts)
-    assert [s.name for s in request_fields(WithNewField)][-1] == "hires_scale"
+    assert [s.name for s in request_fields(WithNewField)][-1] == "refiner_switch"
     for encoding in (1, 2):
         assert item_keys(extended, encoding) == item_keys(prompts, encoding)
         assert (fingerprint(extended, 1, "increment", encoding)
@@ -84,7 +84,7 @@ def test_keys_ignore_a_new_field_at_its_default(tmp_path: Path) -> None:
     assert item_keys(extended, 1)[:2] == [rec["key"] for rec in records[1:]]
     assert fingerprint(extended, 1, "increment", 1) == header.fingerprint
     # ... and a new field set to another value is a different image: another key
-    changed = _extended(prompts, hires_scale=2.0)
+    changed = _extended(prompts, refiner_switch=0.5)
     for encoding in (1, 2):
         assert set(item_keys(changed, encoding)).isdisjoint(item_keys(prompts, encoding))
 
