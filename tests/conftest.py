@@ -19,6 +19,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["DIFFUSERS_VERBOSITY"] = "error"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+# Tiny models run as fast on one CPU thread and do not thrash when the cores are shared; as
+# a person's own setting it also keeps the engine's thread count from following the load
+# (tests/engine/test_threads.py switches that on where it is the subject).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 _HOME = Path(tempfile.mkdtemp(prefix="sdstudio-test-home-"))
 os.environ["SDSTUDIO_HOME"] = str(_HOME)
 

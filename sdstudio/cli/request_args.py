@@ -13,6 +13,7 @@ from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import ALL_MODES, TXT2IMG_ONLY, FieldSpec
 from sdstudio.core.outpaint import outpaint_option
 from sdstudio.core.request import FIELDS, GenerationRequest, LoraSpec
+from sdstudio.core.threads import MAX_CPU_THREADS
 
 if TYPE_CHECKING:
     from sdstudio.core.settings import EngineSettings, Settings
@@ -99,6 +100,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default=None, choices=("auto", "fp16", "bf16", "fp32"))
     g.add_argument("--memory-mode", default=None, choices=("auto", "low", "off"),
                    help="memory savers: auto (from free memory), low (all), off")
+    g.add_argument("--threads", dest="cpu_threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: the CPUs this process may use, "
+                   "fewer while other programs keep some of them busy)")
 
 
 def parse_lora(text: str) -> LoraSpec:
@@ -160,4 +164,9 @@ def engine_settings_from_args(args: argparse.Namespace, settings: Settings) -> E
         value = getattr(args, name, None)
         if value:
             changes[name] = value
+    if getattr(args, "cpu_threads", None) is not None:
+        if not 1 <= args.cpu_threads <= MAX_CPU_THREADS:
+            raise RequestError("cpu_threads", f"--threads {args.cpu_threads}: give 1 to "
+                               f"{MAX_CPU_THREADS} threads")
+        changes["cpu_threads"] = args.cpu_threads
     return eng.replace(**changes)

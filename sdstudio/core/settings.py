@@ -39,6 +39,7 @@ class EngineSettings:
     vae_tiling: str = "auto"
     cpu_offload: str = "auto"
     preview_every: int = 1  # 0 = no previews
+    cpu_threads: int = 0  # torch CPU threads; 0 = automatic (core/threads.py)
     default_model: str = ""  # "" = the built-in demo model
     model_dirs: tuple[str, ...] = ()
     vae_dirs: tuple[str, ...] = ()

@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.core import threads as _thread_policy
+
 # transformers and diffusers print warnings meant for library developers (a missing
 # torchvision for image processors SD Studio never uses, deprecations) on every start; the
 # app reports what matters itself. An explicit setting in the environment still wins.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+# CPU threads and how they wait: decided before anything below imports torch (every import
+# of torch in SD Studio passes through this package).
+_thread_policy.configure_process()
 
 if TYPE_CHECKING:
     from sdstudio.engine.runner import Engine

@@ -14,6 +14,7 @@ from PIL import Image
 from sdstudio.core.cancel import CancelToken
 from sdstudio.core.events import EventCallback, Preview, Progress
 from sdstudio.engine import device as devices
+from sdstudio.engine import threads as cpu_threads
 from sdstudio.engine.pipelines import module_dtype
 from sdstudio.engine.preview import latents_to_rgb
 
@@ -173,6 +174,7 @@ class StepCallback:
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         self.cancel.raise_if_cancelled()
+        cpu_threads.governor().tick()  # fewer CPU threads while other programs keep CPUs busy
         now = time.perf_counter()
         own = max(int(getattr(pipe, "num_timesteps", 0) or 0), i + 1)
         own_step = min(i + 1, own)

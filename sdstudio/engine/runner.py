@@ -44,6 +44,7 @@ from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import device as devices
 from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
+from sdstudio.engine import threads as cpu_threads
 from sdstudio.engine.hires import HiresPass, memory_size
 from sdstudio.engine.ksampling import A1111Scheduler
 from sdstudio.engine.latents import StepCallback, Variation, decode_latents, initial_latents
@@ -137,6 +138,8 @@ class Engine:
         self.loaded: ModelReady | None = None
         self._model: _Loaded | None = None
         self._versions: dict[str, str] | None = None
+        self._threads = cpu_threads.governor()  # torch's CPU threads (engine/threads.py)
+        self._threads.set_fixed(self.settings.cpu_threads)
 
     # ------------------------------------------------------------------ configuration
     def configure(self, settings: EngineSettings) -> None:
@@ -144,6 +147,8 @@ class Engine:
         settings apply to the next run."""
         old = self.settings
         self.settings = settings
+        if settings.cpu_threads != old.cpu_threads:
+            self._threads.set_fixed(settings.cpu_threads)
         if self._model is not None and (
             old.device != settings.device or old.precision != settings.precision
         ):
@@ -360,6 +365,7 @@ class Engine:
             self.load(request.model, on_event, cancel)
         loaded = self._model
         assert loaded is not None
+        self._threads.start()
         try:
             return self._generate(loaded, request, prompt, specs, prepared, on_event, cancel)
         except SDStudioError:

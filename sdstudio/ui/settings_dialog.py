@@ -32,6 +32,7 @@ from sdstudio.core.settings import (
     ApiSettings,
     Settings,
 )
+from sdstudio.core.threads import MAX_CPU_THREADS
 from sdstudio.ui import file_dialogs
 from sdstudio.ui.theme import icon
 
@@ -192,6 +193,17 @@ class SettingsDialog(QDialog):
                                            PRECISION_LABELS, eng.precision)
         self.memory_combo = _choice_row(dform, dev, "Memor&y mode", MEMORY_MODES,
                                         MEMORY_LABELS, eng.memory_mode)
+        self.threads_spin = QSpinBox(dev)
+        self.threads_spin.setRange(0, MAX_CPU_THREADS)
+        self.threads_spin.setSpecialValueText("Automatic")
+        self.threads_spin.setValue(max(0, min(eng.cpu_threads, MAX_CPU_THREADS)))
+        self.threads_spin.setAccessibleName("CPU threads")
+        self.threads_spin.setToolTip(
+            "Threads the CPU work uses. Automatic: the CPUs SD Studio may use, one fewer for "
+            "each that other programs keep busy while it generates.")
+        label = QLabel("CPU t&hreads", dev)
+        label.setBuddy(self.threads_spin)
+        dform.addRow(label, self.threads_spin)
         note = QLabel("Device and precision changes apply when the next model loads.", dev)
         note.setWordWrap(True)
         note.setEnabled(False)
@@ -282,6 +294,7 @@ class SettingsDialog(QDialog):
             precision=str(self.precision_combo.currentData()),
             memory_mode=str(self.memory_combo.currentData()),
             preview_every=self.preview_spin.value(),
+            cpu_threads=self.threads_spin.value(),
             model_dirs=self.model_dirs.folders(),
             lora_dirs=self.lora_dirs.folders(),
             vae_dirs=self.vae_dirs.folders(),

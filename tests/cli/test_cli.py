@@ -307,3 +307,19 @@ def test_has_display() -> None:
     assert has_display("linux", {"DISPLAY": ":0"})
     assert has_display("linux", {"WAYLAND_DISPLAY": "wayland-0"})
     assert has_display("linux", {"QT_QPA_PLATFORM": "offscreen"})
+
+
+def test_threads_option_sets_the_cpu_threads_setting() -> None:
+    from sdstudio.cli.request_args import engine_settings_from_args
+    from sdstudio.core.settings import Settings
+
+    parser = cli.build_parser()
+    settings = Settings()
+    args = parser.parse_args(["generate", "-p", "x", "--threads", "3"])
+    assert engine_settings_from_args(args, settings).cpu_threads == 3
+    args = parser.parse_args(["generate", "-p", "x"])
+    assert engine_settings_from_args(args, settings).cpu_threads == 0  # automatic
+    for bad in ("0", "-2", "100000"):
+        args = parser.parse_args(["generate", "-p", "x", "--threads", bad])
+        with pytest.raises(RequestError, match="--threads"):
+            engine_settings_from_args(args, settings)

@@ -13,7 +13,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.parametrize("script", ["gpu_check.py", "overhead.py", "sampler_parity.py",
-                                    "upscale.py"])
+                                    "upscale.py", "busy.py"])
 def test_help(script: str) -> None:
     out = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True,
                          text=True, timeout=120)
@@ -61,3 +61,15 @@ def test_upscale_bench_runs_in_smoke_mode(tmp_path: Path) -> None:
     assert rows["tiled"]["out"] == [1, 3, 256, 256]
     assert all(r["time_s"] > 0 and r["peak_bytes"] >= 0 for r in rows.values())
     assert set(data["ratios"]) >= {"tiled_same_vs_untiled_time", "tiled_same_vs_untiled_peak"}
+
+
+def test_busy_bench_runs_in_smoke_mode(tmp_path: Path) -> None:
+    """bench/busy.py's CLI and window arms (real processes, the real window offscreen)."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "busy.py"), "--smoke", "--situations", "idle",
+         "--arms", "cli,window", "--images", "2", "--work-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "idle   cli" in out.stdout and "idle   window" in out.stdout
+    assert "ratios to the idle CLI" in out.stdout
