@@ -197,6 +197,8 @@ class Engine:
                 notes=list(choice.notes),
             )
             self._place(loaded, pipe, plan.cpu_offload)
+            if choice.device.type == "cpu":  # CFG's rows in parallel (engine/threads.py)
+                cpu_threads.parallel_batches(pipe.unet)
             cancel.raise_if_cancelled()
         except BaseException as exc:
             del pipe
@@ -229,6 +231,7 @@ class Engine:
         for pipe in model.pipes.pipes:
             with contextlib.suppress(Exception):
                 pipe.remove_all_hooks()
+        cpu_threads.release_batches(model.pipes.base.unet)
         model.pipes = None  # type: ignore[assignment]
         del model
         devices.free_device_memory()

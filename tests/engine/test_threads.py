@@ -127,6 +127,7 @@ def test_engine_steps_adjust_torch_threads(tiny_models: dict[str, Path]) -> None
         busy[0] += 1.5  # 1.5 CPUs busy in all, none of it ours
         return clock[0]
 
+    engine = None
     try:
         gov._clock, gov._busy, gov._own = tick_clock, lambda: busy[0], lambda: 0.0
         gov.setup = policy.ThreadSetup(2, (0, 1))  # adaptive, 2 CPUs (the suite fixes 1)
@@ -140,7 +141,104 @@ def test_engine_steps_adjust_torch_threads(tiny_models: dict[str, Path]) -> None
         assert torch.get_num_threads() == 1
         engine.configure(engine.settings.replace(cpu_threads=0))
         assert torch.get_num_threads() == 2
+        engine.unload()  # its UNet's slice threads end with it
     finally:
         gov._busy, gov._own, gov._clock, gov.setup = saved[0], saved[1], saved[2], saved[5]
         gov.fixed = saved[4]
         gov._set(saved[3])
+
+
+# ----------------------------------------------------------------- batch-parallel UNet calls
+import contextlib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@contextlib.contextmanager
+def two_cpus(adaptive: bool = True) -> Iterator[engine_threads.ThreadGovernor]:
+    """The process's governor as on an idle 2-CPU machine (the suite pins one thread)."""
+    gov = engine_threads.governor()
+    saved = (gov.setup, gov.threads, gov.fixed, torch.get_num_threads())
+    gov.setup = policy.ThreadSetup(2, (0, 1), {}, {} if adaptive else {"OMP_NUM_THREADS": "2"})
+    gov.fixed = 0
+    gov._set(2)
+    try:
+        yield gov
+    finally:
+        gov.setup, gov.fixed = saved[0], saved[2]
+        gov._set(saved[1])
+        torch.set_num_threads(saved[3])
+
+
+def _unet_inputs(unet: object, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    cfg = unet.config  # type: ignore[attr-defined]
+    x = torch.randn(rows, cfg.in_channels, 8, 8, generator=g)
+    text = torch.randn(rows, 77, cfg.cross_attention_dim, generator=g)
+    return x, torch.tensor(500), text
+
+
+@pytest.mark.parametrize("rows", [2, 3, 4])
+def test_sliced_unet_equals_the_batched_call(tiny_models: dict[str, Path], rows: int) -> None:
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models["sd1"], subfolder="unet").eval()
+    x, t, text = _unet_inputs(unet, rows)
+    mask = torch.ones(rows, 77, dtype=torch.bool)
+    mask[0, 40:] = False  # a per-row cross-attention mask is sliced with its rows
+    with torch.no_grad():
+        expected = unet(x, t, text, encoder_attention_mask=mask, return_dict=False)[0]
+    with two_cpus():
+        wrapper = engine_threads.parallel_batches(unet)
+        try:
+            assert engine_threads.parallel_batches(unet) is wrapper  # installed once
+            with torch.no_grad():
+                got = unet(x, t, text, encoder_attention_mask=mask, return_dict=False)[0]
+                out = unet(x, t.expand(rows), text, encoder_attention_mask=mask)
+            assert wrapper.calls == 2
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+            assert torch.allclose(out.sample, expected, atol=1e-5, rtol=1e-5)
+            assert not got.requires_grad  # the slices ran in the caller's no-grad mode
+        finally:
+            engine_threads.release_batches(unet)
+    assert "forward" not in unet.__dict__  # and the pool's threads have ended
+
+
+def test_one_row_or_one_cpu_is_not_sliced(tiny_models: dict[str, Path]) -> None:
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models["sd1"], subfolder="unet").eval()
+    wrapper = engine_threads.parallel_batches(unet)  # the suite: OMP_NUM_THREADS=1
+    try:
+        with torch.no_grad():
+            unet(*_unet_inputs(unet, 2))
+        assert wrapper.calls == 0
+        with two_cpus(), torch.no_grad():
+            unet(*_unet_inputs(unet, 1))
+        assert wrapper.calls == 0
+    finally:
+        engine_threads.release_batches(unet)
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_images_with_sliced_batches_match_batched(tiny_models: dict[str, Path],
+                                                  kind: str) -> None:
+    """Whole generations (CFG: rows = 2 x images), a prompt and negative of different chunk
+    counts (the masked cross-attention), two images per run: within one 8-bit level."""
+    prompt = "a photo of a cat, " * 30  # two chunks against the negative's one
+    request = GenerationRequest(prompt=prompt, negative_prompt="blurry", width=64, height=64,
+                                steps=3, seed=7, batch_size=2, model=str(tiny_models[kind]))
+    engine = Engine(EngineSettings(device="cpu", preview_every=0))
+    try:
+        batched = [np.asarray(r.image, np.int16) for r in engine.generate(request)]
+        with two_cpus():
+            wrapper = engine._model.pipes.base.unet.forward  # type: ignore[union-attr]
+            assert isinstance(wrapper, engine_threads.BatchParallel)
+            sliced = [np.asarray(r.image, np.int16) for r in engine.generate(request)]
+            assert wrapper.calls >= 3
+    finally:
+        engine.unload()
+    for a, b in zip(batched, sliced, strict=True):
+        assert np.abs(a - b).max() <= 1
