@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -287,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {situation:6s} {arm:7s} {r['s']:7.3f} s/image (foreign load "
                       f"{r['foreign']:.2f} CPUs, try {r['attempt']})", flush=True)
         for arm in arms:
-            ordered = sorted(runs[arm], key=lambda r: r["s"])
-            rows[situation, arm] = ordered[len(ordered) // 2]
+            done = runs[arm]
+            rows[situation, arm] = {"s": statistics.median(r["s"] for r in done),
+                                    "foreign": max(r["foreign"] for r in done),
+                                    "attempt": max(r["attempt"] for r in done)}
     tuned = "untuned (SDSTUDIO_THREAD_TUNING=0)" if args.untuned else "tuned (default)"
     print(f"\n{os.cpu_count()} CPUs; demo model {args.size}x{args.size}, {args.steps} steps, "
           f"Euler a, {args.images} images per arm, per image between the first and the last, "

@@ -6,7 +6,7 @@ threads of GNU OpenMP (libgomp, the runtime of torch's Linux builds) spin for up
 ``GOMP_SPINCOUNT`` iterations (300,000 by default, milliseconds) before they sleep. On an idle
 machine that keeps them hot; when another program holds one of the cores, every region waits
 for the thread that lost its core while its partner spins, and a 2.7 s image took 28.5 s
-(issue 18). Two decisions fix it:
+(issue 18). Three decisions fix it:
 
 * **Before torch is imported** (:func:`configure_process`, called by ``sdstudio.engine``'s
   package import, which every path to torch goes through): ``OMP_NUM_THREADS`` = the CPUs this
@@ -16,6 +16,9 @@ for the thread that lost its core while its partner spins, and a 2.7 s image too
 * **While generating** (:func:`choose_threads`, applied by ``sdstudio.engine.threads``): the
   number of threads follows the load that other processes put on those CPUs, measured between
   steps, so a thread is not scheduled onto a core another program already uses.
+* **Per UNet call** (``sdstudio.engine.threads.BatchParallel``): the rows of a batch
+  (classifier-free guidance makes two of every image) run side by side, one slice per CPU,
+  meeting once per step instead of at a barrier after every operator.
 
 A person's own ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins over these
 defaults, and so does the "CPU threads" setting (``EngineSettings.cpu_threads``: a fixed
@@ -35,7 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # libgomp spin iterations before a waiting thread sleeps (a ``pause`` each: ~10-70 cycles).
-# Measured on the 2-core development machine with the demo model (bench/busy.py).
+# On the 2-core development machine, demo model, 512x512 (docs/benchmarks.md): idle, 1,000 to
+# 30,000 were all as fast as the default 300,000 (PASSIVE, i.e. 0, was 25 % slower); beside a
+# busy process, two threads took 6.2 s per image at 1,000, 10.3 s at 10,000 and ~28 s at the
+# default, but with the batch slices and the governor's one thread there the spin no longer
+# decides much (4.4 s): 10,000 keeps the idle speed with margin.
 SPIN_COUNT = 10000
 
 MAX_CPU_THREADS = 256  # the "CPU threads" setting's upper bound
