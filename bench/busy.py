@@ -200,6 +200,13 @@ def run_arm(arm: str, busy: int, args: argparse.Namespace, work: Path) -> dict[s
                    "--steps", str(args.steps), "--sampler", "Euler a", "--cfg-scale", "7",
                    "--seed", "1", "--batch-count", str(args.images), "--out", str(out),
                    "--quiet"]
+        elif arm == "batch":  # sdstudio batch: its writer thread saves while the next runs
+            listing = out.with_suffix(".txt")
+            listing.write_text("\n".join([PROMPT] * args.images) + "\n")
+            cmd = [PY, "-m", "sdstudio", "batch", str(listing), "--model", str(args.model),
+                   "--width", str(args.size), "--height", str(args.size), "--steps",
+                   str(args.steps), "--sampler", "Euler a", "--cfg-scale", "7", "--seed", "1",
+                   "--seed-policy", "increment", "--out", str(out), "--quiet"]
         else:
             cmd = [PY, __file__, "--child", arm, *common]
         quiet = wait_for_quiet(args.quiet_limit)
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--situations", default=None,
                         help="idle, busy1, busy2 (default: all; --smoke: idle,busy1)")
-    parser.add_argument("--arms", default="bare,cli,window")
+    parser.add_argument("--arms", default="bare,cli,window",
+                        help="bare, cli, window, batch (sdstudio batch with its writer thread)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--images", type=int, default=3)
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     busy_of = {"idle": 0, "busy1": 1, "busy2": 2}
     unknown = [s for s in situations if s not in busy_of] + [
-        a for a in arms if a not in ("bare", "cli", "window")]
+        a for a in arms if a not in ("bare", "cli", "window", "batch")]
     if unknown:
         parser.error(f"unknown situation or arm: {', '.join(unknown)}")
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -310,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if idle_cli:
         print("\nratios to the idle CLI:")
         for situation in situations:
-            for arm in ("cli", "window"):
+            for arm in ("cli", "window", "batch"):
                 r = rows.get((situation, arm))
                 if r:
                     print(f"  {situation:6s} {arm:7s} {r['s'] / idle_cli['s']:.2f}x")
