@@ -52,11 +52,9 @@ class ThreadGovernor:
         self.setup = setup
         self._busy = busy or (lambda: _busy_seconds(setup.cpu_ids))
         self._own, self._clock, self._apply, self._current = own, clock, apply, current
-        self._lock = threading.Lock()
         self._mark: tuple[float, float, float] | None = None
         self.threads = 0
         self.other_load = 0.0
-        self.changes = 0
         self.fixed = 0
         self.set_fixed(fixed)
 
@@ -78,7 +76,6 @@ class ThreadGovernor:
         if count != self.threads:
             self._apply(count)
             self.threads = count
-            self.changes += 1
 
     def start(self) -> None:
         """A generation begins: measure from here (load seen between runs does not count:
@@ -87,21 +84,18 @@ class ThreadGovernor:
             self._mark = (self._clock(), self._busy(), self._own())
 
     def tick(self) -> None:
-        """Between steps: when the interval has passed, re-decide the thread count."""
-        if not self.adaptive or self._mark is None:
+        """Between steps (the worker's thread): when the interval has passed, re-decide the
+        thread count."""
+        mark = self._mark
+        if mark is None or not self.adaptive:
             return
         now = self._clock()
-        if now - self._mark[0] < INTERVAL_S:
+        if now - mark[0] < INTERVAL_S:
             return
-        with self._lock:
-            mark = self._mark
-            if mark is None:
-                return
-            busy, own = self._busy(), self._own()
-            wall = now - mark[0]
-            self.other_load = max(0.0, ((busy - mark[1]) - (own - mark[2])) / wall)
-            self._mark = (now, busy, own)
-            self._set(policy.choose_threads(self.setup.cpus, self.other_load, self.threads))
+        busy, own = self._busy(), self._own()
+        self.other_load = max(0.0, ((busy - mark[1]) - (own - mark[2])) / (now - mark[0]))
+        self._mark = (now, busy, own)
+        self._set(policy.choose_threads(self.setup.cpus, self.other_load, self.threads))
 
     def describe(self) -> str:
         how = f"fixed at {self.fixed}" if self.fixed else (
