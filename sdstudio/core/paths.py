@@ -76,9 +76,31 @@ def demo_model_dir() -> Path:
     return data_dir() / "models" / "sdstudio-demo-tiny"
 
 
+# SD Studio's own model folders by kind (under data_dir()/models): where downloads land and
+# where the engine looks besides the configured and detected folders.
+MODEL_KINDS: dict[str, str] = {
+    "checkpoint": "checkpoints",
+    "lora": "loras",
+    "vae": "vae",
+    "embedding": "embeddings",
+    "upscaler": "upscalers",
+    "controlnet": "controlnet",  # ControlNets, T2I-Adapters and IP-Adapters
+    "clip_vision": "clip_vision",  # CLIP image encoders for IP-Adapters
+    "vae_approx": "vae_approx",  # TAESD preview decoders
+}
+
+
+def model_dir(kind: str) -> Path:
+    """SD Studio's own folder for one kind of model file (a key of :data:`MODEL_KINDS`)."""
+    try:
+        return data_dir() / "models" / MODEL_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown model kind {kind!r}") from None
+
+
 def upscaler_dir() -> Path:
     """SD Studio's own folder of upscaler model files (ESRGAN, Real-ESRGAN, SwinIR, ...)."""
-    return data_dir() / "models" / "upscalers"
+    return model_dir("upscaler")
 
 
 def inputs_dir() -> Path:
