@@ -46,6 +46,7 @@ class EngineSettings:
     lora_dirs: tuple[str, ...] = ()
     embedding_dirs: tuple[str, ...] = ()
     upscaler_dirs: tuple[str, ...] = ()  # besides paths.upscaler_dir()
+    controlnet_dirs: tuple[str, ...] = ()  # besides paths.model_dir("controlnet")
 
     def replace(self, **changes: Any) -> EngineSettings:
         return dataclasses.replace(self, **changes)
@@ -90,13 +91,95 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class DownloadSettings:
+    """Tokens for model downloads (``sdstudio.downloads``): sent only to their own site, never
+    logged, printed or written into an image."""
+
+    civitai_token: str = ""  # "" = none (public files only)
+    hf_token: str = ""  # "" = none (gated Hugging Face repositories need one)
+
+    def __repr__(self) -> str:  # tokens never reach a log through repr()
+        return (f"DownloadSettings(civitai_token={'***' if self.civitai_token else ''!r}, "
+                f"hf_token={'***' if self.hf_token else ''!r})")
+
+    def replace(self, **changes: Any) -> DownloadSettings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DownloadSettings:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)
+                      if isinstance(data.get(f.name), str)})
+
+
+MODEL_DEFAULTS_LIMIT = 2000  # models with their own defaults kept in the settings
+MAX_DEFAULT_SIDE = 8192
+MODEL_KEY_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def model_key(model: str) -> str:
+    """The name per-model defaults are kept under: the file's name without its model suffix
+    (a diffusers folder's name), so a model keeps its defaults when its folder moves."""
+    name = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    for suffix in MODEL_KEY_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What the window's prompt panel takes when the model is chosen in the model bar (the
+    model manager's per-model defaults). 0 / "" leave the panel's value as it is."""
+
+    width: int = 0
+    height: int = 0
+    clip_skip: int = 0  # 0 = unchanged; else 1..12 as the request's clip skip
+    vae: str = ""  # a VAE name or file, as the panel's VAE control takes it
+
+    @property
+    def empty(self) -> bool:
+        return self == ModelDefaults()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelDefaults:
+        """Tolerant: a value of the wrong type or out of range is dropped, not an error."""
+        kwargs: dict[str, Any] = {}
+        for key, top in (("width", MAX_DEFAULT_SIDE), ("height", MAX_DEFAULT_SIDE),
+                         ("clip_skip", 12)):
+            value = data.get(key)
+            if type(value) is int and 0 <= value <= top:
+                kwargs[key] = value
+        vae = data.get("vae")
+        if isinstance(vae, str) and len(vae) <= 1024 and "\x00" not in vae:
+            kwargs["vae"] = vae
+        return cls(**kwargs)
+
+
+def _model_defaults(data: Any) -> dict[str, ModelDefaults]:
+    out: dict[str, ModelDefaults] = {}
+    if not isinstance(data, Mapping):
+        return out
+    for key, value in data.items():
+        if len(out) >= MODEL_DEFAULTS_LIMIT:
+            break
+        if isinstance(key, str) and key and len(key) <= 512 and isinstance(value, Mapping):
+            defaults = ModelDefaults.from_dict(value)
+            if not defaults.empty:
+                out[key] = defaults
+    return out
+
+
+@dataclass(frozen=True)
 class Settings:
     output_dir: str = ""  # "" = paths.default_output_dir()
     filename_pattern: str = DEFAULT_FILENAME_PATTERN
     engine: EngineSettings = field(default_factory=EngineSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    downloads: DownloadSettings = field(default_factory=DownloadSettings)
     last_request: Mapping[str, Any] = field(default_factory=dict)  # the prompt panel's values
     ui: Mapping[str, Any] = field(default_factory=dict)  # window geometry, splitter sizes...
+    # per-model defaults (the model manager), by core.settings.model_key of the model
+    model_defaults: Mapping[str, ModelDefaults] = field(default_factory=dict)
 
     @property
     def output_path(self) -> Path:
@@ -133,12 +216,15 @@ class Settings:
         kwargs: dict[str, Any] = {"engine": EngineSettings(**engine_kwargs)}
         if isinstance(data.get("api"), Mapping):
             kwargs["api"] = ApiSettings.from_dict(data["api"])
+        if isinstance(data.get("downloads"), Mapping):
+            kwargs["downloads"] = DownloadSettings.from_dict(data["downloads"])
         for key in ("output_dir", "filename_pattern"):
             if isinstance(data.get(key), str):
                 kwargs[key] = data[key]
         for key in ("last_request", "ui"):
             if isinstance(data.get(key), Mapping):
                 kwargs[key] = dict(data[key])
+        kwargs["model_defaults"] = _model_defaults(data.get("model_defaults"))
         return cls(**kwargs)
 
 

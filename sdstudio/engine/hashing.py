@@ -99,6 +99,17 @@ def _cached_digest(path: str | os.PathLike[str], field: str,
     return value
 
 
+def record_sha256(path: str | os.PathLike[str], digest: str) -> None:
+    """Put a sha256 computed elsewhere (while downloading the file) into the cache, so the
+    listing need not read the file again."""
+    path = Path(path).resolve()
+    st = path.stat()
+    with _LOCK:
+        cache = _load_cache()
+        cache[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        _save_cache(cache)
+
+
 def _sha256_from(fh: BinaryIO) -> str:
     digest = hashlib.sha256()
     while chunk := fh.read(_CHUNK):

@@ -1,0 +1,264 @@
+"""What the person typed or pasted -> the one file to fetch (:class:`DownloadSource`).
+
+- a catalogue id (``sd15``): everything known from the catalogue, no network;
+- a Hugging Face repository and file: ``org/repo file.safetensors``, ``org/repo/sub/file.ext``,
+  ``https://huggingface.co/org/repo/blob/main/file`` or ``.../resolve/main/file``; a repository
+  alone when it has exactly one model file at its top. The size and sha256 come from the hub
+  (``huggingface_hub.get_hf_file_metadata``: an LFS file's ETag is its sha256). ``HF_ENDPOINT``
+  is honoured (the tests run a fake hub on 127.0.0.1);
+- a Civitai download link (``https://civitai.com/api/download/models/ID``, or a model page with
+  ``?modelVersionId=ID``): the server names the file (Content-Disposition, sanitised);
+- any other https URL to a file.
+
+Tokens (settings) go in an Authorization header, only to their own site.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sdstudio.core.catalogue import Catalogue, CatalogueEntry, load_catalogue
+from sdstudio.core.settings import DownloadSettings
+from sdstudio.downloads.transfer import check_url, safe_filename
+from sdstudio.downloads.types import (
+    OFFLINE_MESSAGE,
+    DownloadError,
+    DownloadSource,
+    check_kind,
+    is_offline,
+)
+
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
+HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
+CIVITAI_HOSTS = frozenset({"civitai.com", "www.civitai.com"})
+_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def hf_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
+
+
+def guess_kind(text: str) -> str:
+    """The kind of model a repository or file name suggests (``checkpoint`` when nothing
+    does); the person can always say otherwise (``--kind``)."""
+    low = text.lower()
+    if any(w in low for w in ("controlnet", "control_v", "t2i-adapter", "t2iadapter",
+                              "ip-adapter", "ip_adapter")):
+        return "controlnet"
+    if "lora" in low:
+        return "lora"
+    if any(w in low for w in ("esrgan", "upscal", "swinir", "4x_", "4x-", "x4plus")):
+        return "upscaler"
+    if "taesd" in low:
+        return "vae_approx"
+    if "vae" in low and "baked" not in low and "novae" not in low:
+        return "vae"
+    if "embedding" in low or "textual_inversion" in low or "textual-inversion" in low:
+        return "embedding"
+    return "checkpoint"
+
+
+def _hf_token(settings: DownloadSettings | None) -> str | None:
+    if settings is not None and settings.hf_token:
+        return settings.hf_token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()  # HF_TOKEN or `hf auth login`
+    except Exception:
+        return None
+
+
+def _auth(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("Authorization", f"Bearer {token}"),) if token else ()
+
+
+def _hf_url(repo: str, file: str, revision: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(repo, file, revision=revision, endpoint=hf_endpoint())
+
+
+def from_entry(entry: CatalogueEntry, settings: DownloadSettings | None = None) -> DownloadSource:
+    """A catalogue entry's source; no network."""
+    if entry.hf_repo:
+        url = _hf_url(entry.hf_repo, entry.hf_file, entry.revision)
+        headers = _auth(_hf_token(settings))
+    else:
+        url, headers = entry.url, ()
+        host = (urlsplit(url).hostname or "").lower()
+        if host in CIVITAI_HOSTS and settings is not None and settings.civitai_token:
+            headers = _auth(settings.civitai_token)
+    return DownloadSource(url=url, filename=entry.filename, kind=entry.kind, sha256=entry.sha256,
+                          size=entry.size, licence=entry.licence, headers=headers,
+                          label=entry.name)
+
+
+def _hub_error(exc: BaseException, what: str) -> DownloadError:
+    name = type(exc).__name__
+    if name == "GatedRepoError":
+        return DownloadError(f"{what} is gated: accept its terms on the Hugging Face website and "
+                             "set a Hugging Face token (Settings > Downloads)")
+    if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+        return DownloadError(f"{what}: no such repository or revision on the hub (or it is "
+                             "private: set a Hugging Face token)")
+    if name in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+        return DownloadError(f"{what}: no such file in the repository")
+    first = (str(exc).splitlines() or [""])[0][:200]
+    reason = f"{name}: {first}" if first else name
+    return DownloadError(f"{what}: the hub cannot be reached ({reason})")
+
+
+def from_hub(repo: str, file: str, *, revision: str = "main", kind: str | None = None,
+             settings: DownloadSettings | None = None,
+             catalogue: Catalogue | None = None) -> DownloadSource:
+    """A file of a Hugging Face repository; asks the hub for its size and sha256."""
+    if not _REPO_RE.fullmatch(repo) or ".." in repo:
+        raise DownloadError(f"not a Hugging Face repository id (org/name): {repo!r}")
+    if file.startswith("/") or any(p in ("", ".", "..") for p in file.split("/")):
+        raise DownloadError(f"not a file in a repository: {file!r}")
+    for entry in catalogue or ():
+        if entry.hf_repo == repo and entry.hf_file == file and entry.revision == revision:
+            source = from_entry(entry, settings)
+            return source if kind is None else _with(source, kind=kind)
+    if is_offline():
+        raise DownloadError(OFFLINE_MESSAGE)
+    from huggingface_hub import get_hf_file_metadata
+
+    token = _hf_token(settings)
+    url = _hf_url(repo, file, revision)
+    try:
+        meta = get_hf_file_metadata(url, token=token or False, endpoint=hf_endpoint())
+    except Exception as exc:
+        raise _hub_error(exc, f"{repo}/{file}") from None
+    etag = (meta.etag or "").lower()
+    sha256 = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None  # an LFS file's sha256
+    filename = safe_filename(PurePosixPath(file).name, "")
+    if not filename:
+        raise DownloadError(f"{file}: not a model file (.safetensors, .ckpt, .pt, .pth, .bin)")
+    return DownloadSource(url=url, filename=filename, kind=kind or guess_kind(f"{repo}/{file}"),
+                          sha256=sha256, size=meta.size, headers=_auth(token),
+                          label=f"{repo}/{file}")
+
+
+def _with(source: DownloadSource, **changes: Any) -> DownloadSource:
+    import dataclasses
+
+    return dataclasses.replace(source, **changes)
+
+
+def repo_model_file(repo: str, revision: str = "main",
+                    settings: DownloadSettings | None = None) -> str:
+    """The one model file at the top of a repository (DownloadError naming the candidates
+    when there are several, or none)."""
+    if not _REPO_RE.fullmatch(repo) or ".." in repo:
+        raise DownloadError(f"not a Hugging Face repository id (org/name): {repo!r}")
+    if is_offline():
+        raise DownloadError(OFFLINE_MESSAGE)
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi(endpoint=hf_endpoint(), token=_hf_token(settings) or False
+                      ).list_repo_files(repo, revision=revision)
+    except Exception as exc:
+        raise _hub_error(exc, repo) from None
+    top = [f for f in files if "/" not in f and f.lower().endswith(_MODEL_SUFFIXES)]
+    preferred = [f for f in top if f.lower().endswith(".safetensors")] or top
+    if len(preferred) == 1:
+        return preferred[0]
+    if not preferred:
+        raise DownloadError(f"{repo} has no model file at its top (a diffusers folder? "
+                            "name the file: org/repo path/to/file.safetensors)")
+    shown = ", ".join(sorted(preferred)[:6])
+    raise DownloadError(f"{repo} has {len(preferred)} model files; name one: {shown}")
+
+
+def _hf_link(parts: Any) -> tuple[str, str, str] | None:
+    """(repo, revision, file) of a hub link ``/org/repo/(blob|resolve)/rev/path``."""
+    host = (parts.hostname or "").lower()
+    hosts = HF_HOSTS | {(urlsplit(hf_endpoint()).hostname or "").lower()}
+    if host not in hosts:
+        return None
+    bits = [unquote(b) for b in parts.path.split("/") if b]
+    if len(bits) >= 5 and bits[2] in ("blob", "resolve"):
+        return f"{bits[0]}/{bits[1]}", bits[3], "/".join(bits[4:])
+    raise DownloadError("a Hugging Face link to one file looks like "
+                        "https://huggingface.co/ORG/REPO/blob/main/FILE")
+
+
+def _civitai(parts: Any, kind: str | None, settings: DownloadSettings | None) -> DownloadSource:
+    version = None
+    match = re.fullmatch(r"/api/download/models/(\d{1,12})/?", parts.path)
+    if match:
+        version = match.group(1)
+    else:
+        ids = parse_qs(parts.query).get("modelVersionId") or []
+        if re.fullmatch(r"/models/\d{1,12}(/[^/]*)?/?", parts.path) and ids \
+                and re.fullmatch(r"\d{1,12}", ids[0]):
+            version = ids[0]
+    if version is None:
+        raise DownloadError("a Civitai link to download looks like "
+                            "https://civitai.com/api/download/models/ID (the model page's "
+                            "download button)")
+    query = "&".join(f"{k}={v[0]}" for k, v in parse_qs(parts.query).items()
+                     if k in ("type", "format", "size", "fp")
+                     and re.fullmatch(r"[\w.-]{1,32}", v[0]))
+    url = f"https://civitai.com/api/download/models/{version}" + (f"?{query}" if query else "")
+    token = settings.civitai_token if settings is not None else ""
+    return DownloadSource(url=url, filename=f"civitai-{version}.safetensors",
+                          kind=kind or "checkpoint", headers=_auth(token),
+                          label=f"Civitai model version {version}", name_from_server=True)
+
+
+def resolve(text: str, *, kind: str | None = None, settings: DownloadSettings | None = None,
+            catalogue: Catalogue | None = None) -> DownloadSource:
+    """The file ``text`` names (see the module's docstring). ``kind`` overrides the kind
+    (catalogue entries have their own; elsewhere it is guessed from the name). DownloadError
+    (one line) when ``text`` names nothing that can be fetched."""
+    if kind is not None:
+        check_kind(kind)
+    text = text.strip()
+    if not text or len(text) > 2000 or any(ord(c) < 32 for c in text):
+        raise DownloadError("name a catalogue entry, a Hugging Face repository and file, or a URL")
+    cat = catalogue if catalogue is not None else load_catalogue()
+    entry = cat.get(text)
+    if entry is not None:
+        source = from_entry(entry, settings)
+        return source if kind is None else _with(source, kind=kind)
+    if re.match(r"(?i)[a-z][a-z0-9+.-]*://", text):
+        parts = urlsplit(text)
+        hub = _hf_link(parts)
+        if hub is not None:
+            repo, revision, file = hub
+            return from_hub(repo, file, revision=revision, kind=kind, settings=settings,
+                            catalogue=cat)
+        if (parts.hostname or "").lower() in CIVITAI_HOSTS:
+            return _civitai(parts, kind, settings)
+        check_url(text)
+        filename = safe_filename(unquote(PurePosixPath(parts.path).name), "")
+        return DownloadSource(url=text, filename=filename or "download.safetensors",
+                              kind=kind or guess_kind(parts.path), label=filename or text,
+                              name_from_server=not filename)
+    repo, _, file = text.partition(" ")
+    file = file.strip()
+    if not file and repo.count("/") >= 2:  # org/repo/path/file.ext
+        org, name, file = repo.split("/", 2)
+        repo = f"{org}/{name}"
+    if not _REPO_RE.fullmatch(repo):
+        raise DownloadError(f"{text!r} is neither a catalogue id (see: sdstudio download "
+                            "--list) nor a Hugging Face repository (org/name) nor a URL")
+    if not file:
+        file = repo_model_file(repo, settings=settings)
+    return from_hub(repo, file, kind=kind, settings=settings, catalogue=cat)
+
+
+def catalogue_sources(catalogue: Catalogue,
+                      settings: DownloadSettings | None = None) -> Mapping[str, DownloadSource]:
+    """Every catalogue entry's source by id (no network)."""
+    return {e.id: from_entry(e, settings) for e in catalogue}
