@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sdstudio.core.control import ControlUnit
 from sdstudio.core.fields import FieldSpec
 from sdstudio.core.request import LoraSpec
 
@@ -28,6 +29,9 @@ def other_value(spec: FieldSpec) -> Any:
         return f"some {spec.name.replace('_', ' ')}"
     if spec.kind == "loras":
         return (LoraSpec("film grain", 0.6),)
+    if spec.kind == "units":  # control units: what an infotext carries (no image)
+        return (ControlUnit("control_sd15_canny", weight=0.5, guidance_end=0.8,
+                            control_mode="My prompt is more important"),)
     if spec.kind == "model":
         return "vae-ft-mse" if spec.name == "vae" else f"some-{spec.name}"
     if spec.kind == "path":

@@ -148,7 +148,8 @@ HIRES_ONLY = frozenset({
     "hr_negative_prompt", "hr_cfg", "hr_additional_modules", "hr_distilled_cfg",
 })
 # File fields never come from JSON: images come as base64 (init_images, mask)
-_PATH_FIELDS = frozenset(s.name for s in FIELDS if s.kind == "path")
+# (control units name image files too: alwayson_scripts.controlnet carries them as base64)
+_PATH_FIELDS = frozenset(s.name for s in FIELDS if s.kind in ("path", "units"))
 _TXT2IMG_DENOISE = "hr_denoising_strength"  # the hires field's name for it, when there is one
 _SAME = (0, "Use same sampler", "Use same checkpoint", "Use same scheduler")
 RESIZE_CODES = {0: "resize", 1: "crop", 2: "fill"}  # A1111's resize_mode numbers

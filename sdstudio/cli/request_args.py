@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.core.control import ControlUnit, parse_unit_option
 from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import ALL_MODES, TXT2IMG_ONLY, FieldSpec
 from sdstudio.core.outpaint import outpaint_option
@@ -19,10 +20,13 @@ if TYPE_CHECKING:
     from sdstudio.core.settings import EngineSettings, Settings
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
-_GROUPS = ("image", "hires fix (text to image)", "img2img and inpaint", "model")
+_GROUPS = ("image", "hires fix (text to image)", "img2img and inpaint", "model",
+           "control (ControlNet, T2I-Adapter, IP-Adapter)")
 
 
 def _group(spec: FieldSpec) -> str:
+    if spec.kind == "units":
+        return _GROUPS[4]
     if spec.kind in ("model", "loras"):
         return "model"
     if spec.modes == TXT2IMG_ONLY:
@@ -65,6 +69,9 @@ def _argument(spec: FieldSpec) -> dict[str, Any]:
     elif spec.kind == "loras":
         kw["action"] = "append"
         kw["type"] = parse_lora
+    elif spec.kind == "units":
+        kw["action"] = "append"
+        kw["type"] = parse_control
     return kw
 
 
@@ -115,6 +122,20 @@ def parse_lora(text: str) -> LoraSpec:
         raise RequestError("loras", f"--lora {text!r}: weight {weight!r} is not a number") from None
 
 
+def parse_control(text: str) -> ControlUnit:
+    """``--control MODEL[,KEY=VALUE...]`` (argparse reports the reason on one line)."""
+    try:
+        return parse_unit_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _control_paths(unit: ControlUnit) -> ControlUnit:
+    """A unit given on the command line: its image and a model given as a path absolute."""
+    model = _abs_path(unit.model) if looks_like_path(unit.model) else unit.model
+    return unit.replace(model=model, image=_abs_path(unit.image) if unit.image else None)
+
+
 def _abs_path(value: str) -> str:
     return str(Path(value).expanduser().absolute())
 
@@ -144,6 +165,8 @@ def request_from_args(
             continue
         if spec.kind == "loras":
             value = tuple(value)
+        elif spec.kind == "units":
+            value = tuple(_control_paths(u) for u in value)
         elif value and (spec.kind == "path"
                         or (spec.kind == "model" and looks_like_path(value))):
             value = _abs_path(value)

@@ -35,7 +35,7 @@ INPAINT_ONLY: frozenset[Mode] = frozenset({Mode.INPAINT})
 TXT2IMG_ONLY: frozenset[Mode] = frozenset({Mode.TXT2IMG})
 
 # kinds of value
-KINDS = ("int", "float", "bool", "text", "choice", "path", "model", "loras")
+KINDS = ("int", "float", "bool", "text", "choice", "path", "model", "loras", "units")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,10 @@ class FieldSpec:
     ui: Ui | None = None
     persist: bool = True  # the prompt panel keeps it between launches
     modes: frozenset[Mode] = ALL_MODES  # where the value matters (UI shows it there)
+    # kind "units" (a tuple of values of their own, as control_units): the value's own
+    # checking (a reason or None) and its conversion from JSON / text (raises ValueError)
+    check: Callable[[Any], str | None] | None = None
+    parse: Callable[[Any], Any] | None = None
     # filled in by request_fields()
     name: str = ""
     default: Any = None
@@ -134,6 +138,8 @@ class FieldSpec:
         if kind == "path":
             return None if value is None or isinstance(value, str) else (
                 f"{self.what} must be a file path")
+        if kind == "units" and self.check is not None:
+            return self.check(value)
         if kind == "choice":
             if value in self.choices:
                 return None
@@ -163,6 +169,8 @@ class FieldSpec:
         kind = self.kind
         if kind == "path":
             return None if value in (None, "") else str(value)
+        if kind == "units" and self.parse is not None:
+            return self.parse(value)
         if value is None:
             return value
         if kind == "bool":
@@ -219,6 +227,12 @@ class InfotextKey:
         if not self.field:
             self.field = field
         return self
+
+    def items(self, request: Any, spec: FieldSpec, info: Any = None) -> list[tuple[str, Any]]:
+        """The (key, value) pairs to write (None values are left out): this key's; a key
+        that writes several (``ControlNet 0``, ``ControlNet 1`` ...) overrides it, and may
+        use ``info`` (the GenerationInfo: hashes)."""
+        return [(self.key, self.write(request, spec))]
 
     def write(self, request: Any, spec: FieldSpec) -> Any:
         if request.mode not in self.modes:

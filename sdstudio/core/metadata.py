@@ -131,7 +131,8 @@ def infotext_params(
     info = info or GenerationInfo()
     params: dict[str, Any] = {}
     for key, sp in _request_keys():
-        _put(params, key.key, key.write(request, sp))
+        for name, value in key.items(request, sp, info):
+            _put(params, name, value)
     _put(params, "Model hash", info.model_hash or None)
     _put(params, "Model", info.model_name or None)
     _put(params, "VAE hash", info.vae_sha256[:10] or None)

@@ -16,6 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdstudio.core.control import (
+    ControlUnit,
+    ControlUnitsKey,
+    active_units,
+    parse_units,
+    units_problem,
+)
 from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import (
     IMAGE_MODES,
@@ -344,6 +351,18 @@ class GenerationRequest:
             lambda r: r.hires_negative_prompt not in ("", r.negative_prompt)),
         ui=Ui("hires", "Hires negative", widget="line")))
 
+    # ControlNet / T2I-Adapter / IP-Adapter units (core/control.py; engine/controlnet.py)
+    control_units: tuple[ControlUnit, ...] = field(default=(), metadata=spec(
+        "units", "Control units", help="a ControlNet, T2I-Adapter or IP-Adapter unit "
+        "(repeatable): the model's name in the ControlNet folders or its file, then "
+        "settings: image=FILE (default: the init image), module=none|canny|..., weight=1 "
+        "(0-2), start=0, end=1 (fractions of the steps), mode=balanced|prompt|controlnet, "
+        "resize=crop|resize|fill, pixel-perfect, res=512, threshold-a=X, threshold-b=X; "
+        "for example --control control_v11p_sd15_canny,image=edges.png,weight=0.8",
+        noun="control units", cli=("--control",), metavar="MODEL[,KEY=VALUE...]",
+        aliases=("control", "controlnet", "controlnet_units"), infotext=ControlUnitsKey(),
+        ui=Ui("external"), persist=False, check=units_problem, parse=parse_units))
+
     def __post_init__(self) -> None:
         # an older combined name ("DPM++ 2M Karras") is the sampler plus its schedule type
         pair = split_combined(self.sampler)
@@ -446,6 +465,10 @@ class GenerationRequest:
         )
         outpaint = size_problem(self, MAX_PIXELS, MAX_SIDE)
         _check(outpaint is None, "outpaint_left", outpaint or "")
+        for i, unit in active_units(self.control_units):
+            _check(unit.image is not None or bool(self.init_image), "control_units",
+                   f"control unit {i + 1} ({unit.model}) needs a control image "
+                   "(image=FILE): in text to image there is no init image to use")
         self.prompt_loras()  # raises on a malformed LoRA tag
         return self
 
@@ -471,6 +494,7 @@ class GenerationRequest:
         """Every field, JSON-ready (LoRAs as ``{"name", "weight"}`` objects)."""
         data = {s.name: getattr(self, s.name) for s in request_fields(type(self))}
         data["loras"] = [{"name": lo.name, "weight": lo.weight} for lo in self.loras]
+        data["control_units"] = [u.to_dict() for u in self.control_units]
         return data
 
     def changed_dict(self) -> dict[str, Any]:
@@ -546,6 +570,8 @@ def _coerce(s: FieldSpec, value: Any) -> Any:
     try:
         return s.coerce(value)
     except ValueError as exc:
+        if s.kind == "units":
+            raise RequestError(s.name, str(exc)) from exc
         raise RequestError(s.name, f"{s.name}: {value!r} is not a valid value") from exc
 
 
@@ -562,6 +588,9 @@ class GenerationInfo:
     vae_sha256: str = ""
     lora_hashes: Mapping[str, str] = field(default_factory=dict)  # name -> A1111's short hash
     ti_hashes: Mapping[str, str] = field(default_factory=dict)  # embedding name -> short hash
+    # a control unit's model (as the request names it) -> "name [hash8]", as the ControlNet
+    # extension names it in the infotext
+    control_models: Mapping[str, str] = field(default_factory=dict)
     device: str = ""
     dtype: str = ""
     memory: Mapping[str, Any] = field(default_factory=dict)  # savers chosen and why

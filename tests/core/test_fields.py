@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from sdstudio.cli import build_parser, request_from_args
+from sdstudio.core.control import ControlUnit, option_text
 from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import InfotextKey, Mode, request_fields, spec
 from sdstudio.core.metadata import parse_infotext, to_infotext
@@ -20,6 +21,8 @@ INPAINT = {"init_image": "/in/a.png", "mask": "/in/m.png"}
 
 
 def _cli_text(value: object) -> list[str]:
+    if isinstance(value, tuple) and value and isinstance(value[0], ControlUnit):
+        return [option_text(u) for u in value]
     if isinstance(value, tuple):  # LoRAs
         return [f"{lo.name}:{lo.weight}" for lo in value]
     return [str(value)]
@@ -104,10 +107,14 @@ def test_every_field_and_alias_reads_from_prompt_lists(fmt: str) -> None:
         value = other_value(s)
         if s.kind == "loras":
             value = ",".join(_cli_text(value)) if fmt == "csv" else _cli_text(value)
+        if s.kind == "units":  # JSON objects, or the CLI's text (";" between units)
+            value = (";".join(_cli_text(value)) if fmt == "csv"
+                     else [u.to_dict() for u in value])
         plain = (s.infotext.key,) if s.infotext and type(s.infotext) is InfotextKey else ()
         for name in (s.name, *s.aliases, *plain):
             row = {"prompt": "a cat", name: value}
-            if s.name == "mask" or s.name.startswith("outpaint_"):  # extends an init image
+            if s.name == "mask" or s.name.startswith("outpaint_") or s.kind == "units":
+                # extends an init image (a control unit without an image uses it)
                 row["init_image"] = "a.png"
             if fmt == "jsonl":
                 text = json.dumps(row)
