@@ -23,7 +23,8 @@ from sdstudio.core.errors import SDStudioError
 
 CATALOGUE_FILE = "model_catalogue.json"
 MAX_CATALOGUE_BYTES = 1024 * 1024
-ARCHITECTURES = ("sd1", "sd2", "sdxl", "any")  # "any": a file that is not tied to one
+# engine/arch.py's ARCHS (a test keeps them equal), and "any": a file not tied to one
+ARCHITECTURES = ("sd1", "sd1-inpaint", "sd2", "sd2-inpaint", "sd2-v", "sdxl", "sdxl-inpaint", "any")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
