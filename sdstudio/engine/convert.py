@@ -28,200 +28,68 @@ from sdstudio.core.errors import ModelError
 from sdstudio.engine import checkpoint, single_file
 from sdstudio.engine.ldm_layout import (
     CONFIG_METADATA_KEY,
+    FUSED_QKV,
     SD1_TEXT_PREFIX,
     SD2_TEXT_PREFIX,
     SDXL_TEXT1_PREFIX,
     SDXL_TEXT2_PREFIX,
-    UNET_PREFIX,
-    VAE_PREFIX,
+    Placement,
+    clip_placements,
     embedded_config,
+    open_clip_placements,
     read_config,
+    unet_placements,
+    vae_placements,
 )
 
 if TYPE_CHECKING:
     import torch
 
-_UNET_FIXED = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-_UNET_RESNET = (
-    ("norm1", "in_layers.0"),
-    ("conv1", "in_layers.2"),
-    ("norm2", "out_layers.0"),
-    ("conv2", "out_layers.3"),
-    ("time_emb_proj", "emb_layers.1"),
-    ("conv_shortcut", "skip_connection"),
-)
-_VAE_FIXED = {
-    "conv_norm_out": "norm_out",
-}
-_VAE_ATTN = (
-    ("group_norm", "norm"),
-    ("to_q", "q"),
-    ("to_k", "k"),
-    ("to_v", "v"),
-    ("to_out.0", "proj_out"),
-)
-
-
-def _split(key: str, prefix: str) -> str | None:
-    return key[len(prefix):] if key.startswith(prefix) else None
-
-
-def _rename_parts(rest: str, table: tuple[tuple[str, str], ...]) -> str:
-    head, _, leaf = rest.rpartition(".")
-    for new, old in table:
-        if head == new or head.startswith(new + "."):
-            head = old + head[len(new):]
-            break
-    return f"{head}.{leaf}" if head else leaf
-
-
-def unet_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, Any]:
-    """diffusers UNet2DConditionModel weights -> ``model.diffusion_model.*`` names."""
-    per_level = int(config["layers_per_block"]) + 1  # LDM: resnets (+ attn) then a downsampler
+def to_ldm(state: Mapping[str, Any], placements: Mapping[str, Placement]) -> dict[str, Any]:
+    """Weights under diffusers / transformers names -> the single file's names, stored as
+    the original stores them (:data:`~sdstudio.engine.ldm_layout.Placement`). Weights the
+    table leaves out (``position_ids``) are not written."""
     out: dict[str, Any] = {}
+    fused: dict[str, dict[str, Any]] = {}
     for key, value in state.items():
-        module, _, leaf = key.rpartition(".")
-        parts = key.split(".")
-        ldm: str | None = None
-        if module in _UNET_FIXED:
-            ldm = f"{_UNET_FIXED[module]}.{leaf}"
-        elif parts[0] == "down_blocks":
-            b, kind, j = int(parts[1]), parts[2], int(parts[3])
-            rest = ".".join(parts[4:])
-            if kind == "resnets":
-                ldm = f"input_blocks.{1 + b * per_level + j}.0.{_rename_parts(rest, _UNET_RESNET)}"
-            elif kind == "attentions":
-                ldm = f"input_blocks.{1 + b * per_level + j}.1.{rest}"
-            elif kind == "downsamplers":  # downsamplers.0.conv.weight
-                ldm = f"input_blocks.{(b + 1) * per_level}.0.op.{parts[-1]}"
-        elif parts[0] == "mid_block":
-            kind, j = parts[1], int(parts[2])
-            rest = ".".join(parts[3:])
-            if kind == "resnets":
-                ldm = f"middle_block.{2 * j}.{_rename_parts(rest, _UNET_RESNET)}"
-            elif kind == "attentions":
-                ldm = f"middle_block.1.{rest}"
-        elif parts[0] == "up_blocks":
-            b, kind, j = int(parts[1]), parts[2], int(parts[3])
-            rest = ".".join(parts[4:])
-            if kind == "resnets":
-                ldm = f"output_blocks.{b * per_level + j}.0.{_rename_parts(rest, _UNET_RESNET)}"
-            elif kind == "attentions":
-                ldm = f"output_blocks.{b * per_level + j}.1.{rest}"
-            elif kind == "upsamplers":
-                has_attn = any(k.startswith(f"up_blocks.{b}.attentions.") for k in state)
-                ldm = (f"output_blocks.{b * per_level + per_level - 1}."
-                       f"{2 if has_attn else 1}.conv.{parts[-1]}")
-        if ldm is None:
-            raise ModelError(f"Cannot convert UNet weight {key!r} to the LDM layout")
-        out[UNET_PREFIX + ldm] = value
+        if key not in placements:
+            continue
+        name, how = placements[key]
+        if how == "1x1" and value.ndim == 2:
+            value = value[:, :, None, None]
+        elif how == "T":
+            value = value.T
+        elif how in FUSED_QKV:
+            fused.setdefault(name, {})[how] = value
+            continue
+        out[name] = value
+    if fused:
+        import torch
+
+        for name, parts in fused.items():
+            out[name] = torch.cat([parts[p] for p in FUSED_QKV], dim=0)
     return out
+
+
+def unet_to_ldm(state: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """diffusers UNet2DConditionModel weights -> ``model.diffusion_model.*`` names."""
+    return to_ldm(state, unet_placements(state, config))
 
 
 def vae_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, Any]:
     """diffusers AutoencoderKL weights -> ``first_stage_model.*`` names (attention weights as
     1x1 convolutions, as in the original)."""
-    n_up = len(config["up_block_types"])
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        ldm: str | None = None
-        if parts[0] in ("quant_conv", "post_quant_conv"):
-            ldm = key
-        elif parts[0] in ("encoder", "decoder"):
-            side, block = parts[0], parts[1]
-            if block in ("conv_in", "conv_out"):
-                ldm = key
-            elif block in _VAE_FIXED:
-                ldm = f"{side}.{_VAE_FIXED[block]}.{parts[-1]}"
-            elif block == "down_blocks":
-                i, kind = int(parts[2]), parts[3]
-                if kind == "resnets":
-                    rest = ".".join(parts[5:]).replace("conv_shortcut", "nin_shortcut")
-                    ldm = f"{side}.down.{i}.block.{parts[4]}.{rest}"
-                elif kind == "downsamplers":
-                    ldm = f"{side}.down.{i}.downsample.conv.{parts[-1]}"
-            elif block == "up_blocks":
-                i, kind = int(parts[2]), parts[3]
-                level = n_up - 1 - i
-                if kind == "resnets":
-                    rest = ".".join(parts[5:]).replace("conv_shortcut", "nin_shortcut")
-                    ldm = f"{side}.up.{level}.block.{parts[4]}.{rest}"
-                elif kind == "upsamplers":
-                    ldm = f"{side}.up.{level}.upsample.conv.{parts[-1]}"
-            elif block == "mid_block":
-                kind, j = parts[2], int(parts[3])
-                rest = ".".join(parts[4:])
-                if kind == "resnets":
-                    rest = rest.replace("conv_shortcut", "nin_shortcut")
-                    ldm = f"{side}.mid.block_{j + 1}.{rest}"
-                elif kind == "attentions":
-                    ldm = f"{side}.mid.attn_1.{_rename_parts(rest, _VAE_ATTN)}"
-                    if value.ndim == 2:  # linear -> 1x1 conv
-                        value = value[:, :, None, None]
-        if ldm is None:
-            raise ModelError(f"Cannot convert VAE weight {key!r} to the LDM layout")
-        out[VAE_PREFIX + ldm] = value
-    return out
-
-
-def _clip_key(key: str) -> str:
-    """transformers >= 5.6 flattens CLIPTextModel; the LDM layout keeps ``text_model.``."""
-    if key.startswith("text_model.") or key.startswith("text_projection"):
-        return key
-    return "text_model." + key
+    return to_ldm(state, vae_placements(state, config))
 
 
 def clip_to_ldm(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
     """Hugging Face CLIP text encoder -> the LDM layout (which keeps the HF names)."""
-    return {prefix + _clip_key(k): v for k, v in state.items()
-            if not k.endswith("position_ids") and not k.startswith("text_projection")}
+    return to_ldm(state, clip_placements(state, prefix))
 
 
 def open_clip_to_ldm(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
     """Hugging Face CLIP text encoder -> OpenCLIP names (q/k/v fused into ``in_proj``)."""
-    import torch
-
-    state = {_clip_key(k): v for k, v in state.items() if not k.endswith("position_ids")}
-    fixed = {
-        "text_model.embeddings.position_embedding.weight": "positional_embedding",
-        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
-        "text_model.final_layer_norm.weight": "ln_final.weight",
-        "text_model.final_layer_norm.bias": "ln_final.bias",
-    }
-    out: dict[str, Any] = {}
-    qkv: dict[tuple[int, str], dict[str, Any]] = {}
-    for key, value in state.items():
-        if key in fixed:
-            out[prefix + fixed[key]] = value
-            continue
-        if key == "text_projection.weight":
-            out[prefix + "text_projection"] = value.T
-            continue
-        parts = key.split(".")
-        if parts[:3] != ["text_model", "encoder", "layers"]:
-            raise ModelError(f"Cannot convert text encoder weight {key!r} to the OpenCLIP layout")
-        layer, rest = int(parts[3]), ".".join(parts[4:])
-        if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
-            proj, leaf = rest.split(".")[1], rest.split(".")[2]
-            qkv.setdefault((layer, leaf), {})[proj] = value
-            continue
-        rest = (rest.replace("layer_norm1", "ln_1").replace("layer_norm2", "ln_2")
-                .replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj")
-                .replace("self_attn.out_proj", "attn.out_proj"))
-        out[f"{prefix}transformer.resblocks.{layer}.{rest}"] = value
-    for (layer, leaf), projs in qkv.items():
-        fused = torch.cat([projs["q_proj"], projs["k_proj"], projs["v_proj"]], dim=0)
-        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{leaf}"] = fused
-    return out
+    return to_ldm(state, open_clip_placements(state, prefix))
 
 
 # ----------------------------------------------------------------------------- whole models

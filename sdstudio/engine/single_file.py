@@ -23,16 +23,20 @@ configs: an explicit ``config=`` folder, and configs embedded in the safetensors
 ``sdstudio convert`` (:data:`sdstudio.engine.ldm_layout.CONFIG_METADATA_KEY`) - that is how
 custom-size (and the test suite's tiny) models written as single files round-trip exactly.
 
-The weights are read once through :mod:`sdstudio.engine.checkpoint` (safe loading), converted
-component by component with diffusers' own converters, and assembled into the pipeline class
-named by the config's ``model_index.json`` - nothing ever reaches the network.
+The file is opened once through :mod:`sdstudio.engine.checkpoint` (safe loading, memory-mapped:
+no tensor is read until it is needed). Each component is built on the meta device from its
+config; each of its weights is found through the layout table that ``sdstudio convert`` writes
+files with (:mod:`sdstudio.engine.ldm_layout`), copied once from the map straight into the
+dtype and onto the device the engine asks for, and assigned, so the only full-size memory is
+the model itself. The components are assembled into the pipeline class named by the config's
+``model_index.json`` - nothing ever reaches the network.
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,13 +49,18 @@ from sdstudio.engine import checkpoint
 from sdstudio.engine.config_check import check_model_index, components, parse_embedded_config
 from sdstudio.engine.ldm_layout import (
     CONFIG_METADATA_KEY,
+    FUSED_QKV,
     SD1_TEXT_PREFIX,
     SD2_TEXT_PREFIX,
     SDXL_TEXT1_PREFIX,
-    SDXL_TEXT2_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
+    Placement,
     materialize_config,
+    stored_names,
+    text_encoder_placements,
+    unet_placements,
+    vae_placements,
 )
 
 if TYPE_CHECKING:
@@ -297,36 +306,94 @@ def _component_classes(index: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     return {k: (index[k][0], index[k][1]) for k in components(index)}
 
 
-def _load_text_encoder(cls: Any, state: Mapping[str, torch.Tensor], config_dir: Path, name: str,
-                       family: str, dtype: torch.dtype) -> Any:
-    """A CLIP text encoder from the LDM layout. The prefix is chosen from the component's name
-    and the family (diffusers' own dispatcher guesses from shapes, which is ambiguous when both
-    SDXL encoders have the same width, as in small test models)."""
-    from accelerate import init_empty_weights
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_clip_checkpoint,
-        convert_open_clip_checkpoint,
-    )
+def _stored(tensors: Mapping[str, torch.Tensor], placement: Placement) -> torch.Tensor | None:
+    """The weight at ``placement`` as a view on the file's tensor (no copy): a third of a
+    fused q/k/v, transposed, or as it is."""
+    for stored in stored_names(placement):
+        tensor = tensors.get(stored)
+        if tensor is not None:
+            break
+    else:
+        return None
+    how = placement[1]
+    if how in FUSED_QKV:
+        return tensor.chunk(3, dim=0)[FUSED_QKV.index(how)]
+    if how == "T":
+        return tensor.T
+    return tensor
 
+
+def _fit(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """``value`` in ``shape``: as it is, or a linear weight stored as a 1x1 convolution (or
+    the other way round), which only differ by trailing 1s."""
+    if tuple(value.shape) == shape:
+        return value
+    if value.numel() == math.prod(shape) and [d for d in value.shape if d != 1] == [
+            d for d in shape if d != 1]:
+        return value.reshape(shape)
+    return None
+
+
+def _build_empty(lib: str, cls: Any, config_dir: Path, name: str) -> Any:
+    """The component's modules from its config, on the meta device (no memory)."""
+    from accelerate import init_empty_weights
+
+    if lib == "diffusers":
+        config = cls.load_config(str(config_dir / name), local_files_only=True)
+        with init_empty_weights():
+            return cls.from_config(config)
     config = cls.config_class.from_pretrained(str(config_dir / name), local_files_only=True)
     with init_empty_weights():
-        model = cls(config)
-    if family == "sd1" or (family == "sdxl" and name == "text_encoder"):
-        prefix = SD1_TEXT_PREFIX if family == "sd1" else SDXL_TEXT1_PREFIX
-        converted = convert_ldm_clip_checkpoint(
-            {k: v for k, v in state.items() if k.startswith(prefix)})
-    else:
-        prefix = SD2_TEXT_PREFIX if family == "sd2" else SDXL_TEXT2_PREFIX
-        converted = convert_open_clip_checkpoint(model, state, prefix=prefix)
-    if not hasattr(model, "text_model"):  # transformers >= 5.6 flattens CLIPTextModel
-        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
-    expected = model.state_dict()
-    converted = {k: v.to(dtype) if v.is_floating_point() else v
-                 for k, v in converted.items() if k in expected}
-    model.load_state_dict(converted, strict=False, assign=True)
-    missing = [n for n, p in model.named_parameters() if p.is_meta]
+        return cls(config)
+
+
+def _placements(name: str, family: str, keys: list[str], model: Any) -> dict[str, Placement]:
+    if name == "unet":
+        return unet_placements(keys, model.config)
+    if name == "vae":
+        return vae_placements(keys, model.config)
+    return text_encoder_placements(name, family, keys)
+
+
+def load_component(tensors: Mapping[str, torch.Tensor], lib: str, cls: Any, config_dir: Path,
+                   name: str, family: str, *, device: torch.device | str,
+                   dtype: torch.dtype) -> Any:
+    """One component (UNet, VAE, text encoder) from the file's tensors.
+
+    The modules are built on the meta device; each weight is found through the layout table
+    (:mod:`sdstudio.engine.ldm_layout`), copied once from the memory-mapped file straight
+    into ``dtype`` on ``device``, and assigned: the only full-size memory is the model
+    itself."""
+    import torch
+
+    model = _build_empty(lib, cls, config_dir, name)
+    targets = model.state_dict()
+    placements = _placements(name, family, list(targets), model)
+    weights: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+    with torch.no_grad():
+        for key, target in targets.items():
+            if not target.is_meta:  # a buffer built with its value (none in SD models)
+                weights[key] = target
+                continue
+            placement = placements.get(key)
+            value = None if placement is None else _stored(tensors, placement)
+            if value is None:
+                missing.append(placement[0] if placement else key)
+                continue
+            fitted = _fit(value, tuple(target.shape))
+            if fitted is None:
+                raise ModelError(f"the checkpoint's {placement[0] if placement else key} has "
+                                 f"the shape {tuple(value.shape)}; this {name} needs "
+                                 f"{tuple(target.shape)}")
+            out_dtype = dtype if target.is_floating_point() else target.dtype
+            out = torch.empty(fitted.shape, dtype=out_dtype, device=device)
+            out.copy_(fitted)
+            weights[key] = out
     if missing:
-        raise ModelError(f"the checkpoint lacks {name} weights ({', '.join(missing[:3])}...)")
+        raise ModelError(f"the checkpoint lacks {name} weights ({', '.join(missing[:3])}"
+                         f"{'...' if len(missing) > 3 else ''})")
+    model.load_state_dict(weights, strict=True, assign=True)
     return model.eval()
 
 
@@ -387,24 +454,17 @@ def load_single_file(
             progress(f"Converting {name}", 0.2 + 0.7 * i / len(model_names))
             lib, cls_name = classes[name]
             cls = getattr(diffusers if lib == "diffusers" else transformers, cls_name)
-            if lib == "diffusers":
-                components[name] = cls.from_single_file(
-                    state, config=str(config_dir), subfolder=name, local_files_only=True,
-                    torch_dtype=dtype,
-                )
-            else:
-                components[name] = _load_text_encoder(cls, state, config_dir, name,
-                                                      arch.family, dtype)
-    except ModelError:
-        raise
+            components[name] = load_component(state, lib, cls, config_dir, name, arch.family,
+                                               device=device, dtype=dtype)
+    except ModelError as exc:
+        raise ModelError(f"{path.name}: {exc}", exc.details) from exc
     except Exception as exc:
         raise ModelError(
             f"{path.name}: could not convert the {arch.label} checkpoint "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})"
         ) from exc
     finally:
-        state = None
-        gc.collect()
+        state = None  # the file's memory map goes with the last view (no gc pass: ~0.5 s)
 
     scheduler_dir = config_dir
     if arch.prediction is None and source == "shipped":
