@@ -237,6 +237,10 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self.gallery.message.connect(self._on_gallery_message)
         self.source_canvas.set_target_size(panel.control("width").value(),
                                            panel.control("height").value())
+        control = panel.control_section  # its units use the tabs' source image and mask
+        control.source_images = self._control_source
+        control.errorOccurred.connect(self.show_error)
+        self.queue.modelReady.connect(lambda ready: control.set_arch(ready.arch))
 
     def _pair(self, left: QWidget, right: CompareViewer, left_title: str, right_title: str
               ) -> QWidget:
@@ -418,6 +422,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self.queue.load_model(self._current_model)
         self.queue.refresh_models()
         self.refresh_addons()  # the VAE folders: walked after the window is shown, not before
+        self.prompt_panel.control_section.refresh_models()  # the ControlNet folders, too
         QTimer.singleShot(200, self.load_gallery)
         if self.welcome is not None:
             self.welcome.start()
@@ -430,6 +435,16 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
     def current_mode(self) -> Mode:
         index = self.tabs.currentIndex()
         return {TAB_IMG2IMG: Mode.IMG2IMG, TAB_INPAINT: Mode.INPAINT}.get(index, Mode.TXT2IMG)
+
+    def _control_source(self) -> tuple[QImage | None, QImage | None]:
+        """The source image (and inpaint mask) a control unit without an image of its own
+        uses: the current tab's."""
+        mode = self.current_mode()
+        if mode is Mode.IMG2IMG:
+            return self.source_canvas.image(), None
+        if mode is Mode.INPAINT:
+            return self.mask_canvas.image(), self.mask_canvas.mask_image()
+        return None, None
 
     def build_request(self) -> GenerationRequest:
         """The request for the current tab, with its images saved as input PNGs.
@@ -460,6 +475,9 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
                 mask = self.mask_canvas.mask_image()
                 assert mask is not None
                 request = request.replace(mask=str(save_input_image(mask, "mask")))
+        control_units = self.prompt_panel.control_section.units()
+        if control_units:
+            request = request.replace(control_units=control_units)
         return request.validated()
 
     def generate(self) -> int | None:
@@ -550,6 +568,8 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             self.queue.refresh_models()
         if new.engine.vae_dirs != old.engine.vae_dirs:
             self.refresh_addons()
+        if new.engine.controlnet_dirs != old.engine.controlnet_dirs:
+            self.prompt_panel.control_section.refresh_models()
         if new.output_path != old.output_path:
             self._gallery_loaded = False
             self.load_gallery()

@@ -42,6 +42,7 @@ from sdstudio.core.request import FIELDS, GenerationRequest, request_spec
 from sdstudio.core.settings import EngineSettings, load_settings
 from sdstudio.ui.addon_picker import AddonPicker
 from sdstudio.ui.background import BackgroundRunner
+from sdstudio.ui.control_section import ControlSection
 from sdstudio.ui.field_controls import ChoiceControl, FieldControl, make_control
 from sdstudio.ui.prompt_tools import (
     HistoryDialog,
@@ -189,8 +190,21 @@ class PromptPanel(QWidget):
         self.hires_button = self._section_button("Hi&res fix", "Hires fix", self.show_hires)
         self.hires_button.setToolTip("Make the image at its size, upscale it, then refine it "
                                      "at the larger size (text to image)")
+        self.control_button = self._section_button("Control", "Control", self.show_control)
+        self.control_button.setToolTip("ControlNet, T2I-Adapter and IP-Adapter units: guide "
+                                       "the composition with an image, or use an image as a "
+                                       "prompt")
+        self.control_section = ControlSection(self)
+        self.control_section.target_size = lambda: (int(self.control("width").value()),
+                                                    int(self.control("height").value()))
+        self.control_section.seed = lambda: max(0, self.seed())
+        self.control_section.engine_settings = self._engine_settings
+        self.control_section.changed.connect(self._control_changed)
+        self.control_section.changed.connect(self.changed)
         for section in (*FORM_SECTIONS, HIRES, ADVANCED):
             if section == ADVANCED:  # one form, so the labels line up; rows shown on demand
+                self._form.addRow(self.control_button)
+                self._form.addRow(self.control_section)
                 self._form.addRow(self.more_button)
             if section == HIRES:
                 self._form.addRow(self.hires_button)
@@ -462,6 +476,18 @@ class PromptPanel(QWidget):
     def hires_shown(self) -> bool:
         return self.hires_button.isChecked()
 
+    def show_control(self, shown: bool) -> None:
+        """Open or close the Control section."""
+        self._open_section(self.control_button, shown)
+
+    def control_shown(self) -> bool:
+        return self.control_button.isChecked()
+
+    def _control_changed(self) -> None:
+        """The closed section still says how many units are on."""
+        n = self.control_section.active_count()
+        self.control_button.setText(f"Control ({n} on)" if n else "Control")
+
     def _hires_changed(self) -> None:
         """The closed section still says whether the hires fix is on."""
         on = bool(self.control("hires").value())
@@ -478,6 +504,7 @@ class PromptPanel(QWidget):
             for w in widgets:
                 w.setVisible(shown)
         self.hires_button.setVisible(mode is Mode.TXT2IMG)
+        self.control_section.setVisible(self.control_button.isChecked())
 
     def set_size(self, width: int, height: int) -> None:
         self.control("width").set_value(width)
@@ -503,6 +530,7 @@ class PromptPanel(QWidget):
     def shutdown(self) -> None:
         self._count_timer.stop()
         self._counter.stop()
+        self.control_section.shutdown()
         for dialog in (self.addon_picker, self.tool_dialog):
             if dialog is not None:
                 dialog.reject()

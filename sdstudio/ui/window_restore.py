@@ -78,6 +78,9 @@ class ParameterRestore(WindowPart):
             request = request.replace(loras=tuple(
                 lo for lo in request.loras if lo not in paths_given))
         notes += self.prompt_panel.set_request(request)
+        notes += self.prompt_panel.control_section.set_units(request.control_units)
+        if request.control_units:
+            self.prompt_panel.show_control(True)
         if request.resize_mode in request_spec("resize_mode").choices:
             self.source_canvas.set_fit_mode(request.resize_mode)
         else:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from PySide6.QtGui import QImage
 
 from sdstudio.core.outpaint import FIELDS as OUTPAINT_FIELDS
 from sdstudio.core.request import (
@@ -32,22 +33,33 @@ NOT_RESTORED = {"init_image", "mask", "model"}
 
 def _settings(tmp_path: Path) -> Settings:
     vaes, loras, ups = tmp_path / "vae", tmp_path / "lora", tmp_path / "upscalers"
-    for folder in (vaes, loras, ups):
+    control = tmp_path / "ControlNet"
+    for folder in (vaes, loras, ups, control):
         folder.mkdir()
     (vaes / "vae-ft-mse.safetensors").write_bytes(b"x")
     (loras / "film grain.safetensors").write_bytes(b"x")
     (ups / f"{other_value(request_spec('hires_upscaler'))}.pth").write_bytes(b"x")
+    for unit in other_value(request_spec("control_units")):
+        (control / f"{unit.model}.pth").write_bytes(b"x")
     return Settings(output_dir=str(tmp_path / "out"),
                     engine=EngineSettings(vae_dirs=(str(vaes),), lora_dirs=(str(loras),),
-                                          upscaler_dirs=(str(ups),)))
+                                          upscaler_dirs=(str(ups),),
+                                          controlnet_dirs=(str(control),)))
 
 
 def _window_request(w: Any) -> GenerationRequest:
-    request = w.build_request()  # on the text-to-image tab: no images are saved
+    # an infotext names no control image: a person adds one to each restored unit (in text
+    # to image a unit needs one); the units' settings are what round-trips
+    for editor in w.prompt_panel.control_section.editors:
+        if editor.image() is None:
+            editor.set_image(QImage(8, 8, QImage.Format.Format_RGB888))
+    request = w.build_request()  # on the text-to-image tab: no init image is saved
+    units = tuple(u.replace(image=None) for u in request.control_units)
     # the outpaint sides extend the inpaint tab's image: another tab's request leaves them
     # out (they need an init image), the panel keeps them
     panel = w.prompt_panel.request()
-    return request.replace(**{name: getattr(panel, name) for name in OUTPAINT_FIELDS})
+    return request.replace(control_units=units,
+                           **{name: getattr(panel, name) for name in OUTPAINT_FIELDS})
 
 
 def test_every_field_round_trips_window_png_window(qtbot: Any, make_window: Any,
