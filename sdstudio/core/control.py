@@ -156,7 +156,24 @@ def _convert(name: str, value: Any) -> Any:
         return normalize_resize_mode(value)
     if name == "image":
         return None if value in (None, "") else str(value)
+    if name == "module":
+        return canonical_module_name(str(value))
     return str(value).strip()
+
+
+def canonical_module_name(text: str) -> str:
+    """A preprocessor named as the extension writes it (its name, label or alias, any case:
+    "Canny", "lineart_standard (from white bg & black line)") -> the name SD Studio stores;
+    a name the table does not know stays as it is (checking names it)."""
+    text = text.strip()
+    if text.lower() in ("none", "") or text.lower() in IP_ADAPTER_MODULES:
+        return text.lower() or "none"
+    try:
+        from sdstudio.core.preprocessors import find_preprocessor
+    except ImportError:
+        return text
+    entry = find_preprocessor(text)
+    return entry.name if entry is not None else text
 
 
 def unit_from(value: Any) -> ControlUnit:
@@ -407,7 +424,8 @@ def parse_unit_infotext(text: str) -> ControlUnit:
         elif name == "params" and value.startswith("("):
             for field_name, item in zip(("processor_res", "threshold_a", "threshold_b"),
                                         value.strip("()").split(","), strict=False):
-                values[field_name] = item
+                if item.strip().lower() not in ("none", ""):  # (512, None, None)
+                    values[field_name] = item
         elif name in _FIELDS:
             values[name] = value
     if not values.get("model"):
@@ -445,7 +463,7 @@ class ControlUnitsKey(InfotextKey):
              fields: dict[str, Any]) -> None:
         units: list[tuple[int, ControlUnit]] = []
         for key, value in params.items():
-            m = re.fullmatch(rf"{INFOTEXT_PREFIX} (\d+)", key)
+            m = re.fullmatch(rf"{INFOTEXT_PREFIX} (\d+)", key, re.IGNORECASE)
             if m is None:
                 continue
             try:
@@ -458,7 +476,7 @@ class ControlUnitsKey(InfotextKey):
             fields[self.field] = tuple(u for _, u in sorted(units, key=lambda p: p[0]))
 
 
-_OLD_KEY = re.compile(rf"{INFOTEXT_PREFIX}(?:-(\d+))? (.+)")
+_OLD_KEY = re.compile(rf"{INFOTEXT_PREFIX}(?:-(\d+))? (.+)", re.IGNORECASE)
 
 
 def _old_key_units(params: Mapping[str, str], extras: dict[str, str]
