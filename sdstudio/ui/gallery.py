@@ -53,7 +53,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMenu,
-    QMessageBox,
     QPushButton,
     QSplitter,
     QStyle,
@@ -84,6 +83,7 @@ from sdstudio.ui.result_actions import (
 from sdstudio.ui.theme import icon
 from sdstudio.ui.thumb_cache import ThumbCache
 from sdstudio.ui.trash import move_to_trash, restore_from_trash
+from sdstudio.ui.widgets import confirm
 
 THUMB = 150
 PathRole = Qt.ItemDataRole.UserRole + 1
@@ -504,12 +504,7 @@ class GalleryWidget(QWidget):
         return super().eventFilter(watched, event)
 
     def _ask(self, title: str, text: str, yes_text: str) -> bool:
-        box = QMessageBox(QMessageBox.Icon.Question, title, text,
-                          QMessageBox.StandardButton.Cancel, self)
-        yes = box.addButton(yes_text, QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        return box.clickedButton() is yes
+        return confirm(self, title, text, yes_text)
 
     def _forget(self, path: str) -> None:
         item = self._items.pop(path, None)

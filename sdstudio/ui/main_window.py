@@ -115,6 +115,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         self._closing = False
         self._gallery_loaded = False
         self._help_window: QDialog | None = None
+        self.model_manager = None  # made on first use (Models…)
         #: How long closing waits for the worker (the app exits anyway after that).
         self.shutdown_timeout_ms = 1500
 
@@ -329,6 +330,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         file_menu.addSeparator()
         file_menu.addAction(self.open_model_file_action)
         file_menu.addAction(self.open_model_folder_action)
+        file_menu.addAction(self.models_action)
         reload_models = QAction(icon("refresh"), "&Rescan model folders", self)
         reload_models.triggered.connect(self.queue.refresh_models)
         file_menu.addAction(reload_models)
@@ -697,5 +699,7 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             self.gallery.shutdown()
             if self.welcome is not None:
                 self.welcome.shutdown()
+            if self.model_manager is not None:  # downloads cancelled, partial files kept
+                self.model_manager.shutdown()
             self.queue.shutdown(self.shutdown_timeout_ms)
         event.accept()

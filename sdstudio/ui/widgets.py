@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListView,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QStyle,
@@ -61,6 +62,20 @@ class DetailsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
         self.text = text
+
+
+def confirm(parent: QWidget, title: str, text: str, yes_text: str,
+            destructive: bool = True) -> bool:
+    """Ask before doing something (Cancel is the default button): True when the person
+    pressed ``yes_text``."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text,
+                      QMessageBox.StandardButton.Cancel, parent)
+    role = (QMessageBox.ButtonRole.DestructiveRole if destructive
+            else QMessageBox.ButtonRole.AcceptRole)
+    yes = box.addButton(yes_text, role)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is yes
 
 
 class MessageBar(QFrame):

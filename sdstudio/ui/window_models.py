@@ -11,8 +11,9 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QLabel, QSizePolicy, QToolBar, QWidget
 
-from sdstudio.core.settings import Settings
+from sdstudio.core.settings import Settings, model_key
 from sdstudio.ui import file_dialogs
+from sdstudio.ui.model_manager import VAE_AUTOMATIC, ModelManager
 from sdstudio.ui.theme import icon
 from sdstudio.ui.window_part import WindowPart
 from sdstudio.worker import JobQueue
@@ -35,9 +36,16 @@ class ModelChooser(WindowPart):
     _models: list[dict[str, Any]]
     _current_model: str
 
+    model_manager: ModelManager | None
+
     if TYPE_CHECKING:
+        from sdstudio.ui.prompt_panel import PromptPanel
+
+        prompt_panel: PromptPanel
+
         def _persist(self) -> None: ...
         def open_settings(self) -> bool: ...
+        def apply_settings(self, new: Settings) -> None: ...
 
     def _build_model_bar(self) -> None:
         window = self._qt_parent()
@@ -71,8 +79,14 @@ class ModelChooser(WindowPart):
         self.open_model_folder_action.setToolTip("Open a diffusers model folder "
                                                  "(with model_index.json)")
         self.open_model_folder_action.triggered.connect(self.open_model_folder)
+        self.models_action = QAction(icon("model"), "&Models…", window)
+        self.models_action.setToolTip("The model manager: installed models, downloads, "
+                                      "per-model defaults")
+        self.models_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
+        self.models_action.triggered.connect(self.open_model_manager)
         bar.addAction(self.open_model_file_action)
         bar.addAction(self.open_model_folder_action)
+        bar.addAction(self.models_action)
         spacer = QWidget(bar)
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         bar.addWidget(spacer)
@@ -97,7 +111,37 @@ class ModelChooser(WindowPart):
         self.queue.configure(self.settings.engine)
         self.queue.load_model(model)
         self._refresh_model_combo()
+        self.apply_model_defaults(model)
         self._persist()
+
+    def apply_model_defaults(self, model: str) -> list[str]:
+        """Put ``model``'s own defaults (the model manager's: size, clip skip, VAE) into
+        the prompt panel; the person can change them there. The names of the fields set."""
+        defaults = self.settings.model_defaults.get(model_key(model)) if model else None
+        if defaults is None:
+            return []
+        panel = self.prompt_panel
+        changed = []
+        values: dict[str, object] = {"width": defaults.width, "height": defaults.height,
+                                     "clip_skip": defaults.clip_skip}
+        if defaults.vae:
+            values["vae"] = "" if defaults.vae == VAE_AUTOMATIC else defaults.vae
+        for name, value in values.items():
+            if value not in (0, None) and panel.control(name).set_value(value) is None:
+                changed.append(name)
+        return changed
+
+    def open_model_manager(self) -> ModelManager:
+        """The model manager (Models…), made once and kept: its downloads go on while it is
+        closed."""
+        manager = getattr(self, "model_manager", None)
+        if manager is None:
+            manager = ModelManager(self, self._qt_parent())
+            self.model_manager = manager
+        manager.show()
+        manager.raise_()
+        manager.activateWindow()
+        return manager
 
     def open_model_file(self) -> None:
         path = file_dialogs.open_file(self._qt_parent(), "models", "Open a model file",

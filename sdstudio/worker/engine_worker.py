@@ -273,9 +273,11 @@ class EngineWorker(QObject):
     def list_models(self, settings: EngineSettings) -> None:
         models: list[dict[str, Any]] = []
         try:
+            from sdstudio.core.paths import model_dir
             from sdstudio.engine import library
 
-            for entry in library.scan(settings.model_dirs):
+            # SD Studio's own checkpoint folder (downloads land there), then the configured
+            for entry in library.scan((str(model_dir("checkpoint")), *settings.model_dirs)):
                 data = _entry_dict(entry)
                 if not data.get("problem"):
                     models.append(data)

@@ -295,6 +295,23 @@ class JobQueue(QAbstractListModel):
         return self.run_exclusive(task, label=label, source="upscale",
                                   detail=f"{name} ×{scale:g}")
 
+    def submit_verify(self, path: str, kind: str) -> int:
+        """Queue the safe loader's check of a model file (``engine.verify.verify_model_file``:
+        a downloaded file is used only once this says done) on the worker thread, in order
+        with the other jobs. A refused file fails the job with the loader's one-line reason
+        (``Job.failure``). Returns the job id."""
+        name = Path(path).name
+
+        def task(context: TaskContext) -> None:
+            from sdstudio.engine.verify import verify_model_file
+
+            context.report(0, 1, f"checking {name}")
+            context.cancel.raise_if_cancelled()
+            verify_model_file(Path(path), kind)
+            context.report(1, 1, f"{name} checked")
+
+        return self.run_exclusive(task, label=f"Check {name}", source="verify", detail=name)
+
     def cancel(self, job_id: int) -> bool:
         """Cancel a job: a queued one never runs (and reports ``jobFinished`` as cancelled);
         the running one stops within one step."""
