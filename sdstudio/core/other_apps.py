@@ -57,12 +57,14 @@ from sdstudio.core import safejson
 from sdstudio.core.settings import EngineSettings
 
 APPS = ("AUTOMATIC1111", "Forge", "ComfyUI", "InvokeAI", "Fooocus", "SwarmUI")
-KINDS = ("checkpoints", "loras", "vae", "embeddings", "upscalers")
+KINDS = ("checkpoints", "loras", "vae", "embeddings", "upscalers", "controlnet")
 #: The EngineSettings field each kind of folder goes to.
 SETTING_FOR_KIND = {"checkpoints": "model_dirs", "loras": "lora_dirs", "vae": "vae_dirs",
-                    "embeddings": "embedding_dirs", "upscalers": "upscaler_dirs"}
+                    "embeddings": "embedding_dirs", "upscalers": "upscaler_dirs",
+                    "controlnet": "controlnet_dirs"}
 KIND_LABELS = {"checkpoints": "Models", "loras": "LoRAs", "vae": "VAEs",
-               "embeddings": "Embeddings", "upscalers": "Upscalers"}
+               "embeddings": "Embeddings", "upscalers": "Upscalers",
+               "controlnet": "ControlNets"}
 #: File suffixes counted per kind: what SD Studio's engine opens from such a folder.
 KIND_SUFFIXES = {
     "checkpoints": (".safetensors", ".ckpt", ".pt", ".pth"),
@@ -70,6 +72,7 @@ KIND_SUFFIXES = {
     "vae": (".safetensors", ".ckpt", ".pt", ".pth"),
     "embeddings": (".safetensors", ".pt", ".bin"),
     "upscalers": (".pth", ".pt", ".safetensors"),
+    "controlnet": (".safetensors", ".pth", ".pt", ".bin", ".ckpt"),
 }
 
 MAX_CONFIG_BYTES = 256 * 1024  # real configs are a few KB
@@ -136,6 +139,26 @@ class ScanResult:
 
 
 # ============================================================================ settings
+# A1111 / Forge keep TAESD preview decoders in ``models/VAE-approx`` (modules/sd_vae_taesd.py)
+WEBUI_VAE_APPROX = "VAE-approx"
+_WEBUI_MODEL_SUBDIRS = ("VAE", "Stable-diffusion", "Lora", "LyCORIS")
+
+
+def vae_approx_folders(engine: EngineSettings) -> list[Path]:
+    """AUTOMATIC1111's ``models/VAE-approx`` folders beside the A1111-layout folders in
+    ``engine`` (``…/models/VAE``, ``…/models/Stable-diffusion``, ``…/models/Lora``) that
+    exist; each once, in the order the settings list them."""
+    found: list[Path] = []
+    for folder in (*engine.vae_dirs, *engine.model_dirs, *engine.lora_dirs):
+        path = Path(os.path.expanduser(folder))
+        if path.name not in _WEBUI_MODEL_SUBDIRS:
+            continue
+        candidate = path.parent / WEBUI_VAE_APPROX
+        if candidate not in found and _is_dir(candidate):
+            found.append(candidate)
+    return found
+
+
 def add_folders(engine: EngineSettings, folders: Iterable[FoundFolder]) -> EngineSettings:
     """``engine`` with ``folders`` added to its model / LoRA / VAE / embedding folders (after
     the ones it has; a folder already there is not added twice)."""
@@ -350,7 +373,8 @@ def _webui_layout(root: Path, models: Path | None = None, embeddings: Path | Non
     return [("checkpoints", models / "Stable-diffusion", 0), ("loras", models / "Lora", 0),
             ("loras", models / "LyCORIS", 0), ("vae", models / "VAE", 0),
             ("embeddings", embeddings or root / "embeddings", 0),
-            *(("upscalers", models / name, 0) for name in _WEBUI_UPSCALER_DIRS)]
+            *(("upscalers", models / name, 0) for name in _WEBUI_UPSCALER_DIRS),
+            ("controlnet", models / "ControlNet", 0)]  # the ControlNet extension's folder
 
 
 # the upscaler model folders A1111 and Forge look in (modules/esrgan_model.py & co.)
@@ -358,7 +382,8 @@ _WEBUI_UPSCALER_DIRS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT")
 _WEBUI_DIR_FLAGS = {"--ckpt-dir": "checkpoints", "--lora-dir": "loras", "--lyco-dir": "loras",
                     "--vae-dir": "vae", "--embeddings-dir": "embeddings",
                     "--esrgan-models-path": "upscalers", "--realesrgan-models-path": "upscalers",
-                    "--swinir-models-path": "upscalers", "--dat-models-path": "upscalers"}
+                    "--swinir-models-path": "upscalers", "--dat-models-path": "upscalers",
+                    "--controlnet-dir": "controlnet"}
 
 
 def _webui_folders(root: Path, home: Path, env: Mapping[str, str]) -> Wanted:
@@ -417,13 +442,16 @@ def _comfy_folders(root: Path, home: Path, env: Mapping[str, str]) -> Wanted:
     wanted: Wanted = [("checkpoints", models / "checkpoints", 0),
                       ("checkpoints", models / "diffusers", 0), ("loras", models / "loras", 0),
                       ("vae", models / "vae", 0), ("embeddings", models / "embeddings", 0),
-                      ("upscalers", models / "upscale_models", 0)]
+                      ("upscalers", models / "upscale_models", 0),
+                      ("controlnet", models / "controlnet", 0),
+                      ("controlnet", models / "ipadapter", 0)]
     return wanted + comfy_yaml_folders(root / "extra_model_paths.yaml", home, env)
 
 
 # ComfyUI's folder names -> kinds SD Studio uses ("diffusers" folders hold diffusers models)
 _COMFY_KINDS = {"checkpoints": "checkpoints", "diffusers": "checkpoints", "loras": "loras",
-                "vae": "vae", "embeddings": "embeddings", "upscale_models": "upscalers"}
+                "vae": "vae", "embeddings": "embeddings", "upscale_models": "upscalers",
+                "controlnet": "controlnet", "ipadapter": "controlnet"}
 
 
 def comfy_yaml_folders(path: Path, home: Path, env: Mapping[str, str]) -> Wanted:

@@ -220,3 +220,17 @@ def test_short_hash_is_a1111s_old_model_hash(tmp_path: Path) -> None:
     assert control.find_control_model([model], f"other_name [{expected}]") is model
     assert control.find_control_model([model], "CONTROL_X [00000000]") is model
     assert control.find_control_model([model], "missing") is None
+
+
+def test_other_apps_controlnet_folders_go_to_controlnet_dirs(tmp_path: Path) -> None:
+    from sdstudio.core import other_apps
+
+    webui = other_apps.model_folders("AUTOMATIC1111", tmp_path / "webui", tmp_path, {})
+    comfy = other_apps.model_folders("ComfyUI", tmp_path / "ComfyUI", tmp_path, {})
+    assert ("controlnet", tmp_path / "webui" / "models" / "ControlNet", 0) in webui
+    assert {("controlnet", tmp_path / "ComfyUI" / "models" / name, 0)
+            for name in ("controlnet", "ipadapter")} <= set(comfy)
+    found = other_apps.FoundFolder("ComfyUI", "controlnet", "/c/models/controlnet", 3)
+    engine = other_apps.add_folders(EngineSettings(), [found])
+    assert engine.controlnet_dirs == ("/c/models/controlnet",)
+    assert other_apps.KIND_LABELS["controlnet"] == "ControlNets"
