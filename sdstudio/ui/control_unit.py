@@ -55,7 +55,8 @@ from sdstudio.ui.canvas.base import ImageCanvasBase, tool_button
 from sdstudio.ui.theme import icon
 
 THUMB_HEIGHT = 132
-USE_SOURCE_TEXT = "Uses the source image of the Image to image or Inpaint tab"
+DROP_TEXT = "Drop, paste (Ctrl+V) or open an image"
+USE_SOURCE_TEXT = "Uses the source image (Image to image, Inpaint)"
 
 
 def arch_family(arch: str | None) -> str | None:
@@ -81,13 +82,13 @@ class ImageSlot(ImageCanvasBase):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._image: QImage | None = None
-        self._placeholder = "Drop, paste (Ctrl+V) or open a control image"
+        self._placeholder = DROP_TEXT
         self.label = QLabel(self)
         self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.label.setWordWrap(True)
         self.label.setObjectName("controlImageSlot")
-        self.label.setMinimumHeight(THUMB_HEIGHT)
-        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # fixed heights, no word wrap: a tab page does not pass height-for-width on
+        self.setFixedHeight(THUMB_HEIGHT)
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.label.setStyleSheet("#controlImageSlot { border: 1px dashed palette(mid); "
                                  "border-radius: 4px; }")
         lay = QVBoxLayout(self)
@@ -274,7 +275,7 @@ class UnitEditor(QWidget):
 
         self.preview = QLabel(self)
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setWordWrap(True)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.preview.setAccessibleName("Preprocessor preview")
         self.preview.hide()
         form.addRow(self.preview)
@@ -370,7 +371,7 @@ class UnitEditor(QWidget):
         ip = entry.kind == IP_ADAPTER
         self.control_mode.setEnabled(not ip)  # the extension has none for IP-Adapters
         self.set_preview(None)
-        self._fill_models()
+        self._fill_models(follow_module=True)
         self.changed.emit()
 
     def _pixel_perfect_toggled(self, on: bool) -> None:
@@ -379,8 +380,7 @@ class UnitEditor(QWidget):
 
     # =============================================================== image
     def _use_source_toggled(self, on: bool) -> None:
-        self.slot.set_placeholder(USE_SOURCE_TEXT if on else
-                                  "Drop, paste (Ctrl+V) or open a control image")
+        self.slot.set_placeholder(USE_SOURCE_TEXT if on else DROP_TEXT)
         if on:
             self.slot.set_image(None)
         self._update_tools()
@@ -431,9 +431,12 @@ class UnitEditor(QWidget):
             return
         if image is not None:
             self.preview.setPixmap(QPixmap.fromImage(image))
+            self.preview.setFixedHeight(image.height() + 4)
         else:
             self.preview.setPixmap(QPixmap())
             self.preview.setText(message)
+            self.preview.setToolTip(message)
+            self.preview.setFixedHeight(self.preview.fontMetrics().height() + 8)
         self.preview.show()
 
     # =============================================================== models
@@ -443,7 +446,10 @@ class UnitEditor(QWidget):
         self._arch = arch
         self._fill_models()
 
-    def _fill_models(self) -> None:
+    def _fill_models(self, follow_module: bool = False) -> None:
+        """The models that fit, the chosen one kept while it fits; else (and when the
+        preprocessor changes, ``follow_module``) the first whose name goes with the
+        preprocessor (its file-name words: "canny", "scribble" ...), else the first."""
         current = self.model()
         ip = self.preprocessor().kind == IP_ADAPTER
         fitting = [m for m in self._models if model_fits(m, self._arch, ip)]
@@ -460,6 +466,11 @@ class UnitEditor(QWidget):
                                          Qt.ItemDataRole.ToolTipRole)
         # the model chosen stays while it fits; else the first that does
         index = self._model_index(current) if current else -1
+        words = self.preprocessor().model_filters
+        if words and (follow_module or index < 0) and not (
+                index >= 0 and _named_for(fitting[index].name, words)):
+            index = next((i for i, m in enumerate(fitting) if _named_for(m.name, words)),
+                         index)
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(was)
         self.model_combo.setEnabled(bool(fitting))
@@ -543,6 +554,11 @@ class UnitEditor(QWidget):
 
     def connect_refresh(self, slot: Callable[[], None]) -> None:
         self.refresh_button.clicked.connect(slot)
+
+
+def _named_for(name: str, words: tuple[str, ...]) -> bool:
+    lowered = name.lower()
+    return any(w in lowered for w in words)
 
 
 def _set_slider(spin: QDoubleSpinBox, label: QLabel, slider: Slider) -> None:

@@ -318,3 +318,22 @@ def test_no_mnemonic_twice_with_the_section_open(qtbot: Any, window: Any) -> Non
         window.tabs.setCurrentIndex(index)
         QApplication.processEvents()
         assert not clashes(window)
+
+
+def test_the_preprocessor_picks_a_model_named_for_it(qtbot: Any) -> None:
+    from sdstudio.core.control import ControlModel
+
+    editor = UnitEditor()
+    qtbot.addWidget(editor)
+    names = ("control_v11f1e_sd15_tile", "control_v11p_sd15_canny", "control_v11p_sd15_scribble")
+    editor.set_models([ControlModel(n, Path(n), "controlnet", "sd1") for n in names], "sd1")
+    editor.set_module("canny")
+    assert editor.model() == "control_v11p_sd15_canny"
+    editor.set_module("scribble_xdog")
+    assert editor.model() == "control_v11p_sd15_scribble"
+    editor.set_model("control_v11f1e_sd15_tile")  # the person's choice stays on other edits
+    editor.weight.set_value(0.5)
+    editor.set_models(editor._models, "sd1")
+    assert editor.model() == "control_v11f1e_sd15_tile"
+    editor.set_module("none")  # no words to go by: the model stays
+    assert editor.model() == "control_v11f1e_sd15_tile"
