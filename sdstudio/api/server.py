@@ -154,11 +154,12 @@ class Api:
         if kind == "model":
             return self.model_name(name) is not None
         if kind == "vae":
-            return any(n == name for n, _p in paths.named_files(settings.vae_dirs))
+            return any(n == name for n, _p in paths.named_files(paths.search_dirs("vae", settings)))
         if kind == "lora":
             from sdstudio.core.addons import list_addons
 
-            return any(a.name == name for a in list_addons("lora", settings.lora_dirs))
+            dirs = paths.search_dirs("lora", settings)
+            return any(a.name == name for a in list_addons("lora", dirs))
         return False
 
     def model_name(self, name: str) -> str | None:
@@ -310,7 +311,7 @@ class Api:
         return JSONResponse(None)
 
     async def sd_vae(self, request: Request) -> Response:
-        dirs = self.service.settings.engine.vae_dirs
+        dirs = paths.search_dirs("vae", self.service.settings.engine)
         return JSONResponse([{"model_name": n, "filename": str(p)}
                              for n, p in paths.named_files(dirs)])
 
@@ -325,14 +326,14 @@ class Api:
     async def loras(self, request: Request) -> Response:
         from sdstudio.core.addons import list_addons
 
-        dirs = self.service.settings.engine.lora_dirs
+        dirs = paths.search_dirs("lora", self.service.settings.engine)
         return JSONResponse([{"name": a.name, "alias": a.name, "path": str(a.path),
                               "metadata": {}} for a in list_addons("lora", dirs)])
 
     async def embeddings(self, request: Request) -> Response:
         from sdstudio.core.addons import list_addons
 
-        dirs = self.service.settings.engine.embedding_dirs
+        dirs = paths.search_dirs("embedding", self.service.settings.engine)
         loaded = {a.name.rsplit(".", 1)[0]: {"step": None, "sd_checkpoint": None,
                                              "sd_checkpoint_name": None, "shape": 0,
                                              "vectors": 0}

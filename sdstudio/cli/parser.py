@@ -61,10 +61,11 @@ def register_subcommands(subparsers: Any) -> None:
     nothing outside it imports at module level."""
     from sdstudio.api import cli as api_cli  # serve
     from sdstudio.batch import cli as batch_cli  # batch
+    from sdstudio.cli import download as download_cli  # download
     from sdstudio.cli import upscale as upscale_cli  # upscale
     from sdstudio.engine import cli_models  # models, convert
 
-    for module in (batch_cli, cli_models, api_cli, upscale_cli):
+    for module in (batch_cli, cli_models, api_cli, upscale_cli, download_cli):
         module.register(subparsers)
 
 

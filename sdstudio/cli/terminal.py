@@ -90,9 +90,11 @@ class ProgressBar:
 
 
 @contextlib.contextmanager
-def install_cancel_handler(cancel: CancelToken, bar: ProgressBar | None = None) -> Iterator[None]:
+def install_cancel_handler(cancel: CancelToken, bar: ProgressBar | None = None,
+                           note: str = "") -> Iterator[None]:
     """Ctrl+C (and SIGTERM) cancel the token: the engine stops within one step; images
-    already saved stay. A second Ctrl+C interrupts at once."""
+    already saved stay. A second Ctrl+C interrupts at once. ``note`` replaces the line
+    printed on the first Ctrl+C."""
     if sys.platform != "win32" and hasattr(signal, "SIGTERM"):
         signals = [signal.SIGINT, signal.SIGTERM]
     else:
@@ -102,11 +104,11 @@ def install_cancel_handler(cancel: CancelToken, bar: ProgressBar | None = None) 
         if cancel.cancelled:
             raise KeyboardInterrupt
         cancel.cancel()
-        note = f"{PROG}: cancelling after the current step (press Ctrl+C again to stop now)"
+        line = note or f"{PROG}: cancelling after the current step (press Ctrl+C again to stop now)"
         if bar is not None:
-            bar.message(note)
+            bar.message(line)
         else:
-            sys.stderr.write(note + "\n")
+            sys.stderr.write(line + "\n")
 
     try:
         previous = {s: signal.signal(s, handler) for s in signals}

@@ -98,6 +98,22 @@ def model_dir(kind: str) -> Path:
         raise ValueError(f"unknown model kind {kind!r}") from None
 
 
+# the EngineSettings field that lists the configured folders of each kind
+SETTINGS_DIRS = {"checkpoint": "model_dirs", "lora": "lora_dirs", "vae": "vae_dirs",
+                 "embedding": "embedding_dirs", "upscaler": "upscaler_dirs",
+                 "controlnet": "controlnet_dirs"}
+
+
+def search_dirs(kind: str, settings: object = None) -> tuple[str, ...]:
+    """Where files of ``kind`` are looked for: SD Studio's own folder
+    (:func:`model_dir`, where downloads land) when it exists, then the folders configured in
+    ``settings`` (an ``EngineSettings``; its :data:`SETTINGS_DIRS` field), without repeats."""
+    own = model_dir(kind)
+    configured = tuple(str(d) for d in getattr(settings, SETTINGS_DIRS.get(kind, ""), ()) or ())
+    mine = (str(own),) if own.is_dir() else ()
+    return (*mine, *(d for d in configured if d not in mine))
+
+
 def upscaler_dir() -> Path:
     """SD Studio's own folder of upscaler model files (ESRGAN, Real-ESRGAN, SwinIR, ...)."""
     return model_dir("upscaler")

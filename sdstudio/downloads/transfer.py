@@ -492,15 +492,15 @@ def download(source: DownloadSource, *, dest_dir: Path | None = None,
                             f"accepted first: read it at {licence.url}")
     check_url(source.url)
     folder = Path(dest_dir) if dest_dir is not None else paths.model_dir(source.kind)
+    existing = folder / source.filename
+    if (not source.name_from_server and source.sha256 and existing.is_file()
+            and _existing_sha256(existing) == source.sha256):
+        return existing  # already here
     work = folder / WORK_DIR
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"cannot create {work}: {describe_error(exc)}") from exc
-    existing = folder / source.filename
-    if (not source.name_from_server and source.sha256 and existing.is_file()
-            and _existing_sha256(existing) == source.sha256):
-        return existing  # already here
     part = work / f"{source.filename}.part"
     meta = work / f"{source.filename}.part.json"
     transfer = _Transfer(source, part, meta, folder, on_progress, cancel)

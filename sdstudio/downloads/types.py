@@ -20,10 +20,11 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def is_offline() -> bool:
-    """Whether the person asked SD Studio to stay offline (``HF_HUB_OFFLINE`` or
-    ``SDSTUDIO_OFFLINE`` set to 1/true/yes/on): downloads are then refused at once."""
+    """Whether the person asked SD Studio to stay offline (``HF_HUB_OFFLINE``,
+    ``SDSTUDIO_OFFLINE``, or ``TRANSFORMERS_OFFLINE`` as huggingface_hub reads it, set to
+    1/true/yes/on): downloads are then refused at once."""
     return any(os.environ.get(var, "").strip().lower() in _TRUE
-               for var in ("HF_HUB_OFFLINE", "SDSTUDIO_OFFLINE"))
+               for var in ("HF_HUB_OFFLINE", "SDSTUDIO_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 OFFLINE_MESSAGE = ("offline (HF_HUB_OFFLINE or SDSTUDIO_OFFLINE is set): nothing is downloaded; "

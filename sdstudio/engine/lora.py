@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.core import paths
 from sdstudio.core.errors import ModelError, describe_error
 from sdstudio.core.request import LoraSpec
 from sdstudio.engine import checkpoint, hashing, lora_formats
@@ -237,7 +238,7 @@ def apply_loras(
     it was. A weight of 0 is checked and recorded but changes nothing.
 
     Returns ``{name as written: A1111's 12-digit short hash}`` for "Lora hashes"."""
-    dirs = tuple(settings.lora_dirs) if settings is not None else ()
+    dirs = paths.search_dirs("lora", settings)
     state = _lora_state(pipe)
     resolved: list[tuple[LoraSpec, Path, tuple[int, int]]] = []
     for spec in specs:
@@ -344,7 +345,7 @@ def load_vae(
 
     ref = Path(path).expanduser()
     if not ref.exists():
-        dirs = tuple(settings.vae_dirs) if settings is not None else ()
+        dirs = paths.search_dirs("vae", settings)
         found = find_file(str(path), dirs, VAE_SUFFIXES)
         if found is None:
             raise ModelError(f"VAE {str(path)!r} not found")
@@ -453,7 +454,7 @@ def apply_embeddings(pipe: Any, settings: EngineSettings | None) -> dict[str, st
 
     Returns ``{token: note}`` of those skipped (wrong width for this model, unreadable,
     refused by :func:`read_embedding`): one line each, for a Notice."""
-    dirs = tuple(settings.embedding_dirs) if settings is not None else ()
+    dirs = paths.search_dirs("embedding", settings)
     done: dict[str, str] = getattr(pipe, _EMB_ATTR, None) or {}
     setattr(pipe, _EMB_ATTR, done)
     skipped: dict[str, str] = {}

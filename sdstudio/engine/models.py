@@ -80,15 +80,16 @@ def resolve(ref: str, settings: EngineSettings,
         len(ref) > 1 and ref[1] == ":"
     )
     if not looks_like_path:
-        found = _find_in_dirs(ref, settings.model_dirs)
+        dirs = paths.search_dirs("checkpoint", settings)
+        found = _find_in_dirs(ref, dirs)
         if found is not None:
             return _local_source(found, ref)
         if _HUB_ID.match(ref):
             return _hub_source(ref, on_progress)
-        if settings.model_dirs:
+        if dirs:
             raise ModelError(
                 f"model {ref!r} was not found in the model folders "
-                f"({', '.join(settings.model_dirs)})"
+                f"({', '.join(dirs)})"
             )
     raise ModelError(f"model path does not exist: {ref}")
 

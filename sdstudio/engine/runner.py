@@ -16,10 +16,11 @@ Model add-ons come from ``sdstudio.engine.lora``:
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sdstudio.core import paths
 from sdstudio.core.cancel import CancelToken
+from sdstudio.core.control import control_model_dirs
 from sdstudio.core.errors import OutOfMemoryError, RequestError, SDStudioError
 from sdstudio.core.events import (
     EventCallback,
@@ -41,8 +44,8 @@ from sdstudio.core.events import (
 from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
 from sdstudio.core.sampler_names import steps_problem
 from sdstudio.core.settings import EngineSettings
+from sdstudio.engine import accel, controlnet, hashing, ip_adapter, lora, model_cache, models, taesd
 from sdstudio.engine import device as devices
-from sdstudio.engine import hashing, lora, models
 from sdstudio.engine import images as img
 from sdstudio.engine import threads as cpu_threads
 from sdstudio.engine.hires import HiresPass, memory_size
@@ -96,11 +99,13 @@ class _Loaded:
     model_bytes: int
     key: str
     original_vae: Any
+    cache_key: str = ""  # engine/model_cache.py; "" = never kept in RAM
     sha256: str | None = None
     offloaded: bool = False
     offload_owner: Any = None
     attention_slicing: bool = False
     sequential: bool = False  # the offload hooks are sequential (per layer), not per model
+    accel: accel.AccelPlan = field(default_factory=accel.AccelPlan)
     vae_ref: str = ""
     vae_name: str = ""
     vae_sha256: str = ""
@@ -108,6 +113,8 @@ class _Loaded:
     notes: list[str] = field(default_factory=list)
     schedulers: dict[str, Any] = field(default_factory=dict)
     embedding_notices: set[str] = field(default_factory=set)  # skipped embeddings told
+    ip_adapters: ip_adapter.IPAdapterSet | None = None  # in the UNet (engine/ip_adapter.py)
+    controlnets: controlnet.ControlNetSet | None = None  # kept loaded (engine/controlnet.py)
 
 
 @dataclass
@@ -140,6 +147,8 @@ class Engine:
         self._versions: dict[str, str] | None = None
         self._threads = cpu_threads.governor()  # torch's CPU threads (engine/threads.py)
         self._threads.set_fixed(self.settings.cpu_threads)
+        self._cache = model_cache.ModelCache()  # models kept in RAM between switches
+        self._taesd = taesd.PreviewDecoders()  # TAESD live previews, loaded on first use
 
     # ------------------------------------------------------------------ configuration
     def configure(self, settings: EngineSettings) -> None:
@@ -149,8 +158,11 @@ class Engine:
         self.settings = settings
         if settings.cpu_threads != old.cpu_threads:
             self._threads.set_fixed(settings.cpu_threads)
+        if settings.checkpoint_cache != old.checkpoint_cache:
+            self._trim_cache()
         if self._model is not None and (
             old.device != settings.device or old.precision != settings.precision
+            or old.compile_unet != settings.compile_unet
         ):
             self._model.key = "<reload>"
 
@@ -177,7 +189,13 @@ class Engine:
         choice = devices.choose_device(self.settings)
         for note in choice.notes:
             on_event(Notice(note))
-        self.unload()
+        key = self._cache_key(model, source, choice)
+        self._switch_away(0 if key in self._cache else model_cache.loaded_estimate(
+            source.path, torch.empty((), dtype=choice.dtype).element_size()))
+        kept = self._cache.take(key)
+        if kept is not None:  # switching back: no file read
+            on_event(LoadProgress(f"Taking {source.name} from RAM", 0.5))
+            return self._ready(*self._bring_back(kept, model), started, on_event)
         on_event(LoadProgress(f"Loading {source.name}", 0.1))
         pipe = models.load_pipeline(source, arch, device=choice.device, dtype=choice.dtype,
                                     settings=self.settings)
@@ -193,10 +211,11 @@ class Engine:
             loaded = _Loaded(
                 source=source, arch=arch, pipes=PipelineSet(pipe, arch), choice=choice,
                 scheduler_config=dict(pipe.scheduler.config), model_bytes=model_bytes,
-                key=self._ref_key(model), original_vae=pipe.vae,
+                key=self._ref_key(model), original_vae=pipe.vae, cache_key=key,
                 notes=list(choice.notes),
             )
             self._place(loaded, pipe, plan.cpu_offload)
+            self._accelerate(loaded, pipe)
             if choice.device.type == "cpu":  # CFG's rows in parallel (engine/threads.py)
                 cpu_threads.parallel_batches(pipe.unet)
             cancel.raise_if_cancelled()
@@ -210,28 +229,108 @@ class Engine:
                     "mode to low (CPU offload) or use the CPU", str(exc)) from None
             raise
         self._model = loaded
+        return self._ready(loaded, plan, started, on_event)
+
+    def _ready(self, loaded: _Loaded, plan: MemoryPlan, started: float,
+               on_event: EventCallback) -> ModelReady:
         ready = ModelReady(
-            name=source.name, arch=arch, device=choice.name, dtype=choice.dtype_name,
-            memory=plan.to_dict(), untrained=source.untrained,
+            name=loaded.source.name, arch=loaded.arch,
+            device=loaded.choice.name, dtype=loaded.choice.label,
+            precision_reason="; ".join((loaded.choice.reason, *loaded.accel.reasons)),
+            memory=plan.to_dict(), untrained=loaded.source.untrained,
             load_s=round(time.perf_counter() - started, 3),
-            vram=devices.vram_usage(choice.device, max_age_s=0),
+            vram=devices.vram_usage(loaded.choice.device, max_age_s=0),
         )
         self.loaded = ready
         on_event(LoadProgress("Model ready", 1.0))
         on_event(ready)
         return ready
 
+    # ------------------------------------------------------ models kept in RAM (model_cache)
+    def _cache_key(self, ref: str, source: models.ModelSource,
+                   choice: devices.DeviceChoice) -> str:
+        return model_cache.cache_key(self._ref_key(ref), source.path, choice.device,
+                                     choice.dtype, getattr(self.settings, "compile_unet", ""))
+
+    def _trim_cache(self, needed: int = 0) -> None:
+        """Free kept models beyond the setting, or while available memory is short of
+        ``needed`` plus the margin (least recently used first)."""
+        sizes = self._cache.sizes()
+        if not sizes:
+            return
+        available = model_cache.available_memory()
+        limit = model_cache.capacity(self.settings.checkpoint_cache, available, max(sizes))
+        if self._cache.trim(limit, available, needed):
+            devices.free_device_memory()
+
+    def _switch_away(self, needed: int) -> None:
+        """Before another model loads: keep the loaded one in RAM, pristine, when the cache
+        setting and the available memory allow; free it otherwise."""
+        model = self._model
+        kept = self._keepable(model) if model is not None else None
+        self._unload_current()
+        if kept is not None:
+            for addon in ("ip_adapters", "controlnets"):  # freed by the unload above
+                if getattr(kept, addon, None) is not None:
+                    setattr(kept, addon, None)
+            kept.offloaded, kept.offload_owner, kept.sequential = False, None, False
+            if kept.choice.device.type != "cpu":
+                kept.pipes.base.to("cpu")
+                devices.free_device_memory()
+            self._cache.put(kept.cache_key, kept, kept.model_bytes)
+        self._trim_cache(needed)
+
+    def _keepable(self, model: _Loaded) -> _Loaded | None:
+        """A copy of ``model``'s record to keep, its weights as its file made them (LoRAs
+        removed, its own VAE, no embeddings); None when it is not to be kept."""
+        limit = model_cache.capacity(self.settings.checkpoint_cache,
+                                     model_cache.available_memory(), model.model_bytes)
+        if not model.cache_key or model.sequential or limit == 0:
+            return None
+        try:
+            self._apply_loras(model, ())
+            self._apply_vae(model, "")
+            model_cache.unload_embeddings(model.pipes.base, lora._EMB_ATTR)
+        except Exception:
+            return None  # freed instead: never kept half restored
+        kept = copy.copy(model)
+        kept.embedding_notices = set()
+        return kept
+
+    def _bring_back(self, kept: _Loaded, ref: str) -> tuple[_Loaded, MemoryPlan]:
+        """A kept model made the loaded one: placed on its device as a fresh load is."""
+        choice = kept.choice
+        size = _default_size(kept.arch)
+        plan = self._plan(choice, kept.model_bytes, size, size, 1, resident=False)
+        self._place(kept, kept.pipes.base, plan.cpu_offload)
+        if choice.device.type == "cpu":
+            cpu_threads.parallel_batches(kept.pipes.base.unet)
+        kept.key = self._ref_key(ref)
+        self._model = kept
+        return kept, plan
+
     def unload(self) -> None:
+        """Free the loaded model and the models kept in RAM (weights and the device memory
+        they held)."""
+        if self._cache.clear():
+            devices.free_device_memory()
+        self._unload_current()
+
+    def _unload_current(self) -> None:
         """Free the loaded model (weights and the device memory they held)."""
         if self._model is None:
             return
         model = self._model
         self._model = None
         self.loaded = None
+        self._taesd.release()
         for pipe in model.pipes.pipes:
             with contextlib.suppress(Exception):
                 pipe.remove_all_hooks()
         cpu_threads.release_batches(model.pipes.base.unet)
+        if model.ip_adapters is not None:
+            model.ip_adapters.unload()  # its image encoders go now
+            model.ip_adapters = None
         model.pipes = None  # type: ignore[assignment]
         del model
         devices.free_device_memory()
@@ -250,6 +349,33 @@ class Engine:
             source, upscaler=upscaler, scale=scale, out_dir=out_dir,
             dirs=upscaler_dirs(self.settings), device=choice.device, dtype=choice.dtype,
             tile=tile, on_progress=on_progress, cancel=cancel, allow_path=allow_path)
+
+    def previewer(self, loaded: _Loaded, on_event: EventCallback) -> taesd.Previewer | None:
+        """The live previews' decoder with Live preview: TAESD and a TAESD file for this
+        model (engine/taesd.py), else None (the linear map). A refused file is one Notice."""
+        if self.settings.preview_method != "TAESD" or not self.settings.preview_every:
+            return None
+        choice = loaded.choice
+        device = loaded.pipes.base._execution_device if loaded.offloaded else choice.device
+        previewer, notice = self._taesd.previewer(loaded.arch, taesd.decoder_dirs(self.settings),
+                                                  device, choice.dtype)
+        if notice:
+            on_event(Notice(notice))
+        return previewer
+
+    def _accelerate(self, loaded: _Loaded, pipe: Any) -> None:
+        """The speed paths for this device (engine/accel.py): on CUDA channels_last and
+        fused QKV projections, FP8 weight storage for low-memory SDXL where the GPU has
+        it, ``torch.compile`` of the UNet with Speed: compile."""
+        choice = loaded.choice
+        plan = accel.decide_accel(
+            choice.kind, capability=accel.cuda_capability(choice.device), arch=loaded.arch,
+            memory_mode=self.settings.memory_mode, compile_setting=self.settings.compile_unet,
+            compile_available=self.settings.compile_unet and accel.compile_available(
+                choice.kind))
+        accel.apply_accel(pipe.unet, pipe.vae, plan, compute_dtype=choice.dtype)
+        loaded.accel = plan
+        loaded.notes.extend(plan.notes)  # asked for, not done (Speed: compile off CUDA)
 
     def _place(self, loaded: _Loaded, pipe: Any, offload: bool) -> None:
         if offload:
@@ -302,7 +428,8 @@ class Engine:
     def _apply_loras(self, loaded: _Loaded, specs: tuple[LoraSpec, ...]) -> dict[str, str]:
         if not specs and not loaded.loras_active:
             return {}
-        hashes = lora.apply_loras(loaded.pipes.base, specs, self.settings)
+        with accel.unfused(loaded.pipes.base.unet):  # LoRAs change q/k/v in place
+            hashes = lora.apply_loras(loaded.pipes.base, specs, self.settings)
         loaded.loras_active = bool(specs)
         if loaded.offloaded:
             loaded.offload_owner = None  # re-install offload hooks on the changed modules
@@ -312,7 +439,7 @@ class Engine:
         """Textual-inversion embeddings from ``settings.embedding_dirs`` (loaded once). One
         that is skipped (hostile, unreadable, for another model) is a Notice, once per loaded
         model; the notes returned go into every image's metadata."""
-        if not self.settings.embedding_dirs:
+        if not paths.search_dirs("embedding", self.settings):
             return []
         skipped = lora.apply_embeddings(loaded.pipes.base, self.settings) or {}
         notes = [f"embedding {token} skipped: {why}" for token, why in skipped.items()]
@@ -335,7 +462,8 @@ class Engine:
             name = Path(ref).stem
             path = Path(ref).expanduser()  # a name from the VAE folders: its file, for the hash
             if not path.exists():
-                path = lora.find_file(ref, self.settings.vae_dirs, lora.VAE_SUFFIXES) or path
+                path = lora.find_file(ref, paths.search_dirs("vae", self.settings),
+                                      lora.VAE_SUFFIXES) or path
             sha = hashing.file_sha256(path) if path.is_file() else ""  # a folder has none
             if not loaded.offloaded:
                 vae.to(loaded.choice.device)
@@ -343,6 +471,38 @@ class Engine:
         loaded.vae_ref, loaded.vae_name, loaded.vae_sha256 = ref, name, sha
         if loaded.offloaded:
             loaded.offload_owner = None
+
+    def _apply_ip_adapters(self, loaded: _Loaded, request: GenerationRequest,
+                           prepared: _Prepared) -> tuple[list[Any], dict[str, str]]:
+        """The request's IP-Adapter units (engine/ip_adapter.py): the adapters loaded into
+        the UNet (kept while the next request uses the same files, removed when none does)
+        and the reference images encoded. Returns the pass extras for ``_call`` and the
+        units' model titles for the infotext."""
+        units, titles = ip_adapter.reference_units(request, self.settings, prepared.image)
+        if not units and loaded.ip_adapters is None:
+            return [], {}
+        before = loaded.ip_adapters
+        home = torch.device("cpu") if loaded.offloaded else loaded.choice.device
+        loaded.ip_adapters, conditioning = ip_adapter.prepare(
+            before, loaded.pipes.base.unet, units, model_name=loaded.source.name,
+            control_dirs=control_model_dirs(self.settings), device=loaded.choice.device,
+            encoder_device=home, dtype=loaded.choice.dtype, guidance=request.cfg_scale > 1)
+        if loaded.ip_adapters is not before and loaded.offloaded:
+            loaded.offload_owner = None  # re-install offload hooks on the changed UNet
+        return ([conditioning] if conditioning is not None else []), titles
+
+    def _apply_controlnets(self, loaded: _Loaded, request: GenerationRequest,
+                           prepared: _Prepared) -> tuple[list[Any], dict[str, str]]:
+        """The request's ControlNet units (engine/controlnet.py): their models loaded (kept
+        while the next request uses the same files, freed when none does), their control
+        images prepared. Returns the pass extras for ``_call`` and the models' titles."""
+        loaded.controlnets, conditioning, titles = controlnet.prepare(
+            loaded.controlnets, loaded.pipes.base.unet, request, self.settings,
+            job=prepared.job, size=(prepared.width, prepared.height),
+            model_name=loaded.source.name, model_arch=loaded.arch,
+            device=loaded.choice.device, dtype=loaded.choice.dtype,
+            offloaded=loaded.offloaded)
+        return ([conditioning] if conditioning is not None else []), titles
 
     def _model_sha(self, loaded: _Loaded) -> str:
         if loaded.sha256 is None:
@@ -364,6 +524,7 @@ class Engine:
         prepared = self._prepare_inputs(request)  # images checked before any allocation
         self._check_strength(request, prepared)
         cancel.raise_if_cancelled()
+        self._trim_cache()
         if self._model is None or self._model.key != self._ref_key(request.model):
             self.load(request.model, on_event, cancel)
         loaded = self._model
@@ -403,9 +564,15 @@ class Engine:
         lora_hashes = self._apply_loras(loaded, specs)
         embedding_notes = self._apply_embeddings(loaded, on_event)
         ti_hashes = (lora.embedding_hashes(loaded.pipes.base, (prompt, request.negative_prompt))
-                     if self.settings.embedding_dirs else {})  # A1111's "TI hashes"
+                     if paths.search_dirs("embedding", self.settings) else {})  # "TI hashes"
         self._apply_vae(loaded, request.vae)
-        plan = self._plan(choice, loaded.model_bytes,
+        extras, control_titles = self._apply_ip_adapters(loaded, request, prepared)
+        addon_bytes = loaded.ip_adapters.nbytes if loaded.ip_adapters is not None else 0
+        control_extras, controlnet_titles = self._apply_controlnets(loaded, request, prepared)
+        extras, control_titles = [*extras, *control_extras], {**control_titles,
+                                                              **controlnet_titles}
+        addon_bytes += loaded.controlnets.nbytes if loaded.controlnets is not None else 0
+        plan = self._plan(choice, loaded.model_bytes + addon_bytes,
                           *memory_size(request, prepared.width, prepared.height),
                           request.batch_size, resident=not loaded.offloaded)
         self._apply_memory(loaded, pipe, plan)
@@ -422,21 +589,22 @@ class Engine:
                                  device=device, arch=loaded.arch)
         notes = [*loaded.notes, *embedding_notes, *encoded.notes]
         hires = HiresPass.create(self, loaded, request, scheduler, encoded,
-                                 functools.partial(self._scheduler, loaded))
+                                 functools.partial(self._scheduler, loaded), extras=extras)
         if self._versions is None:
             self._versions = library_versions()
         base_info = GenerationInfo(
             model_name=loaded.source.name, model_sha256=self._model_sha(loaded),
             model_arch=loaded.arch, model_untrained=loaded.source.untrained,
             vae_name=loaded.vae_name, vae_sha256=loaded.vae_sha256, lora_hashes=lora_hashes,
-            ti_hashes=ti_hashes,
-            device=choice.name, dtype=choice.dtype_name, memory=plan.to_dict(),
+            ti_hashes=ti_hashes, control_models=control_titles,
+            device=choice.name, dtype=choice.label, memory=plan.to_dict(),
             scheduler=sched_info, versions=dict(self._versions),
             prompt_tokens=encoded.prompt_tokens, negative_tokens=encoded.negative_tokens,
         )
         results: list[ImageReady] = []
         runs = request.batch_count
         memory = _MemoryState(plan)
+        previewer = self.previewer(loaded, on_event)
         for run in range(runs):
             cancel.raise_if_cancelled()
             run_started = time.perf_counter()
@@ -456,10 +624,11 @@ class Engine:
                                              run_seeds, device, variation)
                 callback = StepCallback(on_event, cancel, run + 1, runs, loaded.arch,
                                          self.settings.preview_every, choice.device,
+                                         previewer=previewer,
                                          **(hires.first_pass_progress() if hires else {}))
                 if pipe.scheduler is not scheduler:  # a registered-module write costs ~50 us
                     pipe.scheduler = scheduler
-                return self._call(pipe, encoded, request, gens, callback, kwargs)
+                return self._call(pipe, encoded, request, gens, callback, kwargs, extras)
 
             latents = self._surviving_oom(loaded, pipe, memory, denoise, on_event)
             cancel.raise_if_cancelled()
@@ -525,8 +694,16 @@ class Engine:
 
     @staticmethod
     def _call(pipe: Any, encoded: Any, request: GenerationRequest, gens: list[torch.Generator],
-              callback: StepCallback, kwargs: dict[str, Any]) -> torch.Tensor:
-        with encoded.masked_attention(pipe.unet, request.batch_size):
+              callback: StepCallback, kwargs: dict[str, Any],
+              extras: Sequence[Any] = ()) -> torch.Tensor:
+        """One pipeline call (a pass). ``extras``: conditioning attached to the pass (an
+        IP-Adapter's :class:`~sdstudio.engine.ip_adapter.IPConditioning`): each gives
+        ``pipe_kwargs()`` and is ``active(pipe)`` around the call."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(encoded.masked_attention(pipe.unet, request.batch_size))
+            for extra in extras:
+                stack.enter_context(extra.active(pipe))
+                kwargs = {**kwargs, **extra.pipe_kwargs()}
             return pipe(
                 **encoded.pipe_kwargs(),
                 num_inference_steps=request.steps,

@@ -214,6 +214,13 @@ def _describe_file(path: Path, state: dict[str, Any]) -> Any:
     return descriptor
 
 
+def describe_upscaler_file(path: Path) -> str:
+    """The architecture and scale of the upscaler in ``path`` (read safely, not kept);
+    ModelError for a file that is not one."""
+    descriptor = _describe_file(Path(path), _state_dict(Path(path)))
+    return f"{descriptor.architecture.name} {descriptor.scale}x"
+
+
 def load_upscaler(path: Path, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> LoadedUpscaler:
     """The upscaler model in ``path`` on ``device``, loaded safely; kept for the next call

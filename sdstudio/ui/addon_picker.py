@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.addons import Addon, AddonDetails, list_addons, lora_tag, read_details
-from sdstudio.core.paths import named_files
+from sdstudio.core.paths import named_files, search_dirs
 from sdstudio.core.settings import EngineSettings
 from sdstudio.ui.background import BackgroundRunner
 from sdstudio.ui.prompt_tools import search_field
@@ -167,8 +167,7 @@ class AddonPicker(QDialog):
         return TABS[max(0, self.tabs.currentIndex())][0]
 
     def _dirs(self, kind: str) -> tuple[str, ...]:
-        return {"lora": self._engine.lora_dirs, "embedding": self._engine.embedding_dirs,
-                "vae": self._engine.vae_dirs}[kind]
+        return search_dirs(kind, self._engine)  # SD Studio's own folder, then the configured
 
     def _load(self) -> None:
         folders = {kind: self._dirs(kind) for kind, _ in TABS}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.core.errors import SDStudioError
-from sdstudio.core.paths import ADDON_SUFFIXES, named_files
+from sdstudio.core.paths import ADDON_SUFFIXES, named_files, search_dirs
 from sdstudio.core.request import GenerationRequest, is_plain_name, request_spec
 from sdstudio.core.settings import Settings
 from sdstudio.ui.canvas.source_canvas import SourceCanvas
@@ -85,7 +85,7 @@ class ParameterRestore(WindowPart):
             self.source_canvas.set_fit_mode(request.resize_mode)
         else:
             notes.append(f"resize mode “{request.resize_mode}” is not available here")
-        lora_names = [n for n, _ in named_files(self.settings.engine.lora_dirs)]
+        lora_names = [n for n, _ in named_files(search_dirs("lora", self.settings.engine))]
         notes += [f"LoRA “{n}” is not installed (its tag is kept in the prompt)"
                   for n in missing_loras(request, lora_names)]
         recent = [{"path": p, "name": Path(p).name}
@@ -104,7 +104,7 @@ class ParameterRestore(WindowPart):
     def refresh_addons(self) -> None:
         """The VAE choices from the VAE folders (a restored or saved VAE stays selected)."""
         entries = [("Automatic", "")] + [
-            (name, name) for name, _ in named_files(self.settings.engine.vae_dirs)]
+            (name, name) for name, _ in named_files(search_dirs("vae", self.settings.engine))]
         self.prompt_panel.set_choices("vae", entries)
         control = self.prompt_panel.control("hires_upscaler")  # the hires fix's models
         assert isinstance(control, UpscalerControl)

@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +53,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh SDSTUDIO_HOME per test: downloads land in its model folders, not the suite's."""
+    root = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("SDSTUDIO_HOME", str(root))
+    return root
+
+
+@pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from sdstudio.downloads import transfer
 
@@ -66,6 +75,7 @@ def online(monkeypatch: pytest.MonkeyPatch) -> None:
     """The suite runs with HF_HUB_OFFLINE=1; download tests lift it (for 127.0.0.1)."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("SDSTUDIO_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)

@@ -223,12 +223,15 @@ def test_licence_needing_acceptance(server: Server, online: None, tmp_path: Path
     assert download(source, dest_dir=tmp_path, accept_licence=True).read_bytes() == DATA
 
 
-def test_offline_is_refused_at_once(server: Server, tmp_path: Path,
+def test_offline_is_refused_at_once(server: Server, tmp_path: Path, online: None,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdstudio.downloads import is_offline
+
     url = server.add("/m.bin", DATA)
-    for var in ("HF_HUB_OFFLINE", "SDSTUDIO_OFFLINE"):
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert not is_offline()
+    for var in ("HF_HUB_OFFLINE", "SDSTUDIO_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")
+        assert is_offline()
         with pytest.raises(DownloadError, match="offline"):
             download(_source(url), dest_dir=tmp_path)
         monkeypatch.delenv(var)
