@@ -23,6 +23,10 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 # a person's own setting it also keeps the engine's thread count from following the load
 # (tests/engine/test_threads.py switches that on where it is the subject).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The suite's images are compared with fp32 references: "auto" means fp32 here, as a person
+# sets it with SDSTUDIO_PRECISION (on a CPU with native bf16 it would mean bf16;
+# tests/engine/test_device_precision.py covers that choice).
+os.environ.setdefault("SDSTUDIO_PRECISION", "fp32")
 _HOME = Path(tempfile.mkdtemp(prefix="sdstudio-test-home-"))
 os.environ["SDSTUDIO_HOME"] = str(_HOME)
 

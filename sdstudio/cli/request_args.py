@@ -107,6 +107,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default=None, choices=("auto", "fp16", "bf16", "fp32"))
     g.add_argument("--memory-mode", default=None, choices=("auto", "low", "off"),
                    help="memory savers: auto (from free memory), low (all), off")
+    g.add_argument("--compile", dest="compile_unet", action="store_true", default=None,
+                   help="Speed: compile the UNet with torch.compile (CUDA; the first image "
+                   "of each size takes longer, later ones run faster)")
     g.add_argument("--threads", dest="cpu_threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: the CPUs this process may use, "
                    "fewer while other programs keep some of them busy)")
@@ -187,6 +190,8 @@ def engine_settings_from_args(args: argparse.Namespace, settings: Settings) -> E
         value = getattr(args, name, None)
         if value:
             changes[name] = value
+    if getattr(args, "compile_unet", None):
+        changes["compile_unet"] = True
     if getattr(args, "cpu_threads", None) is not None:
         if not 1 <= args.cpu_threads <= MAX_CPU_THREADS:
             raise RequestError("cpu_threads", f"--threads {args.cpu_threads}: give 1 to "

@@ -62,6 +62,7 @@ class ModelReady:
     untrained: bool = False
     load_s: float = 0.0
     vram: VramUsage | None = None  # after loading, on CUDA
+    precision_reason: str = ""  # why this dtype, and the speed paths taken (engine/accel.py)
 
     @property
     def vram_bytes(self) -> int | None:

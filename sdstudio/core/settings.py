@@ -25,6 +25,8 @@ DEVICES_HINT = ("auto", "cuda", "mps", "cpu")  # "cuda:1" etc. are accepted too
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 MEMORY_MODES = ("auto", "low", "off")  # auto = decided from free memory; low = every saver
 TRISTATE = ("auto", "on", "off")
+# A1111's "Live preview method" names: the linear latent map, or a TAESD decoder when present
+PREVIEW_METHODS = ("Approx cheap", "TAESD")
 DEFAULT_FILENAME_PATTERN = "{index}-{seed}"
 
 
@@ -39,7 +41,11 @@ class EngineSettings:
     vae_tiling: str = "auto"
     cpu_offload: str = "auto"
     preview_every: int = 1  # 0 = no previews
+    preview_method: str = "Approx cheap"  # one of PREVIEW_METHODS (A1111's Live preview method)
     cpu_threads: int = 0  # torch CPU threads; 0 = automatic (core/threads.py)
+    # models kept in RAM besides the one in use; -1 = automatic (engine/model_cache.py)
+    checkpoint_cache: int = -1
+    compile_unet: bool = False  # Speed: compile (torch.compile of the UNet; engine/accel.py)
     default_model: str = ""  # "" = the built-in demo model
     model_dirs: tuple[str, ...] = ()
     vae_dirs: tuple[str, ...] = ()
@@ -208,7 +214,8 @@ class Settings:
                 if isinstance(value, str):  # one folder written as a string
                     value = [value]
                 value = tuple(str(v) for v in value or ())
-            elif (isinstance(default, int) and not isinstance(value, int)) or (
+            elif (isinstance(default, bool) and not isinstance(value, bool)) or (
+                isinstance(default, int) and not isinstance(value, int)) or (
                 isinstance(default, str) and not isinstance(value, str)
             ):
                 continue

@@ -1,8 +1,11 @@
 """Device and dtype policy.
 
-CUDA when present (fp16 weights), Apple MPS when present (fp16), else the CPU in fp32 (fp16 on
-the CPU runs but is 30-45x slower; bf16 is available through ``settings.precision``). An
-explicit ``settings.device`` that is not available falls back to the CPU with a note.
+CUDA when present (fp16 weights), Apple MPS when present (fp16), else the CPU: bf16 where the
+processor computes in bf16 natively (AVX512-BF16 / AMX, see ``engine/accel.py``), fp32
+elsewhere (fp16 on the CPU runs but is 30-45x slower). ``settings.precision`` other than
+``auto`` is taken as given; ``SDSTUDIO_PRECISION`` says what ``auto`` means where the person
+sets it. An explicit ``settings.device`` that is not available falls back to the CPU with a
+note.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from sdstudio.core.errors import is_out_of_memory  # noqa: F401 (the engine's import of it)
 from sdstudio.core.events import VramUsage
 from sdstudio.core.settings import EngineSettings
+from sdstudio.engine import accel
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
@@ -28,6 +32,8 @@ class DeviceChoice:
     device: torch.device
     dtype: torch.dtype
     notes: tuple[str, ...] = field(default=())
+    reason: str = ""  # why this dtype (auto's choice, the setting, SDSTUDIO_PRECISION)
+    vae_dtype: torch.dtype | None = None  # None: the same as ``dtype``
 
     @property
     def kind(self) -> str:  # "cuda", "mps" or "cpu"
@@ -36,6 +42,18 @@ class DeviceChoice:
     @property
     def dtype_name(self) -> str:
         return DTYPE_NAMES.get(self.dtype, str(self.dtype))
+
+    @property
+    def vae(self) -> torch.dtype:
+        return self.vae_dtype or self.dtype
+
+    @property
+    def label(self) -> str:
+        """The precision as shown and recorded: "bf16", or "bf16, VAE fp32" where the VAE
+        runs in another one."""
+        if self.vae == self.dtype:
+            return self.dtype_name
+        return f"{self.dtype_name}, VAE {DTYPE_NAMES.get(self.vae, str(self.vae))}"
 
     @property
     def name(self) -> str:
@@ -83,14 +101,33 @@ def choose_device(settings: EngineSettings) -> DeviceChoice:
         elif device.type not in ("cuda", "mps", "cpu"):
             notes.append(f"device {settings.device!r} is not supported; using the CPU")
             device = torch.device("cpu")
-    precision = (settings.precision or "auto").lower()
-    if precision in _DTYPES:
-        dtype = _DTYPES[precision]
-        if dtype == torch.float16 and device.type == "cpu":
-            notes.append("fp16 on the CPU is very slow; fp32 or bf16 is recommended")
-    else:
-        dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
-    return DeviceChoice(device, dtype, tuple(notes))
+    dtype, reason = choose_dtype(device.type, settings.precision)
+    if dtype == torch.float16 and device.type == "cpu":
+        notes.append("fp16 on the CPU is very slow; fp32 or bf16 is recommended")
+    vae = _DTYPES[accel.vae_precision(device.type, DTYPE_NAMES[dtype])]
+    return DeviceChoice(device, dtype, tuple(notes), reason,
+                        vae_dtype=None if vae == dtype else vae)
+
+
+def choose_dtype(device_kind: str, precision: str | None) -> tuple[torch.dtype, str]:
+    """(dtype, why) for a device kind and the precision setting: the setting when it names
+    one; for ``auto``, ``SDSTUDIO_PRECISION`` when set, else fp16 on CUDA and MPS and, on the
+    CPU, bf16 where it is native (accel.cpu_precision), fp32 otherwise."""
+    wanted = (precision or "auto").lower()
+    if wanted in _DTYPES:
+        return _DTYPES[wanted], f"precision {wanted} (setting)"
+    override = accel.precision_override()
+    if override is not None:
+        return _DTYPES[override], f"{accel.PRECISION_ENV}={override}"
+    if device_kind in ("cuda", "mps"):
+        return torch.float16, f"{device_kind}: fp16"
+    cpu = _cpu_precision()
+    return _DTYPES[cpu.dtype], cpu.reason
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_precision() -> accel.CpuPrecision:
+    return accel.cpu_precision()
 
 
 def memory_info(device: torch.device) -> tuple[int, int]:

@@ -1,9 +1,11 @@
 """The pipeline's step and latent ends: the per-step callback (cancel, Progress, Preview),
-the initial noise, and the VAE decode to PIL images (with the fp16 NaN retry)."""
+the initial noise, and the VAE decode to PIL images (with the fp16/bf16 NaN retry)."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,8 @@ from sdstudio.engine import device as devices
 from sdstudio.engine import threads as cpu_threads
 from sdstudio.engine.pipelines import module_dtype
 from sdstudio.engine.preview import latents_to_rgb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def paste_centred(target: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
 
 def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image], list[str]]:
     """VAE decode to PIL images, as the diffusers pipelines do it (SDXL's fp32 upcast
-    included); an fp16 decode that gives NaN is redone in fp32, with a note."""
+    included); an fp16 or bf16 decode that gives NaN or inf is redone in fp32, with a note."""
     vae = pipe.vae
     notes: list[str] = []
     vae_dtype = module_dtype(vae)  # read once: see module_dtype
@@ -145,8 +149,9 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Image.Image],
     # any NaN or inf turns non-finite; |pixels| <= ~1 so it cannot overflow) and one sync.
     if decoded.dtype != torch.float32 and not torch.isfinite(
             decoded.sum(dtype=torch.float32)).item():
+        name = devices.DTYPE_NAMES.get(decoded.dtype, str(decoded.dtype))
         decoded = run(torch.float32)
-        notes.append("the fp16 VAE decoded to NaN; decoded again in fp32")
+        notes.append(f"the {name} VAE decoded to NaN; decoded again in fp32")
     array = pipe.image_processor.postprocess(decoded, output_type="np")
     return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array], notes
 
@@ -160,8 +165,10 @@ class StepCallback:
 
     def __init__(self, on_event: EventCallback, cancel: CancelToken, run: int, runs: int,
                  arch: str, preview_every: int, device: Any = None, *, phase: str = "",
-                 before: int = 0, after: int = 0) -> None:
+                 before: int = 0, after: int = 0,
+                 previewer: Callable[[torch.Tensor], Image.Image] | None = None) -> None:
         self.phase, self.before, self.after = phase, before, after
+        self.previewer = previewer  # a TAESD decoder (engine/taesd.py); None: the linear map
         self.on_event = on_event
         self.cancel = cancel
         self.run = run
@@ -186,6 +193,15 @@ class StepCallback:
                                phase_total=own if self.phase else 0))
         self.last = now
         if self.preview_every and own_step % self.preview_every == 0 and "latents" in kwargs:
-            self.on_event(Preview(step, total, latents_to_rgb(kwargs["latents"], self.arch)))
+            self.on_event(Preview(step, total, self._preview(kwargs["latents"])))
         return kwargs
+
+    def _preview(self, latents: torch.Tensor) -> Image.Image:
+        if self.previewer is not None:
+            try:
+                return self.previewer(latents)
+            except Exception:  # out of memory, say: the linear map for the rest of the run
+                log.warning("TAESD preview failed; linear previews for this run", exc_info=True)
+                self.previewer = None
+        return latents_to_rgb(latents, self.arch)
 

@@ -164,12 +164,15 @@ class SettingsDialog(QDialog):
         self.vae_dirs = FolderList("VAE folders", eng.vae_dirs, models)
         self.embedding_dirs = FolderList("Embedding folders", eng.embedding_dirs, models)
         self.upscaler_dirs = FolderList("Upscaler folders", eng.upscaler_dirs, models)
+        self.controlnet_dirs = FolderList("ControlNet folders", eng.controlnet_dirs, models)
         for title, widget in (("Model folders (checkpoints and diffusers folders)",
                                self.model_dirs), ("LoRA folders", self.lora_dirs),
                               ("VAE folders", self.vae_dirs),
                               ("Textual-inversion embedding folders", self.embedding_dirs),
                               ("Upscaler model folders (ESRGAN, Real-ESRGAN, SwinIR, DAT...)",
-                               self.upscaler_dirs)):
+                               self.upscaler_dirs),
+                              ("ControlNet, T2I-Adapter and IP-Adapter folders",
+                               self.controlnet_dirs)):
             box = QGroupBox(title, models)
             bl = QVBoxLayout(box)
             bl.setContentsMargins(8, 4, 8, 8)
@@ -204,7 +207,15 @@ class SettingsDialog(QDialog):
         label = QLabel("CPU t&hreads", dev)
         label.setBuddy(self.threads_spin)
         dform.addRow(label, self.threads_spin)
-        note = QLabel("Device and precision changes apply when the next model loads.", dev)
+        self.compile_check = QCheckBox("Speed: co&mpile the model (torch.compile)", dev)
+        self.compile_check.setChecked(bool(eng.compile_unet))
+        self.compile_check.setToolTip(
+            "Compiles the UNet for the GPU: the first image of each size takes longer (a "
+            "minute or more), later ones run faster. Compiled kernels are kept between runs. "
+            "Needs CUDA with Triton; elsewhere it is left off.")
+        dform.addRow("", self.compile_check)
+        note = QLabel("Device, precision and compile changes apply when the next model loads.",
+                      dev)
         note.setWordWrap(True)
         note.setEnabled(False)
         dform.addRow("", note)
@@ -295,11 +306,13 @@ class SettingsDialog(QDialog):
             memory_mode=str(self.memory_combo.currentData()),
             preview_every=self.preview_spin.value(),
             cpu_threads=self.threads_spin.value(),
+            compile_unet=self.compile_check.isChecked(),
             model_dirs=self.model_dirs.folders(),
             lora_dirs=self.lora_dirs.folders(),
             vae_dirs=self.vae_dirs.folders(),
             embedding_dirs=self.embedding_dirs.folders(),
             upscaler_dirs=self.upscaler_dirs.folders(),
+            controlnet_dirs=self.controlnet_dirs.folders(),
         )
         output = self.output_edit.text().strip()
         from sdstudio.core.paths import default_output_dir

@@ -96,6 +96,8 @@ class ModelStatus(WindowPart):
         self.model_label.setText(f"Model: {name} · {ready.arch}")
         self.device_label.setText(f"Device: {ready.device}")
         self.dtype_label.setText(ready.dtype)
+        self.dtype_label.setToolTip(f"Precision: {ready.dtype}" + (
+            f" ({ready.precision_reason})" if ready.precision_reason else ""))
         mode = self.settings.engine.memory_mode
         savers = [k.replace("_", " ") for k in ("attention_slicing", "vae_slicing",
                                                 "vae_tiling", "cpu_offload")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from sdstudio.core.events import Preview
@@ -23,28 +24,32 @@ def test_module_dtype_matches_diffusers(engines: Callable[[str], Any]) -> None:
     assert module_dtype(vae) == vae.dtype == torch.float16
 
 
-def test_fp16_decode_to_nan_is_redone_in_fp32(engines: Callable[[str], Any]) -> None:
+@pytest.mark.parametrize(("half", "name", "bad"), [(torch.float16, "fp16", float("nan")),
+                                                    (torch.bfloat16, "bf16", float("inf"))])
+def test_half_decode_to_nan_is_redone_in_fp32(engines: Callable[[str], Any], half: torch.dtype,
+                                              name: str, bad: float) -> None:
+    """An fp16 (CUDA) or bf16 (CPU with native bf16) decode that gives NaN or inf."""
     base = engines("sd1")._model.pipes.base
-    vae = copy.deepcopy(base.vae).to(dtype=torch.float16)
+    vae = copy.deepcopy(base.vae).to(dtype=half)
     real_decode = vae.decode
     dtypes: list[torch.dtype] = []
 
     def decode(z: torch.Tensor, **kw: Any) -> Any:
         dtypes.append(z.dtype)
         out = real_decode(z, **kw)
-        if z.dtype == torch.float16:  # what an fp16 SD VAE does on some latents
-            out[0][0, 0, 0, 0] = float("nan")
+        if z.dtype == half:  # what an fp16 SD VAE does on some latents
+            out[0][0, 0, 0, 0] = bad
         return out
 
     vae.decode = decode  # type: ignore[method-assign]
     pipe = types.SimpleNamespace(vae=vae, image_processor=base.image_processor)
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     images, notes = decode_latents(pipe, latents)
-    assert dtypes == [torch.float16, torch.float32]
-    assert notes == ["the fp16 VAE decoded to NaN; decoded again in fp32"]
-    assert vae.dtype == torch.float16  # put back after the fp32 retry
-    # the retry's pixels are those of an fp32 decode (of the same fp16-rounded weights)
-    ref_vae = copy.deepcopy(base.vae).to(dtype=torch.float16).to(dtype=torch.float32)
+    assert dtypes == [half, torch.float32]
+    assert notes == [f"the {name} VAE decoded to NaN; decoded again in fp32"]
+    assert vae.dtype == half  # put back after the fp32 retry
+    # the retry's pixels are those of an fp32 decode (of the same half-rounded weights)
+    ref_vae = copy.deepcopy(base.vae).to(dtype=half).to(dtype=torch.float32)
     ref_pipe = types.SimpleNamespace(vae=ref_vae, image_processor=base.image_processor)
     ref, ref_notes = decode_latents(ref_pipe, latents)
     assert ref_notes == []
