@@ -33,7 +33,13 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core import paths
-from sdstudio.core.control import ControlModel, ControlUnit, list_control_models
+from sdstudio.core.control import (
+    ControlModel,
+    ControlUnit,
+    list_control_models,
+    parse_units,
+    units_problem,
+)
 from sdstudio.core.errors import SDStudioError, describe_error
 from sdstudio.core.preprocessors import (
     display_image,
@@ -100,7 +106,7 @@ class ControlSection(QWidget):
         self._arch: str | None = None
         self.target_size: Callable[[], tuple[int, int]] = lambda: (512, 512)
         self.source_images: SourceImages = _no_source
-        self.seed: Callable[[], int] = lambda: 0
+        self.seed: Callable[[], int] = lambda: 0  # shuffle's, as the engine draws it
         self.engine_settings: Callable[[], EngineSettings] = EngineSettings
         self.scribble_dialog: ScribbleDialog | None = None
 
@@ -192,10 +198,11 @@ class ControlSection(QWidget):
             out.append(editor.unit(path))
         return tuple(out)
 
-    def set_units(self, units: tuple[ControlUnit, ...]) -> list[str]:
-        """Show ``units`` (replacing the section's). Notes on what could not be shown."""
+    def set_units(self, units: tuple[ControlUnit, ...], list_now: bool = True) -> list[str]:
+        """Show ``units`` (replacing the section's). Notes on what could not be shown
+        (``list_now``: list the models first if that has not been done, for the notes)."""
         self.clear_units()
-        if units and not self._models_known:  # the notes say which models are missing
+        if units and list_now and not self._models_known:  # the notes name missing models
             self._show_models(list_control_models(self.engine_settings()))
         notes: list[str] = []
         for i, unit in enumerate(units[:MAX_SECTION_UNITS]):
@@ -217,6 +224,29 @@ class ControlSection(QWidget):
             notes.append(f"only the first {MAX_SECTION_UNITS} control units are shown")
         self._update()
         return notes
+
+    def saved(self) -> list[dict[str, object]]:
+        """The units for the window's saved state: each unit (its image as the input file
+        it was saved to) and whether it uses the source image."""
+        kept = [e for e in self.editors if e.enabled_box.isChecked() or e.model()]
+        return [{"unit": unit.to_dict(), "use_source": editor.use_source_box.isChecked()}
+                for editor, unit in zip(kept, self.units(), strict=True)]
+
+    def restore_saved(self, value: object) -> None:
+        """Put back what :meth:`saved` gave; anything malformed restores no units (the
+        saved state is data: images only from the inputs folder)."""
+        if not isinstance(value, list) or not value:
+            return
+        try:
+            units = parse_units([item["unit"] for item in value if isinstance(item, dict)])
+        except (ValueError, KeyError, TypeError):
+            return
+        if len(units) != len(value) or units_problem(units):
+            return
+        self.set_units(units, list_now=False)
+        for editor, item in zip(self.editors, value, strict=False):
+            if editor.image() is None:
+                editor.use_source_box.setChecked(item.get("use_source") is True)
 
     # =============================================================== models
     def set_arch(self, arch: str | None) -> None:

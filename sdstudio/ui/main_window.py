@@ -615,6 +615,8 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
             QTimer.singleShot(0, lambda: self.resizeDocks([self.queue_dock], [QUEUE_WIDTH],
                                                           Qt.Orientation.Horizontal))
         self.prompt_panel.show_more(ui.get("more_options") is True)
+        self.prompt_panel.control_section.restore_saved(ui.get("control_units"))
+        self.prompt_panel.show_control(ui.get("control_open") is True)
         tab = ui.get("tab")
         if isinstance(tab, int) and 0 <= tab < self.tabs.count():
             self.tabs.setCurrentIndex(tab)
@@ -626,6 +628,11 @@ class MainWindow(ModelChooser, JobSlots, ResultPanes, ModelStatus, ParameterRest
         ui["window_state"] = bytes(self.saveState().toBase64().data()).decode()
         ui["tab"] = min(self.tabs.currentIndex(), TAB_INPAINT + 1)
         ui["more_options"] = self.prompt_panel.more_shown()
+        ui["control_open"] = self.prompt_panel.control_shown()
+        try:  # the units, their images as the input files they are saved to
+            ui["control_units"] = self.prompt_panel.control_section.saved()
+        except (SDStudioError, OSError):  # an image that cannot be saved: not remembered
+            ui.pop("control_units", None)
         ui["dialog_folders"] = file_dialogs.saved()
         values = {**self.prompt_panel.values(), "resize_mode": self.source_canvas.fit_mode()}
         self.settings = self.settings.replace(last_request=values, ui=ui)

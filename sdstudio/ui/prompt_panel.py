@@ -197,7 +197,6 @@ class PromptPanel(QWidget):
         self.control_section = ControlSection(self)
         self.control_section.target_size = lambda: (int(self.control("width").value()),
                                                     int(self.control("height").value()))
-        self.control_section.seed = lambda: max(0, self.seed())
         self.control_section.engine_settings = self._engine_settings
         self.control_section.changed.connect(self._control_changed)
         self.control_section.changed.connect(self.changed)

@@ -337,3 +337,40 @@ def test_the_preprocessor_picks_a_model_named_for_it(qtbot: Any) -> None:
     assert editor.model() == "control_v11f1e_sd15_tile"
     editor.set_module("none")  # no words to go by: the model stays
     assert editor.model() == "control_v11f1e_sd15_tile"
+
+
+def test_the_units_are_kept_between_sessions(qtbot: Any, make_window: Any, tmp_path: Path,
+                                             control_dir: Path) -> None:
+    from sdstudio.core.settings import load_settings
+
+    settings = Settings(output_dir=str(tmp_path / "out"),
+                        engine=EngineSettings(controlnet_dirs=(str(control_dir),)),
+                        ui={"welcome": "dismissed"})
+    first = make_window(fake=FakeScript(), start=False, settings=settings)
+    editor = added(qtbot, first)
+    editor.set_image(pil_to_qimage(square(40)))
+    editor.set_module("canny")
+    editor.weight.set_value(0.6)
+    source_only = first.prompt_panel.control_section.add_unit()
+    source_only.use_source_box.setChecked(True)
+    first.close()
+    saved = load_settings()
+    assert len(saved.ui["control_units"]) == 2 and saved.ui["control_open"] is True
+    second = make_window(fake=FakeScript(), start=False, settings=saved)
+    section = second.prompt_panel.control_section
+    assert second.prompt_panel.control_shown() and section.tabs.count() == 2
+    again, other = section.editors
+    assert again.preprocessor().name == "canny" and again.weight.value() == 0.6
+    assert again.image() is not None and again.image().width() == 40
+    assert other.use_source_box.isChecked() and other.image() is None
+    qtbot.waitUntil(lambda: again.model() == "control_v11p_sd15_canny", timeout=5000)
+
+
+def test_a_damaged_saved_state_restores_no_units(qtbot: Any, window: Any) -> None:
+    section = window.prompt_panel.control_section
+    for bad in ("x", [1], [{"unit": {"model": "m", "weight": 9}}], [{"unit": {"mode": "?"}}],
+                {"unit": {}}):
+        section.restore_saved(bad)
+        assert section.tabs.count() == 0, bad
+    section.restore_saved([{"unit": "m,image=/etc/passwd"}])  # a file elsewhere: not read
+    assert section.tabs.count() == 1 and section.editors[0].image() is None
