@@ -10,6 +10,8 @@ to the API is only:
   ``inpaint_full_res`` true with padding 0, ``seed_resize_from_*`` -1 = off);
 * values A1111 codes differently (``resize_mode`` 0-3, ``inpainting_mask_invert``,
   ``mask_blur_x``/``_y``, base64 ``init_images`` and ``mask``);
+* the ControlNet extension's ``alwayson_scripts.controlnet.args`` (its unit objects, a
+  base64 ``image``) as ``control_units``;
 * A1111 keys SD Studio has no field for: accepted when they carry the neutral value A1111
   clients send by default (``restore_faces`` false, ``tiling`` false, ``eta`` 1, ...),
   refused with 422 when they ask for something SD Studio cannot do;
@@ -35,6 +37,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from sdstudio.core import paths
+from sdstudio.core.control import ControlUnit, split_title, unit_from
 from sdstudio.core.errors import ImageInputError, RequestError, SDStudioError
 from sdstudio.core.fields import IMAGE_MODES, FieldSpec, Mode
 from sdstudio.core.files import write_atomic
@@ -221,7 +224,11 @@ def parse_call(body: Any, kind: str, options: ApiOptions,
         values["sampler"] = sampler_index
     if kind == "img2img":
         _img2img_codes(body, values)
-    _check_scripts(body.get("alwayson_scripts"))
+    scripts = body.get("alwayson_scripts")
+    units = _control_units(scripts)
+    if units:
+        values["control_units"] = units
+    _check_scripts(scripts)
     _apply_styles(body.get("styles"), data, styles)
 
     if kind == "txt2img" and "denoising_strength" in data and _TXT2IMG_DENOISE in _KEYS:
@@ -337,12 +344,63 @@ def _img2img_codes(body: Mapping[str, Any], values: dict[str, Any]) -> None:
         values["mask_blur"] = blur_x if blur_x is not None else blur_y
 
 
+# the ControlNet extension's API unit keys (internal_controlnet/args.py) that SD Studio reads
+_UNIT_KEYS = ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a",
+              "threshold_b", "guidance_start", "guidance_end", "pixel_perfect",
+              "control_mode")
+_MAX_API_UNITS = 8
+
+
+def _control_units(scripts: Any) -> tuple[ControlUnit, ...]:
+    """``alwayson_scripts.controlnet.args`` (the ControlNet extension's API: a list of unit
+    objects with a base64 ``image`` / ``input_image``, or ``{"image": ..., "mask": ...}``)
+    as control units; each image saved to the inputs folder. Disabled units and units
+    without a model are left out, as the extension leaves them; other keys are ignored."""
+    if not isinstance(scripts, Mapping):
+        return ()
+    entry = next((v for k, v in scripts.items() if str(k).lower() == "controlnet"), None)
+    args = entry.get("args", []) if isinstance(entry, Mapping) else entry
+    if _empty(args) or args == [False]:
+        return ()
+    if not isinstance(args, list) or len(args) > _MAX_API_UNITS:
+        raise refuse(f"alwayson_scripts.controlnet.args must be a list of at most "
+                     f"{_MAX_API_UNITS} units")
+    units = []
+    for i, raw in enumerate(args):
+        what = f"controlnet unit {i}"
+        if not isinstance(raw, Mapping):
+            raise refuse(f"{what} must be an object")
+        if raw.get("enabled", True) is False or str(raw.get("model") or "None") == "None":
+            continue
+        fields = {k: raw[k] for k in _UNIT_KEYS if raw.get(k) is not None}
+        name, _short = split_title(str(fields["model"]))
+        if not is_plain_name(name):
+            raise refuse(f"{what}: give a model name from SD Studio's ControlNet folders, "
+                         "not a path")
+        if fields.get("processor_res") == -1:
+            fields["processor_res"] = 512
+        image = raw.get("image", raw.get("input_image"))
+        if isinstance(image, Mapping):
+            image = image.get("image")
+        if image is not None:
+            if not isinstance(image, str):
+                raise refuse(f"{what}: image must be a base64 image")
+            fields["image"] = str(save_input(decode_image(image, f"{what} image"), "control"))
+        try:
+            units.append(unit_from(fields))
+        except (ValueError, TypeError) as exc:
+            raise refuse(f"{what}: {exc}") from None
+    return tuple(units)
+
+
 def _check_scripts(scripts: Any) -> None:
     if _empty(scripts):
         return
     if not isinstance(scripts, Mapping):
         raise refuse("alwayson_scripts must be an object")
     for name, entry in scripts.items():
+        if str(name).lower() == "controlnet":
+            continue  # _control_units
         args = entry.get("args", []) if isinstance(entry, Mapping) else entry
         if _empty(args) or args == [False]:  # clients' "off" for ControlNet, ADetailer
             continue
