@@ -25,7 +25,7 @@ the hires fix with one line.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,11 +95,13 @@ class HiresPass:
     latent_mode: names.LatentMode | None
     dirs: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    extras: tuple[Any, ...] = ()  # the first pass's conditioning extras (IP-Adapter)
 
     @classmethod
     def create(cls, engine: Any, loaded: Any, request: GenerationRequest,
                first_scheduler: A1111Scheduler, encoded: Any,
-               scheduler_for: Callable[[str, str], A1111Scheduler]) -> HiresPass | None:
+               scheduler_for: Callable[[str, str], A1111Scheduler],
+               extras: Sequence[Any] = ()) -> HiresPass | None:
         """The second pass of ``request``, or None when it runs none. Checks what it can
         before the first pass runs (RequestError / ModelError): the upscaler's name, the
         model kind, the steps the hires sampler can run."""
@@ -142,7 +144,7 @@ class HiresPass:
                    t_enc=t_enc, strength=strength, evaluations=evaluations,
                    first_evaluations=len(first_scheduler.plan(request.steps)),
                    encoded=encoded, latent_mode=latent_mode, dirs=dirs,
-                   notes=[plan.describe(request)])
+                   notes=[plan.describe(request)], extras=tuple(extras))
 
     def first_pass_progress(self) -> dict[str, Any]:
         """StepCallback options of the first pass: its steps, then the hires pass's."""
@@ -173,12 +175,13 @@ class HiresPass:
             vae_gens = engine._generators(request, seeds, device, offset=1 << 32)
             callback = StepCallback(on_event, cancel, run, runs, loaded.arch,
                                     engine.settings.preview_every, loaded.choice.device,
-                                    phase=HIRES, before=self.first_evaluations)
+                                    phase=HIRES, before=self.first_evaluations,
+                                    previewer=engine.previewer(loaded, on_event))
             if self.pipe.scheduler is not self.scheduler:
                 self.pipe.scheduler = self.scheduler
             kwargs = {"image": image, "strength": 1.0}
             result: torch.Tensor = engine._call(self.pipe, self.encoded, request, vae_gens,
-                                                callback, kwargs)
+                                                callback, kwargs, self.extras)
             return result
 
         out: torch.Tensor = engine._surviving_oom(loaded, self.pipe, memory, attempt, on_event)
