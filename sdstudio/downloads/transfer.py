@@ -32,8 +32,9 @@ import re
 import shutil
 import socket
 import ssl
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -476,6 +477,53 @@ def place(tmp: Path, folder: Path, name: str, digest: str) -> Path:
     raise DownloadError(f"no free file name for {name} in {folder}")
 
 
+# ------------------------------------------------------------------------- one at a time
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _only_download(lock: Path, title: str) -> Iterator[None]:
+    """Hold ``lock`` (an OS file lock) while one download of a file runs: a second download
+    of the same file (the window and a command, two windows) is refused at once instead of
+    writing into the same partial file."""
+    for _ in range(10):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            os.close(fd)
+            raise DownloadError(f"{title} is already being downloaded (in SD Studio or "
+                                "another sdstudio command)")
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not unlinked meanwhile
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:
+        raise DownloadError(f"{title}: cannot lock {lock}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- the function
 def download(source: DownloadSource, *, dest_dir: Path | None = None,
              on_progress: Callable[[DownloadProgress], None] = _ignore,
@@ -501,6 +549,16 @@ def download(source: DownloadSource, *, dest_dir: Path | None = None,
         work.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"cannot create {work}: {describe_error(exc)}") from exc
+    with _only_download(work / f"{source.filename}.lock", source.title):
+        final = _fetch(source, folder, work, on_progress, cancel, verify)
+    with contextlib.suppress(OSError):
+        work.rmdir()  # only when empty
+    return final
+
+
+def _fetch(source: DownloadSource, folder: Path, work: Path,
+           on_progress: Callable[[DownloadProgress], None], cancel: CancelToken | None,
+           verify: Callable[[Path], Any] | None) -> Path:
     part = work / f"{source.filename}.part"
     meta = work / f"{source.filename}.part.json"
     transfer = _Transfer(source, part, meta, folder, on_progress, cancel)
@@ -532,8 +590,6 @@ def download(source: DownloadSource, *, dest_dir: Path | None = None,
         raise DownloadError(f"cannot move the download into {folder}: {describe_error(exc)}"
                             ) from exc
     _remove(meta)
-    with contextlib.suppress(OSError):
-        work.rmdir()  # only when empty
     _record_sha256(final, digest)
     return final
 

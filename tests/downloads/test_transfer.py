@@ -270,3 +270,30 @@ def test_the_guard_refuses_other_addresses() -> None:
             sock.connect(("10.255.255.1", 80))
     finally:
         sock.close()
+
+
+def test_a_second_download_of_the_same_file_is_refused(server: Server, online: None,
+                                                       tmp_path: Path) -> None:
+    import threading
+    import time
+
+    url = server.add("/m.bin", DATA)
+    started = threading.Event()
+
+    def slowly(_sent: int) -> None:
+        started.set()
+        time.sleep(0.002)
+
+    server.throttle = slowly
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(
+        download(_source(url, sha256=SHA), dest_dir=tmp_path)))
+    worker.start()
+    try:
+        assert started.wait(10)
+        with pytest.raises(DownloadError, match="already being downloaded"):
+            download(_source(url, sha256=SHA), dest_dir=tmp_path)
+    finally:
+        worker.join(30)
+    assert results == [tmp_path / "model.safetensors"]
+    assert _work(tmp_path) == []  # lock, partial and sidecar gone
