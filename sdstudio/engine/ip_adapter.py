@@ -52,6 +52,7 @@ from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.request import GenerationRequest
 from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import checkpoint, clip_vision
+from sdstudio.engine import device as devices
 
 #: A1111's ControlNet extension's IP-Adapter preprocessors (CLIP vision encoders). The encoder
 #: actually used is the one whose width the adapter's weights need (see clip_vision).
@@ -241,11 +242,16 @@ class IPAdapterSet:
                        for a in adapters]
         try:
             unet._load_ip_adapter_weights(state_dicts, low_cpu_mem_usage=True)
-        except Exception:
-            unet.set_attn_processor(current)
+        except Exception as exc:
             unet.encoder_hid_proj = None
             unet.config.encoder_hid_dim_type = None
-            raise
+            unet.set_attn_processor(current)
+            if devices.is_out_of_memory(exc):
+                raise
+            names = ", ".join(a.name for a in adapters)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ModelError(f"IP-Adapter {names}: its weights do not load "
+                             f"({type(exc).__name__}: {first})", details=str(exc)) from None
         loaded = dict(unet.attn_processors)  # the Plus resampler brings attention of its own
         processors = {n: p for n, p in loaded.items() if _is_ip_processor(p)}
         unet.set_attn_processor({n: processors.get(n, current.get(n, p))

@@ -419,3 +419,19 @@ def test_attention_slicing_keeps_the_adapter(sd1: Any, make_request: Callable[..
         assert kept is not None and not kept.encoders and sliced._model.ip_adapters is None
     finally:
         sliced.unload()
+
+
+def test_weights_that_do_not_load_are_one_line(sd1: Any, make_request: Callable[..., Any],
+                                               files: dict[str, Path], tmp_path: Path) -> None:
+    unet = sd1._model.pipes.base.unet
+    state = tiny_ip_adapter_state(unet, variant="plus")
+    state["image_proj"]["layers.0.1.1.weight"] = torch.zeros(3, 3)  # the resampler is wrong
+    bad = save_ip_adapter(state, tmp_path / "ip-adapter-plus_broken.safetensors")
+    plain = _gen(sd1, make_request)
+    with pytest.raises(ModelError, match="IP-Adapter ip-adapter-plus_broken: its weights do "
+                                         "not load") as err:
+        _gen(sd1, make_request, _unit(bad, files["ref1"]))
+    assert "\n" not in str(err.value)
+    assert unet.encoder_hid_proj is None
+    assert not any(ip_adapter._is_ip_processor(p) for p in unet.attn_processors.values())
+    assert np.array_equal(_gen(sd1, make_request), plain)  # nothing else changed
