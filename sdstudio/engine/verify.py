@@ -29,9 +29,8 @@ from sdstudio.engine import checkpoint
 
 
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    if checkpoint.detect_format(path) == "safetensors":
-        return checkpoint.read_safetensors_header(path).shapes()
-    checkpoint.load_object(path)  # the whole pickle, safely: refuses code
+    """Tensor names and shapes: a safetensors header (validated), or the whole pickle loaded
+    through ``torch.load(weights_only=True)``, which refuses one that would run code."""
     return checkpoint.tensor_shapes(path)[0]
 
 
@@ -51,9 +50,7 @@ def verify_model_file(path: Path, kind: str) -> str:
     if kind == "checkpoint":
         from sdstudio.engine import single_file
 
-        if checkpoint.detect_format(path) != "safetensors":
-            checkpoint.load_object(path)  # refuses a pickle that would run code
-        return f"checkpoint ({single_file.describe(path).label})"
+        return f"checkpoint ({single_file.describe(path).label})"  # reads as _shapes does
     if kind == "embedding":
         from sdstudio.engine.lora import read_embedding
 

@@ -131,3 +131,14 @@ def test_direct_url_and_kind() -> None:
     assert source.name_from_server and source.kind == "vae"
     with pytest.raises(DownloadError, match="unknown kind"):
         resolve("https://example.com/x.pth", catalogue=EMPTY, kind="plugin")
+
+
+def test_tokens_are_saved_and_never_shown(home: Path) -> None:
+    from sdstudio.core.settings import Settings, load_settings, save_settings
+
+    settings = Settings(downloads=DownloadSettings(civitai_token="civ", hf_token="hf_x"))
+    save_settings(settings)
+    assert load_settings().downloads == settings.downloads
+    assert "civ'" not in repr(load_settings()) and "hf_x" not in repr(load_settings())
+    bad = Settings.from_dict({"downloads": {"hf_token": 5, "civitai_token": ["x"]}})
+    assert bad.downloads == DownloadSettings()
