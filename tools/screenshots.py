@@ -183,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     wait(app, lambda: all(j.state.finished for j in queue.jobs()))
     shoot("inpaint")
 
+    # ---- the Control section: a canny unit on the landscape, its preview computed
+    p.show_control(True)
+    section = p.control_section
+    unit = section.add_unit()
+    assert unit is not None
+    unit.slot.load_file(str(src))
+    unit.set_module("canny")
+    unit.res_spin.setValue(384)
+    unit.preview_button.click()
+    wait(app, lambda: not unit.preview.pixmap().isNull())
+    window.prompt_scroll.ensureWidgetVisible(section.tabs, 0, 0)
+    shoot("control")
+    section.clear_units()
+    p.show_control(False)
+
     # ---- batch: a prompt list, some items done, one failed (a damaged init image), one
     # caught running, the rest pending; a single generation queued behind it
     panel = next(window.tabs.widget(i) for i in range(window.tabs.count())

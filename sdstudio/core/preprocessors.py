@@ -15,7 +15,9 @@ How each one computes (the extension's, same functions and defaults):
 - ``invert``: 255 - the image (a white-background line drawing becomes white lines on black).
 - ``lineart_standard``: the image minus its Gaussian blur (sigma 6), darkest channel, scaled by
   the median line strength: dark lines of a drawing or photo as white on black.
-- ``scribble_xdog``: difference of Gaussians (sigma 0.5 and 5) thresholded (XDoG Threshold).
+- ``scribble_xdog``: difference of Gaussians (sigma 0.5 and 5) thresholded (XDoG Threshold);
+  the extension's 8-bit arithmetic wraps for differences of 128 and more (some of the
+  strongest edges drop out), SD Studio's does not.
 - ``threshold``: white where every channel is above the binarization threshold.
 - ``blur_gaussian``: a Gaussian blur (Sigma) for tile and blur models.
 - ``tile_resample``: the image down-sampled by the rate (1 = unchanged; < 1.1 is unchanged).
@@ -28,8 +30,8 @@ How each one computes (the extension's, same functions and defaults):
 - ``inpaint_global_harmonious`` / ``inpaint_only``: the image unchanged with the mask attached:
   RGBA whose alpha is 0 where the mask is painted (white). :func:`control_hint` gives the
   array the inpaint ControlNet takes, the masked pixels at -1 (what the extension passes);
-  :func:`display_image` shows them black. ``inpaint_only`` also tells the engine to keep the
-  unmasked area (A1111's extension does the same); the control image is the same.
+  :func:`display_image` shows them black. Both give the same control image; the extension's
+  ``inpaint_only`` also keeps the unmasked pixels, which SD Studio's inpaint does anyway.
 - ``softedge_sdstudio``: SD Studio's own soft edge (the extension's soft edges, HED / PiDiNet /
   TEED, are networks that need weights): the Sobel gradient magnitude of the blurred grey
   image, normalised by its 99th percentile and softened: a grey-scale edge map without weights.

@@ -374,3 +374,54 @@ def test_a_damaged_saved_state_restores_no_units(qtbot: Any, window: Any) -> Non
         assert section.tabs.count() == 0, bad
     section.restore_saved([{"unit": "m,image=/etc/passwd"}])  # a file elsewhere: not read
     assert section.tabs.count() == 1 and section.editors[0].image() is None
+
+
+def test_an_image_is_dropped_or_pasted_on_the_slot(qtbot: Any, window: Any,
+                                                   tmp_path: Path) -> None:
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QKeySequence
+    from PySide6.QtWidgets import QApplication
+
+    from tests.ui.helpers import send_drag_and_drop
+
+    editor = added(qtbot, window)
+    path = tmp_path / "pose.png"
+    square(48).save(path)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    enter, drop = send_drag_and_drop(editor.slot, mime)
+    assert enter.isAccepted() and drop.isAccepted()
+    assert editor.image() is not None and editor.image().width() == 48
+    editor.clear_image()
+    QApplication.clipboard().setImage(pil_to_qimage(square(24)))
+    editor.slot.setFocus()
+    qtbot.keySequence(editor.slot, QKeySequence.StandardKey.Paste)
+    assert editor.image() is not None and editor.image().width() == 24
+    errors: list[str] = []
+    window.prompt_panel.control_section.errorOccurred.connect(errors.append)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(path.read_bytes()[:40])
+    assert not editor.slot.load_file(str(broken))
+    assert errors and "truncated" in errors[0]
+    assert editor.image().width() == 24  # the image before stays
+
+
+def test_preview_of_an_inpaint_unit_uses_the_inpaint_tab(qtbot: Any, window: Any) -> None:
+    from sdstudio.ui.imageutil import array_to_qimage
+    from sdstudio.ui.main_window import TAB_INPAINT
+
+    editor = added(qtbot, window)
+    window.tabs.setCurrentIndex(TAB_INPAINT)
+    window.mask_canvas.set_image(pil_to_qimage(Image.new("RGB", (64, 32), (200, 180, 40))))
+    mask = np.zeros((32, 64), np.uint8)
+    mask[:, :32] = 255  # the left half is repainted
+    window.mask_canvas.set_mask(array_to_qimage(mask))
+    editor.use_source_box.setChecked(True)
+    editor.set_module("inpaint_only")
+    qtbot.mouseClick(editor.preview_button, L)
+    qtbot.waitUntil(lambda: not editor.preview.pixmap().isNull(), timeout=5000)
+    shown = np.asarray(qimage_to_pil(editor.preview.pixmap().toImage().convertToFormat(
+        QImage.Format.Format_RGB888)))
+    assert shown.shape == (32, 64, 3)
+    assert not shown[:, :30].any()  # masked: black, as the inpaint ControlNet sees -1
+    assert (shown[:, 34:] == (200, 180, 40)).all()
