@@ -357,9 +357,9 @@ class _Transfer:
                 while True:
                     if self.cancel is not None and self.cancel.cancelled:
                         raise CancelledError("download cancelled; download again to resume")
-                    try:
-                        chunk = response.read(CHUNK if total is None
-                                              else min(CHUNK, max(total - self.done, 0) or 1))
+                    try:  # what has arrived, at most CHUNK: cancel and progress stay prompt
+                        chunk = response.read1(CHUNK if total is None
+                                               else min(CHUNK, max(total - self.done, 0) or 1))
                     except (OSError, http.client.HTTPException) as exc:
                         raise _Dropped(_reason(exc)) from exc
                     if not chunk:
