@@ -377,6 +377,15 @@ class IPConditioning:
             self._set_scales([u.weight for u in self.units])
 
 
+def reloads(current: IPAdapterSet | None, unet: Any, units: Sequence[ReferenceUnit]) -> bool:
+    """Whether :func:`prepare` will load adapters into ``unet`` for ``units`` (none loaded,
+    other files, or another UNet)."""
+    if not units:
+        return False
+    return (current is None or current.unet is not unet
+            or current.key != tuple(_stamp(u.path) for u in units))
+
+
 def prepare(current: IPAdapterSet | None, unet: Any, units: Sequence[ReferenceUnit], *,
             model_name: str, control_dirs: Sequence[str], device: torch.device,
             encoder_device: torch.device, dtype: torch.dtype, guidance: bool
@@ -389,8 +398,7 @@ def prepare(current: IPAdapterSet | None, unet: Any, units: Sequence[ReferenceUn
         if current is not None:
             current.unload()
         return None, None
-    key = tuple(_stamp(u.path) for u in units)
-    if current is None or current.key != key or current.unet is not unet:
+    if current is None or reloads(current, unet, units):
         if current is not None:
             current.unload()
             current = None

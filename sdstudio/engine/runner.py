@@ -190,9 +190,9 @@ class Engine:
         for note in choice.notes:
             on_event(Notice(note))
         key = self._cache_key(model, source, choice)
-        self._switch_away(0 if key in self._cache else model_cache.loaded_estimate(
+        kept = self._cache.take(key)  # before the switch: the one wanted is not evicted
+        self._switch_away(0 if kept is not None else model_cache.loaded_estimate(
             source.path, torch.empty((), dtype=choice.dtype).element_size()))
-        kept = self._cache.take(key)
         if kept is not None:  # switching back: no file read
             on_event(LoadProgress(f"Taking {source.name} from RAM", 0.5))
             return self._ready(*self._bring_back(kept, model), started, on_event)
@@ -482,9 +482,16 @@ class Engine:
         if not units and loaded.ip_adapters is None:
             return [], {}
         before = loaded.ip_adapters
+        unet = loaded.pipes.base.unet
+        if loaded.offloaded and ip_adapter.reloads(before, unet, units):
+            # the adapters go into a UNet without offload hooks (sequential offload keeps
+            # the weights off the module); _apply_memory places it again after
+            for pipe in loaded.pipes.pipes:
+                pipe.remove_all_hooks()
+            loaded.offload_owner = None
         home = torch.device("cpu") if loaded.offloaded else loaded.choice.device
         loaded.ip_adapters, conditioning = ip_adapter.prepare(
-            before, loaded.pipes.base.unet, units, model_name=loaded.source.name,
+            before, unet, units, model_name=loaded.source.name,
             control_dirs=control_model_dirs(self.settings), device=loaded.choice.device,
             encoder_device=home, dtype=loaded.choice.dtype, guidance=request.cfg_scale > 1)
         if loaded.ip_adapters is not before and loaded.offloaded:
