@@ -41,7 +41,7 @@ def _weights_bytes(folder: Path) -> int:
 
 def test_switching_models_frees_the_previous_one(tiny_models: dict[str, Path]) -> None:
     a, b = tiny_models["sd1"], tiny_models["sdxl"]
-    engine = Engine(EngineSettings())
+    engine = Engine(EngineSettings(checkpoint_cache=0))  # nothing kept in RAM (model_cache)
     engine.load(str(a))
     first = weakref.ref(engine._model.pipes.base.unet)  # type: ignore[union-attr]
     engine.load(str(b))
