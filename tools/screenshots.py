@@ -11,7 +11,8 @@ person's desktop would have), so the shots show what a laptop or a full-HD scree
 It drives the real app: the real worker and engine with the tiny demo model (untrained, so
 the generated images are noise), a generation in the text-to-image tab, a source image in the
 image-to-image tab, a painted mask in the inpaint tab, a batch running in the batch tab (some
-items done, one failed with its reason, one running), the gallery and the settings dialog.
+items done, one failed with its reason, one running), the gallery, the settings dialog and
+the model manager (model files with real headers, sparse, in SD Studio's own folders).
 With ``--dark`` only the text-to-image tab is rendered (as ``text-to-image-dark.png``).
 """
 
@@ -66,6 +67,46 @@ def scenery(width: int = 768, height: int = 512) -> Any:
     d.rectangle((0, 420, width, height), fill=(60, 110, 150))
     d.polygon([(300, 300), (340, 180), (380, 300)], fill=(230, 230, 235))
     return img.filter(ImageFilter.SMOOTH)
+
+
+def sample_models() -> None:
+    """Model files as a person's folders hold them (headers only, sparse) for the model
+    manager's screenshot: checkpoints, LoRAs, a VAE, an embedding, an upscaler, a ControlNet."""
+    from sdstudio.core.paths import model_dir
+    from sdstudio.testing.model_files import write_safetensors
+
+    def _safetensors(path: Path, tensors: dict[str, list[int]], size: int,
+                     metadata: dict[str, str] | None = None) -> None:
+        write_safetensors(path, tensors, metadata=metadata, dtype="F16", size=size)
+
+    unet = "model.diffusion_model."
+    ctx = unet + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
+    sd1 = {"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight":
+           [49408, 768], unet + "input_blocks.0.0.weight": [320, 4, 3, 3], ctx: [640, 768]}
+    xl = {"conditioner.embedders.1.model.token_embedding.weight": [49408, 1280],
+          unet + "input_blocks.0.0.weight": [320, 4, 3, 3], ctx: [640, 2048]}
+    gib = 1024 ** 3
+    _safetensors(model_dir("checkpoint") / "dreamshaper_8.safetensors", sd1, int(2.13 * gib))
+    _safetensors(model_dir("checkpoint") / "sd_xl_base_1.0.safetensors", xl, int(6.94 * gib))
+    lora = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"
+    _safetensors(model_dir("lora") / "add_detail.safetensors", {lora: [8, 768]}, 37_861_176)
+    _safetensors(model_dir("lora") / "lcm-lora-sdxl.safetensors",
+                 {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": [64, 1280]},
+                 393_854_592)
+    _safetensors(model_dir("vae") / "sdxl_vae.safetensors", {"encoder.conv_in.weight":
+                 [128, 3, 3, 3]}, 334_641_164, {"modelspec.architecture":
+                                                "stable-diffusion-xl-v1-base/vae"})
+    _safetensors(model_dir("embedding") / "easynegative.safetensors", {"emb_params": [8, 768]},
+                 24_655)
+    _safetensors(model_dir("controlnet") / "control_v11p_sd15_canny.safetensors",
+                 {"input_hint_block.0.weight": [16, 3, 3, 3],
+                  "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [320, 768]},
+                 1_445_157_124)
+    upscaler = model_dir("upscaler") / "RealESRGAN_x4plus.pth"
+    upscaler.parent.mkdir(parents=True, exist_ok=True)
+    with open(upscaler, "wb") as fh:
+        fh.write(b"PK\x03\x04")
+        fh.truncate(67_040_989)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     dialog.tabs.setCurrentIndex(2)
     shoot("settings-device", dialog)
     dialog.close()
+
+    # ---- the model manager (Models…): the installed models, then the Download tab (online:
+    # opening it fetches nothing; HF_HUB_OFFLINE only says whether a download may start)
+    from sdstudio.core.paths import model_dir
+
+    sample_models()
+    offline = os.environ.pop("HF_HUB_OFFLINE", None)
+    manager = window.open_model_manager()
+    wait(app, lambda: manager.listed_count >= 1)
+    manager.select_path(str(model_dir("checkpoint") / "sd_xl_base_1.0.safetensors"))
+    shoot("models", manager)
+    manager.tabs.setCurrentIndex(1)
+    manager.downloads.select_entry("sdxl-vae-fp16-fix")
+    shoot("models-download", manager)
+    manager.close()
+    if offline is not None:
+        os.environ["HF_HUB_OFFLINE"] = offline
 
     # ---- an error, as a person sees it
     window.tabs.setCurrentIndex(0)

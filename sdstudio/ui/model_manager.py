@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core import other_apps
-from sdstudio.core.paths import named_files
+from sdstudio.core.paths import named_files, search_dirs
 from sdstudio.core.settings import ModelDefaults, Settings, model_key
 from sdstudio.ui.background import BackgroundRunner
 from sdstudio.ui.model_manager_downloads import DownloadsPanel, arch_label, size_text, tree_items
@@ -123,9 +123,9 @@ class ModelManager(QDialog):
         self.find_other_apps: Callable[[], list[Any]] = find_other_app_folders
 
         self.tabs = QTabWidget(self)
-        self.tabs.addTab(self._build_installed(), "&Installed")
+        self.tabs.addTab(self._build_installed(), "Installed")  # Ctrl+Tab switches
         self.downloads = DownloadsPanel(host, self.refresh, self.installed_names, self)
-        self.tabs.addTab(self.downloads, "&Download")
+        self.tabs.addTab(self.downloads, "Download")
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         close.rejected.connect(self.close)
         layout = QVBoxLayout(self)
@@ -287,8 +287,10 @@ class ModelManager(QDialog):
         self.count_label.setText(f"The model folders could not be listed: {exc}")
 
     def installed_names(self) -> set[tuple[str, str]]:
-        """(kind, file name) of every installed model (the catalogue marks them)."""
-        return {(m.kind, Path(m.path).name) for m in self.models}
+        """(kind, file name) and (kind, ``sha256:`` short hash) of every installed model (the
+        catalogue marks its entries installed by either)."""
+        return ({(m.kind, Path(m.path).name) for m in self.models}
+                | {(m.kind, f"sha256:{m.short_hash}") for m in self.models if m.short_hash})
 
     def _fill(self) -> None:
         current = self.selected()
@@ -438,7 +440,7 @@ class ModelManager(QDialog):
 
     # ========================================================= per-model defaults
     def _show_defaults(self, model: InstalledModel | None) -> None:
-        vaes = [name for name, _ in named_files(self.host.settings.engine.vae_dirs)]
+        vaes = [name for name, _ in named_files(search_dirs("vae", self.host.settings.engine))]
         combo = self.vae_combo
         combo.clear()
         combo.addItem("unchanged", VAE_UNCHANGED)

@@ -97,6 +97,13 @@ def arch_label(arch: str) -> str:
     return f"{label} {rest.replace('-', ' ')}".strip()
 
 
+def is_installed(entry: CatalogueEntry, have: set[tuple[str, str]]) -> bool:
+    """Whether ``have`` (see ``ModelManager.installed_names``) holds the entry's file: by
+    its name, or by its sha256 when the catalogue knows it and the file's hash is cached."""
+    return (entry.kind, entry.filename) in have or bool(
+        entry.sha256 and (entry.kind, f"sha256:{entry.sha256[:10]}") in have)
+
+
 def size_text(n: int | None) -> str:
     if n is None:
         return "?"
@@ -399,7 +406,7 @@ class DownloadsPanel(QWidget):
         have = self._installed()
         for item in tree_items(self.catalogue_view):
             entry: CatalogueEntry = item.data(0, EntryRole)
-            installed = (entry.kind, entry.filename) in have
+            installed = is_installed(entry, have)
             item.setText(INSTALLED_COLUMN, "✓ installed" if installed else "")
         self._update_buttons()
 
@@ -448,7 +455,7 @@ class DownloadsPanel(QWidget):
         entry = self.selected_entry()
         if entry is None:
             return None
-        if (entry.kind, entry.filename) in self._installed() and not self._ask(
+        if is_installed(entry, self._installed()) and not self._ask(
                 "Download again", f"{entry.filename} is installed already. Download it again "
                 "(under another name if it differs)?", "Download"):
             return None

@@ -40,11 +40,9 @@ SUFFIXES = {
     "upscaler": (".pth", ".pt", ".safetensors"),
     "controlnet": (".safetensors", ".pth", ".pt", ".bin"),
 }
-SETTING_DIRS = {"checkpoint": "model_dirs", "lora": "lora_dirs", "vae": "vae_dirs",
-                "embedding": "embedding_dirs", "upscaler": "upscaler_dirs",
-                "controlnet": "controlnet_dirs"}
 OTHER_APP_KINDS = {"checkpoints": "checkpoint", "loras": "lora", "vae": "vae",
-                   "embeddings": "embedding", "upscalers": "upscaler"}
+                   "embeddings": "embedding", "upscalers": "upscaler",
+                   "controlnet": "controlnet"}
 OWN = "SD Studio"
 CONFIGURED = "Settings"
 MAX_FILES = 5000  # per kind
@@ -99,7 +97,7 @@ def model_folders(engine: EngineSettings, found: Iterable[Any] = ()) -> list[Fol
         kind = OTHER_APP_KINDS.get(getattr(item, "kind", ""))
         if kind is not None:
             folders.append(Folder(kind, str(item.folder), str(item.app)))
-    for kind, setting in SETTING_DIRS.items():
+    for kind, setting in paths.SETTINGS_DIRS.items():
         for folder in getattr(engine, setting, ()) or ():
             folders.append(Folder(kind, str(folder), CONFIGURED))
     return _unique(folders)

@@ -197,10 +197,7 @@ def test_use_as_default_model_is_saved(window: Any, qtbot: Any,
 def test_per_model_defaults_are_applied_when_the_model_is_chosen(
         window: Any, qtbot: Any, library: dict[str, Path]) -> None:
     panel = window.prompt_panel
-    vae_dir = paths.model_dir("vae")
-    window.apply_settings(window.settings.replace(
-        engine=window.settings.engine.replace(vae_dirs=(str(vae_dir),))))
-    window.refresh_addons()
+    window.refresh_addons()  # SD Studio's own VAE folder is in the VAE list
     manager = open_manager(window, qtbot)
     assert manager.select_path(str(library["sdxl"]))
     assert manager.width_spin.value() == manager.height_spin.value() == 1024  # SDXL's size
@@ -269,3 +266,27 @@ def test_closing_the_window_stops_the_manager_threads(make_window: Any, qtbot: A
     assert window.model_manager is manager
     window.close()
     assert not any(r.alive for r in running_runners())
+
+
+def test_no_mnemonic_twice_on_either_tab(window: Any, qtbot: Any, home: Path) -> None:
+    from tests.ui.test_mnemonics import clashes
+
+    manager = open_manager(window, qtbot)
+    for index in range(manager.tabs.count()):
+        manager.tabs.setCurrentIndex(index)
+        assert not clashes(manager), manager.tabs.tabText(index)
+
+
+def test_catalogue_entries_are_marked_installed_by_name_or_hash() -> None:
+    from sdstudio.core.catalogue import parse_catalogue
+    from sdstudio.ui.model_manager_downloads import is_installed
+
+    sha = "ab" * 32
+    entry = next(iter(parse_catalogue({"entries": [{
+        "id": "x", "name": "X", "kind": "vae", "architecture": "sdxl",
+        "source": {"hf_repo": "org/x", "file": "x.safetensors"}, "sha256": sha,
+        "licence": {"name": "MIT", "url": "https://example.invalid", "needs_acceptance": False},
+        "description": "d"}]})))
+    assert is_installed(entry, {("vae", "x.safetensors")})
+    assert is_installed(entry, {("vae", f"sha256:{sha[:10]}")})  # renamed, hash cached
+    assert not is_installed(entry, {("lora", "x.safetensors"), ("vae", "y.safetensors")})

@@ -236,3 +236,43 @@ def test_closing_the_window_cancels_a_download_and_stops_threads(
     assert item.token.cancelled
     assert not any(r.alive for r in running_runners())
     assert not (paths.model_dir("lora") / "slow.safetensors").exists()
+
+
+def test_a_catalogue_checkpoint_lands_in_the_model_bar_with_its_size(
+        make_window: Any, qtbot: Any, home: Path, tmp_path: Path, fake_hub: Server,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdstudio.core.settings import ModelDefaults
+
+    unet = "model.diffusion_model."
+    data = write_safetensors(tmp_path / "xl.safetensors", {  # an SDXL layout, tiny shapes
+        "conditioner.embedders.1.model.token_embedding.weight": [4, 1280],
+        unet + "input_blocks.0.0.weight": [8, 4, 3, 3],
+        unet + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": [4, 2048]},
+        dtype="F16").read_bytes()
+    fake_hub.hub["test/tiny-xl"] = {"xl-base.safetensors": data}
+    cat = parse_catalogue({"entries": [{
+        "id": "tiny-xl", "name": "Tiny XL", "kind": "checkpoint", "architecture": "sdxl",
+        "source": {"hf_repo": "test/tiny-xl", "file": "xl-base.safetensors"},
+        "licence": {"name": "MIT", "url": "https://example.invalid/mit",
+                    "needs_acceptance": False},
+        "description": "an SDXL checkpoint's header"}]})
+    window = make_window(fake=FakeScript())
+    manager = manager_with(window, qtbot, cat)
+    panel = manager.downloads
+    monkeypatch.setattr(panel, "ask_licence", lambda source: pytest.fail("no licence to ask"))
+    panel.select_entry("tiny-xl")
+    item = panel.download_selected()
+    qtbot.waitUntil(lambda: item.state in (DONE, FAILED, CANCELLED), timeout=60_000)
+    assert item.state == DONE, item.detail
+    target = paths.model_dir("checkpoint") / "xl-base.safetensors"
+    assert target.read_bytes() == data
+    assert window.settings.model_defaults["xl-base"] == ModelDefaults(width=1024, height=1024)
+    qtbot.waitUntil(lambda: rows(manager).get("xl-base", ("",))[0] == "Checkpoints",
+                    timeout=20_000)
+    assert rows(manager)["xl-base"][1] == "SDXL"
+    combo = window.model_combo
+    qtbot.waitUntil(lambda: combo.findData(str(target)) >= 0, timeout=20_000)
+    window.prompt_panel.control("width").set_value(512)
+    combo.setCurrentIndex(combo.findData(str(target)))
+    window._on_model_chosen(combo.currentIndex())
+    assert window.prompt_panel.request().width == 1024
