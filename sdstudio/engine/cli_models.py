@@ -49,9 +49,12 @@ def _human(size: int) -> str:
 
 
 def _default_dirs() -> list[str]:
+    """SD Studio's own checkpoint folder (where `sdstudio download` puts them), then the
+    configured model folders."""
+    from sdstudio.core.paths import search_dirs
     from sdstudio.core.settings import load_settings
 
-    return list(load_settings().engine.model_dirs)
+    return list(search_dirs("checkpoint", load_settings().engine))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -105,7 +108,8 @@ def _demo_only(args: argparse.Namespace) -> int:
     print("sdstudio: no model folders configured. List one with `sdstudio models FOLDER`; "
           "to use it everywhere add it in the window (Settings… > Models) or to "
           f'"model_dirs" in {settings_path()}. A single file works too: '
-          "`sdstudio generate --model FILE.safetensors ...`", file=sys.stderr)
+          "`sdstudio generate --model FILE.safetensors ...`; to get one: "
+          "`sdstudio download --list`", file=sys.stderr)
     return 0
 
 

@@ -54,7 +54,9 @@ def _verify(kind: str) -> Any:
 
 
 def test_catalogue_entries_end_to_end(fake_hub: Server, checkpoint_file: Path,
-                                      tmp_path: Path) -> None:
+                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    from sdstudio import cli
     from sdstudio.core.settings import EngineSettings
     from sdstudio.engine import library, models
 
@@ -78,6 +80,9 @@ def test_catalogue_entries_end_to_end(fake_hub: Server, checkpoint_file: Path,
         ("tiny-sd1", "sd1", hashlib.sha256(ckpt).hexdigest()[:10])]  # hash recorded
     found = models.resolve("tiny-sd1", EngineSettings())  # the engine finds it by name
     assert found.path == path.resolve()
+    capsys.readouterr()
+    assert cli.main(["models"]) == 0  # and `sdstudio models` lists it
+    assert capsys.readouterr().out.startswith("tiny-sd1  sd1")
 
     lora_path = download(resolve("tiny-lora", catalogue=catalogue), verify=_verify("lora"),
                          accept_licence=True)
