@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdstudio.cli.request_args import looks_like_path
+from sdstudio.core.control import active_units
 from sdstudio.core.errors import ImageInputError, ModelError, RequestError
 from sdstudio.core.request import GenerationRequest
 
@@ -32,6 +33,10 @@ def check_request_inputs(request: GenerationRequest) -> None:
     size = None
     if request.init_image:
         size = check_image_file(request.init_image, "init image")
+    for i, unit in active_units(request.control_units):
+        check_model_arg(unit.model, f"control unit {i + 1}'s model")
+        if unit.image:
+            check_image_file(unit.image, f"control unit {i + 1}'s image")
     if request.mask:
         mask_size = check_image_file(request.mask, "mask")
         if size is not None and mask_size != size:

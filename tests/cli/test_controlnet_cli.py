@@ -60,6 +60,8 @@ def test_generate_with_a_control_unit(run_cli: Any, files: dict[str, Path],
     ("nowhere,image=x.png", "no control model 'nowhere'"),
     ("m,weight=9", "weight must be between 0 and 2"),
     ("m,frobnicate=1", "unknown control unit setting 'frobnicate'"),
+    ("./missing.safetensors,image=x.png", "control unit 1's model not found"),
+    ("m,image=/no/such.png", "control unit 1's image"),
 ])
 def test_bad_control_options_are_one_line(run_cli: Any, files: dict[str, Path],
                                           tmp_path: Path, option: str, message: str) -> None:
@@ -67,7 +69,8 @@ def test_bad_control_options_are_one_line(run_cli: Any, files: dict[str, Path],
                     "--control", option.replace("x.png", str(files["pose1.png"])),
                     "--out", str(tmp_path / "o")], timeout=120)
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr.splitlines()
+             if line.strip() and not line.startswith("sdstudio: note:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
