@@ -10,8 +10,9 @@ cancel and resume behave alike:
 - The bytes go to ``<dest>/.downloads/<name>.part`` with a JSON sidecar (url, ETag or
   Last-Modified, size). A later download of the same URL resumes with ``Range`` (+
   ``If-Range``); a server that answers with the whole file restarts it from zero.
-- A dropped connection is retried :data:`RETRIES` times with a growing pause, resuming where
-  it stopped. Cancelling keeps the partial file for the next attempt.
+- A dropped connection is retried with a growing pause, resuming where it stopped, until
+  :data:`RETRIES` attempts in a row bring nothing. Cancelling keeps the partial file for the
+  next attempt.
 - The free space is checked against what is left to fetch before anything is written (from
   the known size, then from the server's).
 - sha256 is computed while downloading and checked when known (a mismatch deletes the
@@ -54,7 +55,8 @@ from sdstudio.downloads.types import (
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 MAX_REDIRECTS = 5
-RETRIES = 4  # after the first attempt
+RETRIES = 4  # attempts after one that dropped, in a row without progress
+MAX_RESTARTS = 3  # from the first byte, when the server will not resume
 BACKOFF_S = 1.0  # doubled after each retry
 TIMEOUT_S = 30.0
 CHUNK = 1024 * 1024
@@ -256,9 +258,11 @@ class _Transfer:
             self.meta.unlink()
 
     def run(self) -> None:
-        """Until the file is complete: retries a dropped connection, restarts when the server
-        will not resume."""
-        failures = 0
+        """Until the file is complete: retries a dropped connection (:data:`RETRIES` times in
+        a row without progress), restarts when the server will not resume (at most
+        :data:`MAX_RESTARTS` times)."""
+        failures = restarts = 0
+        progress_at = self.done
         while True:
             if self.cancel is not None:
                 self.cancel.raise_if_cancelled()
@@ -266,10 +270,15 @@ class _Transfer:
                 if self._attempt():
                     return
             except _Restart:
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise DownloadError(f"{self.source.title}: the server keeps sending a "
+                                        "different file; try again later") from None
                 self._reset()
                 continue
             except _Dropped as exc:
-                failures += 1
+                failures = 1 if self.done > progress_at else failures + 1
+                progress_at = self.done
                 if failures > RETRIES:
                     raise DownloadError(
                         f"the connection dropped {failures} times ({exc}); "
@@ -311,7 +320,8 @@ class _Transfer:
         if status in (401, 403):
             raise DownloadError(
                 f"the server refused {self.source.title} (HTTP {status}): it may need a token "
-                "(Settings > Downloads) or its licence accepted on the website")
+                "(the model manager's Download tab, Tokens) or its licence accepted on the "
+                "website")
         if status == 404:
             raise DownloadError(f"not found on the server (HTTP 404): {_short(self.source.url)}")
         if status >= 500:

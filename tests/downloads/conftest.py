@@ -171,9 +171,11 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             if not body:
                 return
             rest = data[start:]
-            if served.drop_after is not None and served.drops > 0:
-                served.drops -= 1
-                self.wfile.write(rest[: served.drop_after])
+            plan = served.drop_plan.pop(0) if served.drop_plan else None
+            if plan is not None or (served.drop_after is not None and served.drops > 0):
+                if plan is None:
+                    served.drops -= 1
+                self.wfile.write(rest[: plan if plan is not None else served.drop_after])
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

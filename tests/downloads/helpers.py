@@ -29,6 +29,7 @@ class Served:
     ranges: bool = True
     drop_after: int | None = None  # close the connection after this many body bytes ...
     drops: int = 0  # ... this many times
+    drop_plan: list[int] = field(default_factory=list)  # or: bytes sent before each drop
     disposition: str | None = None
     status: int = 200
 

@@ -87,11 +87,13 @@ def test_dropped_connection_is_retried_and_resumed(server: Server, online: None,
 
 def test_server_closes_early_every_time_keeps_the_partial_for_later(
         server: Server, online: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transfer, "RETRIES", 1)
-    url = server.add("/m.bin", DATA, etag='"v1"', drop_after=40_000, drops=2)
-    with pytest.raises(DownloadError, match=r"dropped 2 times.*resume"):
+    monkeypatch.setattr(transfer, "RETRIES", 2)
+    # progress, progress (the count starts again), then nothing until RETRIES run out
+    url = server.add("/m.bin", DATA, etag='"v1"', drop_plan=[40_000, 40_000, 0, 0, 0])
+    with pytest.raises(DownloadError, match=r"dropped 3 times.*resume"):
         download(_source(url), dest_dir=tmp_path)
     assert (tmp_path / ".downloads" / "model.safetensors.part").stat().st_size == 80_000
+    assert len(server.requests) == 4  # 40000, 40000, then two that brought nothing
     path = download(_source(url, sha256=SHA), dest_dir=tmp_path)  # a later run: resumed
     assert path.read_bytes() == DATA
 
@@ -297,3 +299,15 @@ def test_a_second_download_of_the_same_file_is_refused(server: Server, online: N
         worker.join(30)
     assert results == [tmp_path / "model.safetensors"]
     assert _work(tmp_path) == []  # lock, partial and sidecar gone
+
+
+def test_a_server_that_never_sends_the_same_file_is_given_up(
+        server: Server, online: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # it says half the bytes are coming, then sends them all: restarted, then given up
+    url = server.add("/m.bin", DATA)
+    honest = transfer._int_header
+    monkeypatch.setattr(transfer, "_int_header",
+                        lambda value: None if (n := honest(value)) is None else n // 2)
+    with pytest.raises(DownloadError, match="keeps sending a different file"):
+        download(_source(url), dest_dir=tmp_path)
+    assert len(server.requests) == transfer.MAX_RESTARTS + 1
