@@ -150,18 +150,38 @@ def child_window(args: argparse.Namespace) -> None:
                                 steps=args.steps, seed=1, sampler="Euler a", cfg_scale=7.0,
                                 batch_count=args.images, model=args.model)
     job: dict[str, Any] = {}
+    # the GUI thread's own CPU time at each image (bench/window.py reads it from the log)
+    marks: list[tuple[float, float]] = []
+    queue.imageReady.connect(lambda *a: marks.append((time.time(), time.thread_time())))
+    profile_to = os.environ.get("SDSTUDIO_BENCH_PROFILE", "")
+    profiler = None
+    if profile_to:  # cProfile of the GUI thread while the job runs
+        import cProfile
+
+        profiler = cProfile.Profile()
 
     def poll() -> None:
         if "id" not in job:
             if queue.loaded is not None:
                 job["id"] = queue.submit_request(request)
+                if profiler is not None:
+                    profiler.enable()
             elif queue.engine_ok is False:
                 app.exit(3)
             return
         state = queue.job(job["id"])
         if state is not None and state.state.finished:
+            if profiler is not None:
+                profiler.disable()
+                import pstats
+
+                with open(profile_to, "w") as fh:
+                    pstats.Stats(profiler, stream=fh).sort_stats("tottime").print_stats(30)
+            view = window.txt_viewer
             print(json.dumps({"size": [window.width(), window.height()],
-                              "state": state.state.value}), flush=True)
+                              "view": [view.width(), view.height()],
+                              "state": state.state.value, "marks": marks,
+                              "previews": getattr(window, "preview_counts", {})}), flush=True)
             window.close()
             app.exit(0 if state.state.value == "done" else 4)
 
@@ -181,7 +201,21 @@ def per_image(out: Path, images: int) -> float:
     return (times[-1] - times[0]) / (images - 1)
 
 
-def run_arm(arm: str, busy: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def _last_json(log: Path) -> dict[str, Any]:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def run_arm(arm: str, busy: int, args: argparse.Namespace, work: Path,
+            on_poll: Any = None) -> dict[str, Any]:
+    """One arm in a fresh process; ``on_poll()`` is called every 0.2 s while it runs. The
+    result's ``child`` is the window child's closing JSON line (empty for other arms)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", SDSTUDIO_HOME=str(work / "home"),
                PYTHONPATH=str(ROOT), DIFFUSERS_VERBOSITY="error",
                TRANSFORMERS_VERBOSITY="error")
@@ -220,6 +254,8 @@ def run_arm(arm: str, busy: int, args: argparse.Namespace, work: Path) -> dict[s
                 meter.start([proc.pid] + [c.pid for c in competitors])
                 while proc.poll() is None:
                     meter.sample_own()
+                    if on_poll is not None:
+                        on_poll()
                     time.sleep(0.2)
             foreign = meter.stop()
         finally:
@@ -230,7 +266,7 @@ def run_arm(arm: str, busy: int, args: argparse.Namespace, work: Path) -> dict[s
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{arm} failed ({proc.returncode}): {tail}")
         result = {"s": per_image(out, args.images), "foreign": foreign, "quiet_before": quiet,
-                  "attempt": attempt}
+                  "attempt": attempt, "child": _last_json(log)}
         if foreign < args.quiet_limit:
             break
     return result

@@ -28,6 +28,7 @@ TRISTATE = ("auto", "on", "off")
 # A1111's "Live preview method" names: the linear latent map, or a TAESD decoder when present
 PREVIEW_METHODS = ("Approx cheap", "TAESD")
 DEFAULT_FILENAME_PATTERN = "{index}-{seed}"
+MAX_CACHED_CHECKPOINTS = 8  # the most EngineSettings.checkpoint_cache may ask for
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.settings import (
     API_DEFAULT_HOST,
+    MAX_CACHED_CHECKPOINTS,
     MEMORY_MODES,
     PRECISIONS,
+    PREVIEW_METHODS,
     ApiSettings,
     Settings,
 )
@@ -36,6 +38,8 @@ from sdstudio.core.threads import MAX_CPU_THREADS
 from sdstudio.ui import file_dialogs
 from sdstudio.ui.theme import icon
 
+PREVIEW_METHOD_LABELS = {"Approx cheap": "Approx cheap (a fast map of the latent)",
+                         "TAESD": "TAESD (looks like the image; needs its decoder file)"}
 DEVICE_CHOICES = (("auto", "Automatic (best available)"), ("cuda", "NVIDIA GPU (CUDA)"),
                   ("mps", "Apple GPU (Metal)"), ("cpu", "CPU (slow)"))
 PRECISION_LABELS = {"auto": "Automatic", "fp16": "Half (fp16)", "bf16": "bfloat16 (bf16)",
@@ -154,6 +158,16 @@ class SettingsDialog(QDialog):
         label = QLabel("Live &preview", out)
         label.setBuddy(self.preview_spin)
         form.addRow(label, self.preview_spin)
+        self.preview_method_combo = _choice_row(form, out, "Live preview m&ethod",
+                                                PREVIEW_METHODS, PREVIEW_METHOD_LABELS,
+                                                eng.preview_method)
+        self.preview_method_combo.setAccessibleName("Live preview method")
+        self.preview_method_combo.setToolTip(
+            "TAESD decodes each preview with a tiny autoencoder so that it looks like the "
+            "image; it needs taesd_decoder.safetensors (SD 1.x/2.x) or taesdxl_decoder."
+            "safetensors (SDXL), .pth also, in SD Studio's vae_approx models folder or "
+            "AUTOMATIC1111's models/VAE-approx. Without the file, and with Approx cheap, "
+            "previews are a fast linear map of the latent.")
         tabs.addTab(out, "&Output")
 
         # ---------------------------------------------------------------- models
@@ -207,6 +221,18 @@ class SettingsDialog(QDialog):
         label = QLabel("CPU t&hreads", dev)
         label.setBuddy(self.threads_spin)
         dform.addRow(label, self.threads_spin)
+        self.cache_spin = QSpinBox(dev)  # EngineSettings.checkpoint_cache (engine/model_cache)
+        self.cache_spin.setRange(-1, MAX_CACHED_CHECKPOINTS)
+        self.cache_spin.setSpecialValueText("Automatic")
+        self.cache_spin.setValue(max(-1, min(eng.checkpoint_cache, MAX_CACHED_CHECKPOINTS)))
+        self.cache_spin.setAccessibleName("Checkpoints to cache in RAM")
+        self.cache_spin.setToolTip(
+            "Models kept in memory besides the one in use, so that switching back to one is "
+            "almost instant. Automatic: one, when the computer has room for it and 2 GiB to "
+            "spare; 0: none. Kept models are freed first when memory runs short.")
+        label = QLabel("Chec&kpoints to cache in RAM", dev)
+        label.setBuddy(self.cache_spin)
+        dform.addRow(label, self.cache_spin)
         self.compile_check = QCheckBox("Speed: co&mpile the model (torch.compile)", dev)
         self.compile_check.setChecked(bool(eng.compile_unet))
         self.compile_check.setToolTip(
@@ -305,7 +331,9 @@ class SettingsDialog(QDialog):
             precision=str(self.precision_combo.currentData()),
             memory_mode=str(self.memory_combo.currentData()),
             preview_every=self.preview_spin.value(),
+            preview_method=str(self.preview_method_combo.currentData()),
             cpu_threads=self.threads_spin.value(),
+            checkpoint_cache=self.cache_spin.value(),
             compile_unet=self.compile_check.isChecked(),
             model_dirs=self.model_dirs.folders(),
             lora_dirs=self.lora_dirs.folders(),

@@ -86,6 +86,7 @@ class JobSlots(WindowPart):
 
     def _on_job_started(self, job_id: int) -> None:
         self._job_started[job_id] = time.monotonic()
+        self._set_preview_box(self._viewer_for(job_id))
         self.progress_bar.setRange(0, 0)
         self.progress_bar.setFormat("Starting…")
         self._update_running()
@@ -122,8 +123,24 @@ class JobSlots(WindowPart):
         self.progress_bar.setFormat(f"Batch {label}: {counts}{step}")
 
     def _on_job_preview(self, job_id: int, image: QImage) -> None:
-        if job_id not in self._shown_result:
-            self._viewer_for(job_id).set_image(image, smooth=True)  # small: scale smoothly
+        """The latest preview (JobQueue.last_preview), rendered by the worker for the
+        view's size: one blit to paint, nothing here grows with the window."""
+        if job_id in self._shown_result:
+            return
+        shown = self.queue.last_preview
+        viewer = self._viewer_for(job_id)
+        viewer.set_preview(image, shown.size if shown is not None else image.size())
+        self._set_preview_box(viewer)  # the next one for the view's size now
+
+    def _set_preview_box(self, viewer: ImageViewer) -> None:
+        self.queue.previews.set_box(viewer.preview_box(), viewer.devicePixelRatioF())
+
+    @property
+    def preview_counts(self) -> dict[str, int]:
+        """Previews the worker made and how many the GUI never showed (newer ones came
+        first); for bench/window.py."""
+        slot = self.queue.previews
+        return {"made": slot.made, "dropped": slot.dropped}
 
     def _on_image_ready(self, job_id: int, image: JobImage) -> None:
         if image.qimage is not None and image.index == 0:

@@ -10,7 +10,6 @@ with the job id. Images are saved here (off the GUI thread) and converted to QIm
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +31,7 @@ from sdstudio.core.events import (
 from sdstudio.core.request import GenerationRequest
 from sdstudio.core.settings import EngineSettings
 from sdstudio.worker.jobs import Failure, JobImage, JobState
+from sdstudio.worker.previews import PreviewSlot, to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,7 @@ def default_engine_factory(settings: EngineSettings) -> EngineLike:
 
 def pil_to_qimage(image: Any) -> QImage:
     """PIL -> QImage (a deep copy, safe to hand to another thread)."""
-    if image.mode not in ("RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    fmt = QImage.Format.Format_RGBA8888 if image.mode == "RGBA" else QImage.Format.Format_RGB888
-    channels = 4 if image.mode == "RGBA" else 3
-    data = image.tobytes()
-    qimg = QImage(data, image.width, image.height, image.width * channels, fmt)
-    return qimg.copy()
+    return to_qimage(image)
 
 
 class EngineWorker(QObject):
@@ -130,7 +124,7 @@ class EngineWorker(QObject):
     loadFailed = Signal(object)  # Failure
     jobStarted = Signal(int)
     jobProgress = Signal(int, object)  # job id, Progress
-    jobPreview = Signal(int, object)  # job id, QImage
+    previewWaiting = Signal()  # a preview is in the PreviewSlot (sent when it was empty)
     imageReady = Signal(int, object)  # job id, JobImage
     jobNotice = Signal(int, str)  # job id (0 = none), message
     jobDone = Signal(int, str, object)  # job id, JobState value, Failure | None
@@ -139,14 +133,15 @@ class EngineWorker(QObject):
     modelsListed = Signal(object)  # list[dict]
     finished = Signal()
 
-    def __init__(self, factory: EngineFactory, settings: EngineSettings) -> None:
+    def __init__(self, factory: EngineFactory, settings: EngineSettings,
+                 previews: PreviewSlot | None = None) -> None:
         super().__init__()
         self._factory = factory
         self._settings = settings
         self._engine: EngineLike | None = None
         self._engine_failure: Failure | None = None
         self.loaded: ModelReady | None = None
-        self._preview_lock = threading.Lock()
+        self.previews = previews or PreviewSlot()  # latest only, scaled for the view
 
     # ------------------------------------------------------------------------ slots
     @Slot()
@@ -208,7 +203,8 @@ class EngineWorker(QObject):
                     self.jobProgress.emit(job_id, event)
                 elif isinstance(event, Preview):
                     try:
-                        self.jobPreview.emit(job_id, pil_to_qimage(event.image))
+                        if self.previews.put(job_id, event.step, event.image):
+                            self.previewWaiting.emit()
                     except Exception:
                         log.debug("preview conversion failed", exc_info=True)
                 elif isinstance(event, ImageReady):

@@ -24,6 +24,7 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     Qt,
     QThread,
+    QTimer,
     Signal,
 )
 
@@ -39,10 +40,12 @@ from sdstudio.worker.engine_worker import (
     default_engine_factory,
 )
 from sdstudio.worker.jobs import Failure, Job, JobImage, JobState
+from sdstudio.worker.previews import PreviewSlot, ShownPreview
 
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.001
+MIN_PREVIEW_INTERVAL_S = 0.1  # live previews shown at most 10 times a second
 _THREADS: list[QThread] = []  # every worker thread this module started (tests check them)
 
 
@@ -122,6 +125,14 @@ class JobQueue(QAbstractListModel):
         self.loaded: ModelReady | None = None
         self.loading = False
         self.engine_ok: bool | None = None  # None until the engine has started or failed
+        # live previews: the worker's latest-only slot, taken at most every
+        # MIN_PREVIEW_INTERVAL_S; last_preview is the one jobPreview carries now
+        self.previews = PreviewSlot()
+        self.last_preview: ShownPreview | None = None
+        self._preview_shown_at = 0.0
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.timeout.connect(self._deliver_preview)
 
     # ===================================================================== lifecycle
     def start(self) -> None:
@@ -134,7 +145,7 @@ class JobQueue(QAbstractListModel):
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         thread = QThread()
         thread.setObjectName("sdstudio-engine")
-        worker = EngineWorker(self._factory, self._settings)
+        worker = EngineWorker(self._factory, self._settings, self.previews)
         worker.moveToThread(thread)
         # finished -> quit must be direct: it runs in the worker thread as stop() ends.
         worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
@@ -156,7 +167,7 @@ class JobQueue(QAbstractListModel):
         worker.loadFailed.connect(self._on_load_failed)
         worker.jobStarted.connect(self._on_job_started)
         worker.jobProgress.connect(self._on_job_progress)
-        worker.jobPreview.connect(self.jobPreview)
+        worker.previewWaiting.connect(self._on_preview_waiting)
         worker.imageReady.connect(self._on_image_ready)
         worker.jobNotice.connect(self._on_notice)
         worker.jobDone.connect(self._on_job_done)
@@ -470,6 +481,22 @@ class JobQueue(QAbstractListModel):
             self._changed(job)
         self.jobProgress.emit(job_id, event)
 
+    def _on_preview_waiting(self) -> None:
+        wait = self._preview_shown_at + MIN_PREVIEW_INTERVAL_S - time.monotonic()
+        if wait > 0:
+            if not self._preview_timer.isActive():
+                self._preview_timer.start(max(1, round(wait * 1000)))
+            return
+        self._deliver_preview()
+
+    def _deliver_preview(self) -> None:
+        item = self.previews.take()
+        if item is None:
+            return
+        self._preview_shown_at = time.monotonic()
+        self.last_preview = item
+        self.jobPreview.emit(item.job_id, item.image)
+
     def _on_image_ready(self, job_id: int, image: JobImage) -> None:
         job = self.job(job_id)
         if job is not None and image.path:
@@ -495,6 +522,7 @@ class JobQueue(QAbstractListModel):
         self.notice.emit(message)
 
     def _on_job_done(self, job_id: int, state: str, failure: Failure | None) -> None:
+        self.previews.clear(job_id)  # a preview not shown yet comes after the result: gone
         job = self.job(job_id)
         self._tokens.pop(job_id, None)
         self._tasks.pop(job_id, None)

@@ -69,7 +69,8 @@ def test_job_runs_and_reports_progress_preview_and_images(qtbot, queue: JobQueue
         job_id = queue.submit_request(REQ.replace(batch_size=2))
     assert blocker.args == [job_id, "done"]
     assert progress == [(1, 2), (2, 2)]
-    assert len(previews) == 2 and not previews[0].isNull()
+    # latest only: a preview the GUI has not taken when the next comes is replaced
+    assert 1 <= len(previews) <= 2 and not previews[0].isNull()
     assert [img.index for img in images] == [0, 1]
     assert images[0].qimage is not None and images[0].qimage.width() == 64
     assert images[0].request.seed == 5 and images[1].request.seed == 6

@@ -79,7 +79,8 @@ class CompareViewer(ImageViewer):
 
     # ------------------------------------------------------------------ painting
     def _showing(self) -> bool:
-        return self._compare and self._before is not None and self.image() is not None
+        return (self._compare and self._before is not None and self.image() is not None
+                and not self.showing_preview())
 
     def paint_image_overlay(self, painter: QPainter) -> None:
         if not self._showing():

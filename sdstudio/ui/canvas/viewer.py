@@ -66,6 +66,7 @@ class ImageViewer(QWidget):
         super().__init__(parent)
         self._image: QImage | None = None
         self._pixmap: QPixmap | None = None
+        self._logical: QSize | None = None  # a live preview's own size (see set_preview)
         self._zoom = 1.0
         self._smooth = False  # always scale smoothly (live previews), else only below 2x
         self._offset = QPointF(0.0, 0.0)
@@ -92,14 +93,38 @@ class ImageViewer(QWidget):
         Zoomed in 2x or more, pixels are shown sharp (to inspect them); ``smooth`` scales
         smoothly at any zoom, for small images shown large such as the live preview."""
         self._smooth = smooth
-        old_size = self._image.size() if self._image is not None else None
         if image is not None and image.isNull():
             image = None
-        self._image = image
-        self._pixmap = QPixmap.fromImage(image) if image is not None else None
+        self._show(image, QPixmap.fromImage(image) if image is not None else None, None)
+
+    def set_preview(self, image: QImage, size: QSize) -> None:
+        """Show a live preview of ``size`` that is already rendered (scaled once, smoothly,
+        by the worker) at the size this view shows it at: see :meth:`preview_box`. Painted
+        with a plain copy when it matches the image's place on screen, else scaled."""
+        self._smooth = True
+        self._show(None if image.isNull() else image, None, QSize(size))
+
+    def showing_preview(self) -> bool:
+        return self._logical is not None
+
+    def preview_box(self) -> QSize:
+        """Device pixels a fitted image takes at most in this view (what a live preview is
+        rendered to fit); empty while the person has zoomed or panned (previews then come
+        at their own size and are scaled here)."""
+        if not self._auto_fit:
+            return QSize()
+        ratio = self.devicePixelRatioF()
+        return QSize(max(1, round((self.width() - 2 * FIT_MARGIN) * ratio)),
+                     max(1, round((self.height() - 2 * FIT_MARGIN) * ratio)))
+
+    def _show(self, image: QImage | None, pixmap: QPixmap | None, logical: QSize | None
+              ) -> None:
+        old_size = self.image_size() if self._image is not None else None
+        self._image, self._pixmap, self._logical = image, pixmap, logical
         if image is None:
+            self._logical = None
             self._auto_fit = True
-        elif old_size is None or old_size != image.size() or self._auto_fit:
+        elif old_size is None or old_size != self.image_size() or self._auto_fit:
             self.fit()
         self.update_cursor()
         self.update()
@@ -111,7 +136,9 @@ class ImageViewer(QWidget):
         return self._image is not None
 
     def image_size(self) -> QSize:
-        return self._image.size() if self._image is not None else QSize()
+        if self._image is None:
+            return QSize()
+        return QSize(self._logical) if self._logical is not None else self._image.size()
 
     def set_placeholder(self, text: str) -> None:
         """The text shown (centred) while there is no image."""
@@ -165,7 +192,8 @@ class ImageViewer(QWidget):
         """The area, in image coordinates, that :meth:`fit` brings into view."""
         if self._image is None:
             return QRectF()
-        return QRectF(0, 0, self._image.width(), self._image.height())
+        size = self.image_size()
+        return QRectF(0, 0, size.width(), size.height())
 
     def fit(self) -> None:
         """Scale and centre the content so that all of it is visible."""
@@ -203,9 +231,10 @@ class ImageViewer(QWidget):
     def image_rect_in_widget(self) -> QRectF:
         if self._image is None:
             return QRectF()
+        size = self.image_size()
         return QRectF(self._offset,
-                      QPointF(self._offset.x() + self._image.width() * self._zoom,
-                              self._offset.y() + self._image.height() * self._zoom))
+                      QPointF(self._offset.x() + size.width() * self._zoom,
+                              self._offset.y() + size.height() * self._zoom))
 
     def widget_rect_of(self, r: QRectF) -> QRect:
         """The widget rectangle (rounded outward, +2 px) that shows image rectangle ``r``."""
@@ -220,12 +249,17 @@ class ImageViewer(QWidget):
         bg = pal.color(QPalette.ColorRole.Base).darker(108 if pal.color(
             QPalette.ColorRole.Base).lightness() > 128 else 80)
         p.fillRect(event.rect(), bg)
-        if self._image is None or self._pixmap is None:
+        if self._image is None or (self._pixmap is None and self._logical is None):
             self._paint_placeholder(p)
             self._paint_drop_highlight(p)
             p.end()
             return
         target = self.image_rect_in_widget()
+        if self._logical is not None or self._pixmap is None:  # a live preview: no overlays
+            self._paint_preview(p, self._image, target)
+            self._paint_drop_highlight(p)
+            p.end()
+            return
         if self._image.hasAlphaChannel():
             p.save()
             p.setBrushOrigin(target.topLeft())
@@ -243,6 +277,18 @@ class ImageViewer(QWidget):
         self.paint_foreground(p)
         self._paint_drop_highlight(p)
         p.end()
+
+    @staticmethod
+    def _paint_preview(p: QPainter, image: QImage, target: QRectF) -> None:
+        ratio = image.devicePixelRatio() or 1.0
+        w, h = image.width() / ratio, image.height() / ratio
+        if abs(w - target.width()) <= 2 and abs(h - target.height()) <= 2:
+            # rendered for this place: a plain copy, centred (no scaling, no filtering)
+            p.drawImage(QPointF(round(target.center().x() - w / 2),
+                                round(target.center().y() - h / 2)), image)
+            return
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        p.drawImage(target, image)
 
     def _paint_drop_highlight(self, p: QPainter) -> None:
         if not self._drop_highlight:
