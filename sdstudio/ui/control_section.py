@@ -292,7 +292,8 @@ class ControlSection(QWidget):
         pil_image = qimage_to_pil(image)
         pil_mask = qimage_to_pil(mask) if mask is not None and entry.needs_mask else None
         seed = self.seed()
-        editor.set_preview(None, "Computing the preview…")
+        if editor.preview.pixmap().isNull():  # (a preview on show stays until the new one)
+            editor.set_preview(None, "Computing the preview…")
 
         def work() -> Image.Image:
             return run_preview(entry.name, pil_image, pil_mask, resolution, unit.threshold_a,

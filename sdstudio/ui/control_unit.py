@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap, QResizeEvent, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -182,6 +182,11 @@ class UnitEditor(QWidget):
         self._models: list[ControlModel] = []
         self._arch: str | None = None
         self.image_kind = ""  # "" | "image" | "scribble": how the slot's image came
+        # a preview on show follows its thresholds and resolution (after a short pause)
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(300)
+        self._preview_timer.timeout.connect(self.previewRequested)
         self.image_name = ""  # the file it came from, for the tooltip
 
         lay = QVBoxLayout(self)
@@ -249,6 +254,7 @@ class UnitEditor(QWidget):
             spin = QDoubleSpinBox(self)
             spin.setAccessibleName(name)
             spin.valueChanged.connect(self.changed)
+            spin.valueChanged.connect(self._refresh_preview)
             label = QLabel(name, self)
             label.setBuddy(spin)
             form.addRow(label, spin)
@@ -262,6 +268,7 @@ class UnitEditor(QWidget):
         self.res_spin.setAccessibleName("Preprocessor resolution")
         self.res_spin.setToolTip("The short side the preprocessor works at")
         self.res_spin.valueChanged.connect(self.changed)
+        self.res_spin.valueChanged.connect(self._refresh_preview)
         self.pixel_perfect_box = QCheckBox("Pixel perfect", self)
         self.pixel_perfect_box.setToolTip("Work at the resolution the image is resized to "
                                           "for the generation")
@@ -376,7 +383,13 @@ class UnitEditor(QWidget):
 
     def _pixel_perfect_toggled(self, on: bool) -> None:
         self.res_spin.setEnabled(not on)
+        self._refresh_preview()
         self.changed.emit()
+
+    def _refresh_preview(self, *_: object) -> None:
+        """A shown preview is computed again for the new settings."""
+        if not self.preview.isHidden() and self.preprocessor().runnable:
+            self._preview_timer.start()
 
     # =============================================================== image
     def _use_source_toggled(self, on: bool) -> None:
@@ -426,6 +439,7 @@ class UnitEditor(QWidget):
     def set_preview(self, image: QImage | None, message: str = "") -> None:
         """Show the preprocessor's output (``image``), a message, or nothing."""
         if image is None and not message:
+            self._preview_timer.stop()
             self.preview.clear()
             self.preview.hide()
             return

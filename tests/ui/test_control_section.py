@@ -192,6 +192,14 @@ def test_preview_shows_the_preprocessor_output(qtbot: Any, window: Any) -> None:
     assert np.array_equal(np.asarray(shown), np.asarray(expected))
     assert np.array_equal(np.asarray(expected), np.asarray(preprocess("canny", image,
                                                                       resolution=64)))
+    # a shown preview follows the settings (the old one stays until the new one is there)
+    editor.res_spin.setValue(128)
+    assert not editor.preview.pixmap().isNull()
+    qtbot.waitUntil(lambda: editor.preview.pixmap().width() == 128, timeout=5000)
+    shown = qimage_to_pil(editor.preview.pixmap().toImage().convertToFormat(
+        QImage.Format.Format_RGB888))
+    expected = run_preview("canny", image, None, 128, 100, 200, 0)
+    assert np.array_equal(np.asarray(shown), np.asarray(expected))
     # a module that needs a mask without one: the reason, not a crash
     editor.set_module("inpaint_only")
     qtbot.mouseClick(editor.preview_button, L)
