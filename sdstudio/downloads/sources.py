@@ -38,6 +38,9 @@ HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
 CIVITAI_HOSTS = frozenset({"civitai.com", "www.civitai.com"})
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# file names diffusers and PEFT give every model: the repository's name says more
+GENERIC_NAMES = frozenset({"diffusion_pytorch_model", "pytorch_lora_weights", "model",
+                           "pytorch_model"})
 
 
 def hf_endpoint() -> str:
@@ -123,8 +126,9 @@ def from_hub(repo: str, file: str, *, revision: str = "main", kind: str | None =
         raise DownloadError(f"not a Hugging Face repository id (org/name): {repo!r}")
     if file.startswith("/") or any(p in ("", ".", "..") for p in file.split("/")):
         raise DownloadError(f"not a file in a repository: {file!r}")
-    for entry in catalogue or ():
-        if entry.hf_repo == repo and entry.hf_file == file and entry.revision == revision:
+    for entry in catalogue or ():  # a catalogued file: its pinned revision, size and sha256
+        if entry.hf_repo == repo and entry.hf_file == file and revision in (entry.revision,
+                                                                             "main"):
             source = from_entry(entry, settings)
             return source if kind is None else _with(source, kind=kind)
     if is_offline():
@@ -142,6 +146,9 @@ def from_hub(repo: str, file: str, *, revision: str = "main", kind: str | None =
     filename = safe_filename(PurePosixPath(file).name, "")
     if not filename:
         raise DownloadError(f"{file}: not a model file (.safetensors, .ckpt, .pt, .pth, .bin)")
+    stem, _, suffix = filename.partition(".")
+    if stem in GENERIC_NAMES:  # named for the repository, as the catalogue names them
+        filename = safe_filename(f"{repo.split('/')[1]}.{suffix}", filename)
     return DownloadSource(url=url, filename=filename, kind=kind or guess_kind(f"{repo}/{file}"),
                           sha256=sha256, size=meta.size, headers=_auth(token),
                           label=f"{repo}/{file}")
@@ -182,12 +189,13 @@ def repo_model_file(repo: str, revision: str = "main",
 def _hf_link(parts: Any) -> tuple[str, str, str] | None:
     """(repo, revision, file) of a hub link ``/org/repo/(blob|resolve)/rev/path``."""
     host = (parts.hostname or "").lower()
-    hosts = HF_HOSTS | {(urlsplit(hf_endpoint()).hostname or "").lower()}
-    if host not in hosts:
+    if host not in HF_HOSTS | {(urlsplit(hf_endpoint()).hostname or "").lower()}:
         return None
     bits = [unquote(b) for b in parts.path.split("/") if b]
     if len(bits) >= 5 and bits[2] in ("blob", "resolve"):
         return f"{bits[0]}/{bits[1]}", bits[3], "/".join(bits[4:])
+    if host not in HF_HOSTS:  # a mirror's other addresses are plain URLs
+        return None
     raise DownloadError("a Hugging Face link to one file looks like "
                         "https://huggingface.co/ORG/REPO/blob/main/FILE")
 

@@ -142,3 +142,23 @@ def test_tokens_are_saved_and_never_shown(home: Path) -> None:
     assert "civ'" not in repr(load_settings()) and "hf_x" not in repr(load_settings())
     bad = Settings.from_dict({"downloads": {"hf_token": 5, "civitai_token": ["x"]}})
     assert bad.downloads == DownloadSettings()
+
+
+def test_generic_file_names_take_the_repository_name(fake_hub: Server) -> None:
+    fake_hub.hub["latent-consistency/lcm-lora-sdxl"] = {"pytorch_lora_weights.safetensors": DATA}
+    source = resolve("latent-consistency/lcm-lora-sdxl", catalogue=EMPTY)
+    assert (source.filename, source.kind) == ("lcm-lora-sdxl.safetensors", "lora")
+    fake_hub.hub["someone/cn"] = {"diffusion_pytorch_model.fp16.safetensors": DATA}
+    source = resolve("someone/cn diffusion_pytorch_model.fp16.safetensors", catalogue=EMPTY)
+    assert source.filename == "cn.fp16.safetensors"
+
+
+def test_a_catalogued_hub_file_is_the_catalogue_entry() -> None:
+    from sdstudio.core.catalogue import load_catalogue
+
+    source = resolve("https://huggingface.co/latent-consistency/lcm-lora-sdv1-5/blob/main/"
+                     "pytorch_lora_weights.safetensors", catalogue=load_catalogue())
+    entry = load_catalogue().get("lcm-lora-sd15")
+    assert entry is not None and source.sha256 == entry.sha256  # no network: catalogued
+    assert source.filename == "lcm-lora-sdv1-5.safetensors" and source.licence == entry.licence
+    assert f"/resolve/{entry.revision}/" in source.url
