@@ -135,6 +135,11 @@ def progress_line(p: DownloadProgress) -> str:
     return " · ".join(parts)
 
 
+class _NotChecked(CancelledError):
+    """The safe loader could not run (the engine is not running): the download stops as a
+    cancelled one does, keeping the complete file for Resume, instead of deleting it."""
+
+
 @dataclass
 class DownloadItem:
     id: int
@@ -555,6 +560,9 @@ class DownloadsPanel(QWidget):
                 token.raise_if_cancelled()
             if result.get("cancelled"):
                 raise CancelledError("the check was cancelled; Resume checks it again")
+            if result.get("unchecked"):  # the engine is not running: kept, not refused
+                raise _NotChecked(f"downloaded but not checked ({result['unchecked']}); the "
+                                  "file is kept: Resume checks it again")
             if result.get("error"):
                 raise ModelError(str(result["error"]))
 
@@ -626,7 +634,9 @@ class DownloadsPanel(QWidget):
         else:
             job = self.host.queue.job(job_id)
             failure = job.failure if job is not None else None
-            result["error"] = failure.message if failure is not None else "the check failed"
+            message = failure.message if failure is not None else "the check failed"
+            # the check could not run at all: the file is not refused, only not checked yet
+            result["unchecked" if self.host.queue.engine_ok is False else "error"] = message
         done.set()
 
     def _on_done(self, item: DownloadItem, token: CancelToken, path: Path) -> None:
@@ -654,6 +664,10 @@ class DownloadsPanel(QWidget):
 
     def _on_failed(self, item: DownloadItem, token: CancelToken, exc: BaseException) -> None:
         if token is not item.token:
+            return
+        if isinstance(exc, _NotChecked) and not token.cancelled:
+            self._set(item, FAILED, str(exc))
+            self.show_status(f"{item.title}: {exc}", error=True)
             return
         if isinstance(exc, CancelledError) or token.cancelled:
             kept = item.progress.done if item.progress is not None else 0

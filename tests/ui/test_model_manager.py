@@ -180,6 +180,18 @@ def test_remove_moves_to_the_trash_after_asking(window: Any, qtbot: Any,
     assert "trash" in manager.status.message
 
 
+def test_open_folder_shows_the_folder_of_the_file(window: Any, qtbot: Any,
+                                                  library: dict[str, Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr("sdstudio.ui.model_manager.QDesktopServices.openUrl",
+                        lambda url: opened.append(url.toLocalFile()) or True)
+    manager = open_manager(window, qtbot)
+    assert manager.select_path(str(library["loraxl"]))
+    manager.folder_button.click()
+    assert opened == [str(library["loraxl"].parent)]
+
+
 def test_use_as_default_model_is_saved(window: Any, qtbot: Any,
                                        library: dict[str, Path]) -> None:
     manager = open_manager(window, qtbot)

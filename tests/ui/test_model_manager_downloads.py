@@ -276,3 +276,41 @@ def test_a_catalogue_checkpoint_lands_in_the_model_bar_with_its_size(
     combo.setCurrentIndex(combo.findData(str(target)))
     window._on_model_chosen(combo.currentIndex())
     assert window.prompt_panel.request().width == 1024
+
+
+def test_a_file_that_cannot_be_checked_is_kept_for_resume(make_window: Any, qtbot: Any,
+                                                          home: Path, tmp_path: Path,
+                                                          server: Server, online: None) -> None:
+    def no_engine(settings: Any) -> Any:
+        raise RuntimeError("torch is missing")
+
+    data = lora_bytes(tmp_path)
+    url = server.add("/files/kept.safetensors", data)
+    window = make_window(factory=no_engine)
+    qtbot.waitUntil(lambda: window.queue.engine_ok is False, timeout=20_000)
+    manager = manager_with(window, qtbot, catalogue(data))
+    panel = manager.downloads
+    item = panel.start(url, "lora", "kept")
+    qtbot.waitUntil(lambda: item.state in (DONE, FAILED, CANCELLED), timeout=60_000)
+    assert item.state == FAILED and "not checked" in item.detail, item.detail
+    assert panel.rows[item.id].resume_button.isVisibleTo(panel)
+    assert not (paths.model_dir("lora") / "kept.safetensors").exists()  # not installed ...
+    part = paths.model_dir("lora") / ".downloads" / "kept.safetensors.part"
+    assert part.read_bytes() == data  # ... and not deleted either
+
+
+def test_tokens_are_masked_and_saved(make_window: Any, qtbot: Any, home: Path) -> None:
+    from PySide6.QtWidgets import QLineEdit
+
+    from sdstudio.core.settings import load_settings
+
+    window = make_window(fake=FakeScript())
+    panel = open_manager(window, qtbot).downloads
+    assert panel.hf_token.echoMode() == QLineEdit.EchoMode.Password
+    assert panel.civitai_token.echoMode() == QLineEdit.EchoMode.Password
+    panel.hf_token.setText(" hf_abc ")
+    panel.civitai_token.setText("civ123")
+    panel.save_tokens()
+    assert window.settings.downloads.hf_token == "hf_abc"
+    saved = load_settings().downloads
+    assert (saved.hf_token, saved.civitai_token) == ("hf_abc", "civ123")
