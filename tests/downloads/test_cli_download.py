@@ -16,12 +16,15 @@ import pytest
 from tests.downloads.helpers import Server
 
 REPO = Path(__file__).resolve().parents[2]
+GUARD = Path(__file__).resolve().parent / "guard"
 
 
 def _env(home: Path, server: Server | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("HF_HUB_OFFLINE", "SDSTUDIO_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
     env.update(SDSTUDIO_HOME=str(home), PYTHONUNBUFFERED="1", QT_QPA_PLATFORM="offscreen")
+    # the subprocess may reach 127.0.0.1 only (guard/sitecustomize.py)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GUARD), env.get("PYTHONPATH", "")) if p)
     if server is not None:
         env["HF_ENDPOINT"] = server.base
     env.update(extra)
@@ -132,3 +135,14 @@ def test_ctrl_c_keeps_a_resumable_partial(server: Server, home: Path) -> None:
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err and "Traceback" not in err
     assert part.is_file() and part.stat().st_size > 0
+
+
+def test_the_subprocess_guard_refuses_other_addresses(home: Path) -> None:
+    code = ("import socket\n"
+            "try:\n    socket.create_connection(('10.255.255.1', 80), timeout=1)\n"
+            "except OSError as exc:\n    print('refused' if 'test guard' in str(exc) else exc)\n"
+            "try:\n    socket.getaddrinfo('huggingface.co', 443)\n"
+            "except OSError as exc:\n    print('refused' if 'test guard' in str(exc) else exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(home), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout.split() == ["refused", "refused"], proc.stdout + proc.stderr
