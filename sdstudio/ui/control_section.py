@@ -198,9 +198,11 @@ class ControlSection(QWidget):
             out.append(editor.unit(path))
         return tuple(out)
 
-    def set_units(self, units: tuple[ControlUnit, ...], list_now: bool = True) -> list[str]:
+    def set_units(self, units: tuple[ControlUnit, ...], list_now: bool = True,
+                  infotext: bool = False) -> list[str]:
         """Show ``units`` (replacing the section's). Notes on what could not be shown
-        (``list_now``: list the models first if that has not been done, for the notes)."""
+        (``list_now``: list the models first if that has not been done, for the notes;
+        ``infotext``: the units come from an infotext, which names no control images)."""
         self.clear_units()
         if units and list_now and not self._models_known:  # the notes name missing models
             self._show_models(list_control_models(self.engine_settings()))
@@ -220,6 +222,9 @@ class ControlSection(QWidget):
                 notes.append(prefix + "its control image is not restored: drop or paste one")
             else:
                 editor.use_source_box.setChecked(True)
+                if infotext:
+                    notes.append(prefix + "the image's parameters hold no control image: "
+                                 "the unit uses the source image; drop, paste or paint one")
         if len(units) > MAX_SECTION_UNITS:
             notes.append(f"only the first {MAX_SECTION_UNITS} control units are shown")
         self._update()

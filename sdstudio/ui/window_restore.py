@@ -55,7 +55,8 @@ class ParameterRestore(WindowPart):
                 request = request.replace(vae=stem.as_posix())
         from_infotext = meta.source != "sdstudio"  # our own chunk names the exact model
         notes = self.apply_request(request, model_name=meta.model_name if from_infotext else "",
-                                   model_hash=meta.model_hash if from_infotext else "")
+                                   model_hash=meta.model_hash if from_infotext else "",
+                                   from_infotext=from_infotext)
         extras = {} if meta.source == "sdstudio" else {
             k: v for k, v in meta.extras.items() if k != "VAE"}
         self.message_bar.show_info(
@@ -63,9 +64,11 @@ class ParameterRestore(WindowPart):
         return True
 
     def apply_request(self, request: GenerationRequest, model_name: str = "",
-                      model_hash: str = "") -> list[str]:
+                      model_hash: str = "", from_infotext: bool = False) -> list[str]:
         """Show every value of ``request``: the prompt panel's fields, the source canvas'
-        resize mode and the model. Returns notes on what could not be applied."""
+        resize mode and the model. Returns notes on what could not be applied
+        (``from_infotext``: the request was read from an infotext, which names no control
+        images)."""
         self.refresh_addons()
         notes: list[str] = []
         if request.vae and not is_plain_name(request.vae):  # an image names no files
@@ -78,7 +81,8 @@ class ParameterRestore(WindowPart):
             request = request.replace(loras=tuple(
                 lo for lo in request.loras if lo not in paths_given))
         notes += self.prompt_panel.set_request(request)
-        notes += self.prompt_panel.control_section.set_units(request.control_units)
+        notes += self.prompt_panel.control_section.set_units(request.control_units,
+                                                             infotext=from_infotext)
         if request.control_units:
             self.prompt_panel.show_control(True)
         if request.resize_mode in request_spec("resize_mode").choices:

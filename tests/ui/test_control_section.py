@@ -279,9 +279,11 @@ def test_restore_from_infotext_sets_the_units(qtbot: Any, window: Any) -> None:
             'Control Mode: Balanced"')
     request = parse_infotext(text).request
     assert len(request.control_units) == 2
-    notes = window.apply_request(request)
+    notes = window.apply_request(request, from_infotext=True)
     section = window.prompt_panel.control_section
     assert window.prompt_panel.control_shown() and section.tabs.count() == 2
+    assert sum("hold no control image" in n for n in notes) == 2
+    assert all(e.use_source_box.isChecked() for e in section.editors)
     first, second = section.editors
     assert first.preprocessor().name == "canny" and first.model() == "control_v11p_sd15_canny"
     assert [s.value() for s in first.threshold_spins] == [90, 180]
