@@ -105,6 +105,51 @@ def build_sd15_random(dest: Path, *, dtype: Any = None, device: str = "cpu",
     return dest
 
 
+SDXL_CONFIGS = ROOT / "resources" / "model_configs" / "sdxl-base"
+
+
+def build_sdxl_random(dest: Path, *, dtype: Any = None, device: str = "cpu",
+                      seed: int = 0) -> Path:
+    """A real-size SDXL base diffusers folder with random weights (safetensors), built
+    locally from resources/model_configs/sdxl-base (UNet 2.6 B parameters: build it on the
+    GPU in fp16 where there is one)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+    )
+
+    if (dest / "model_index.json").is_file():
+        return dest
+    dtype = dtype or torch.float16
+    tmp = Path(tempfile.mkdtemp(prefix=".sdxl-random-", dir=dest.parent))
+    try:
+        shutil.copytree(SDXL_CONFIGS, tmp, dirs_exist_ok=True)
+        torch.manual_seed(seed)
+        builders: list[tuple[str, Callable[[], Any]]] = [
+            ("unet", lambda: UNet2DConditionModel.from_config(
+                json.loads((tmp / "unet" / "config.json").read_text()))),
+            ("vae", lambda: AutoencoderKL.from_config(
+                json.loads((tmp / "vae" / "config.json").read_text()))),
+            ("text_encoder", lambda: CLIPTextModel(
+                CLIPTextConfig.from_pretrained(tmp / "text_encoder"))),
+            ("text_encoder_2", lambda: CLIPTextModelWithProjection(
+                CLIPTextConfig.from_pretrained(tmp / "text_encoder_2"))),
+        ]
+        for name, build in builders:  # one at a time: the fp32 UNet alone is 10 GB
+            with torch.device(device):
+                model = build()
+            model.to(dtype=dtype).save_pretrained(tmp / name, safe_serialization=True)
+            del model
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
 def timed(fn: Callable[[], Any], sync: Callable[[], None] | None = None) -> float:
     if sync:
         sync()

@@ -30,19 +30,65 @@ def test_gpu_check_refuses_without_cuda() -> None:
 
 
 def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+    """The GPU check's own code on the CPU (tiny models): bare diffusers and the engine in
+    its arms, txt2img at two sizes, inpaint and the hires fix, the goals marked."""
     out = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py"), "--cpu-smoke", "--size", "64",
-         "--steps", "3", "--runs", "1", "--tasks", "txt2img,inpaint", "--memory-modes", "low",
-         "--work-dir", str(tmp_path), "--json",
+        [sys.executable, str(BENCH / "gpu_check.py"), "--cpu-smoke", "--archs", "sd15",
+         "--arms", "bare,default,compile,low", "--tasks", "txt2img,inpaint,hires",
+         "--steps", "3", "--runs", "1", "--work-dir", str(tmp_path), "--json",
          str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     import json
 
-    rows = json.loads((tmp_path / "r.json").read_text())["results"]
-    assert len(rows) == 2 + 2  # bare per task + engine per (memory mode, task)
-    low = [r for r in rows if r["memory_mode"] == "low"]
+    data = json.loads((tmp_path / "r.json").read_text())
+    rows = data["results"]
+    # bare / default / low: 3 tasks + txt2img at the other size; compile: txt2img
+    assert len(rows) == 4 + 4 + 1 + 4
+    assert {(r["arm"], r["task"], r["size"]) for r in rows if r["arm"] == "compile"} == {
+        ("compile", "txt2img", 64)}
+    low = [r for r in rows if r["arm"] == "low"]
     assert all("vae_tiling" in r["savers"] for r in low)
+    assert all(r["it_s"] > 0 for r in rows)
+    hires = [r for r in rows if r["task"] == "hires" and r["arm"] == "default"]
+    assert any("hires fix" in n for n in hires[0]["notes"])
+    compiled = next(r for r in rows if r["arm"] == "compile")
+    assert any("CUDA only" in n for n in compiled["notes"])  # not compiled on the CPU
+    marked = {g["goal"]: g for g in data["goals"]}
+    assert marked["sd15 low-VRAM peak <= 2.5 GiB"]["value"] is None  # no VRAM on the CPU
+    assert "Goals:" in out.stdout
+
+
+def test_gpu_check_plan_and_goals() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(BENCH))
+    cells = gpu_check.plan_cells(list(gpu_check.ARCHS), list(gpu_check.ARMS),
+                                 list(gpu_check.TASKS))
+    by = {(c.arch, c.arm, c.task, c.size) for c in cells}
+    assert ("sd15", "bare", "txt2img", 512) in by and ("sd15", "low", "txt2img", 1024) in by
+    assert ("sdxl", "default", "inpaint", 1024) in by and ("sdxl", "bare", "txt2img", 512) in by
+    assert ("sdxl", "low", "hires", 512) in by  # the hires fix: 512 -> 1024
+    assert [c for c in cells if c.arm == "compile"] == [
+        gpu_check.Cell("sd15", "compile", "txt2img", 512),
+        gpu_check.Cell("sdxl", "compile", "txt2img", 1024)]  # one compilation per model
+    assert len(cells) == 2 * (3 * 5 + 1)
+
+    def row(arch: str, arm: str, it_s: float, peak: float = 1.0) -> dict[str, object]:
+        return {"arch": arch, "arm": arm, "task": "txt2img", "size": 512, "it_s": it_s,
+                "peak_gib": peak}
+
+    marked = {g["goal"]: g["met"] for g in gpu_check.goals([
+        row("sd15", "bare", 10.0), row("sd15", "default", 9.6), row("sd15", "compile", 12.0),
+        row("sd15", "low", 5.0, peak=2.4), row("sdxl", "low", 2.0, peak=4.5)])}
+    assert marked == {
+        "SD Studio default >= 0.95x bare it/s (sd15 txt2img 512)": True,
+        "Speed: compile >= 1.3x bare it/s (sd15 txt2img 512)": False,  # 1.2x
+        "sd15 low-VRAM peak <= 2.5 GiB": True,
+        "sdxl low-VRAM peak <= 4.0 GiB": False,
+    }
 
 
 def test_upscale_bench_runs_in_smoke_mode(tmp_path: Path) -> None:
