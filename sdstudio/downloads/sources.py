@@ -107,7 +107,7 @@ def _hub_error(exc: BaseException, what: str) -> DownloadError:
     name = type(exc).__name__
     if name == "GatedRepoError":
         return DownloadError(f"{what} is gated: accept its terms on the Hugging Face website and "
-                             "set a Hugging Face token (Settings > Downloads)")
+                             "set a Hugging Face token (Models…, Download tab, Tokens)")
     if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
         return DownloadError(f"{what}: no such repository or revision on the hub (or it is "
                              "private: set a Hugging Face token)")
