@@ -115,6 +115,8 @@ class ModelManager(QDialog):
         self.resize(1060, 660)
         self.models: list[InstalledModel] = []
         self._other_folders: list[Any] | None = None
+        self._vae_names: list[str] = []
+        self._pending = 0  # listings asked for and not delivered yet
         self._listing = BackgroundRunner("sdstudio-model-list", self)
         self._hashing = BackgroundRunner("sdstudio-model-hash", self)
         self._hashes_running: set[str] = set()
@@ -260,7 +262,7 @@ class ModelManager(QDialog):
     # ================================================================ listing
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
-        if self.listed_count == 0 and not self._listing.alive:
+        if not self._pending:  # what changed meanwhile (a download on the command line...)
             self.refresh()
         self.downloads.on_shown()
 
@@ -270,20 +272,24 @@ class ModelManager(QDialog):
         known = self._other_folders
         finder = self.find_other_apps
         self.count_label.setText("Listing…")
+        self._pending += 1
 
-        def work() -> tuple[list[Any], list[InstalledModel]]:
+        def work() -> tuple[list[Any], list[InstalledModel], list[str]]:
             found = finder() if known is None else known
-            return found, list_installed(model_folders(engine, found))
+            vaes = [name for name, _ in named_files(search_dirs("vae", engine))]
+            return found, list_installed(model_folders(engine, found)), vaes
 
         self._listing.submit(work, self._on_listed, self._on_list_failed)
 
-    def _on_listed(self, result: tuple[list[Any], list[InstalledModel]]) -> None:
-        self._other_folders, self.models = result
+    def _on_listed(self, result: tuple[list[Any], list[InstalledModel], list[str]]) -> None:
+        self._pending -= 1
+        self._other_folders, self.models, self._vae_names = result
         self._fill()
         self.listed_count += 1
         self.downloads.installed_changed()
 
     def _on_list_failed(self, exc: BaseException) -> None:
+        self._pending -= 1
         self.count_label.setText(f"The model folders could not be listed: {exc}")
 
     def installed_names(self) -> set[tuple[str, str]]:
@@ -401,8 +407,11 @@ class ModelManager(QDialog):
             return False
         path = model.path
         name = Path(path).name
-        if ask and not self._ask("Remove model", f"Move {name} to the trash?\n\n{path}",
-                                     "Move to Trash"):
+        default = path == self.host.settings.engine.default_model
+        note = ("\n\nIt is the model in use: the model bar switches to the demo model."
+                if default else "")
+        if ask and not self._ask("Remove model", f"Move {name} to the trash?\n\n{path}{note}",
+                                 "Move to Trash"):
             return False
         trashed = move_to_trash(path) if os.path.lexists(path) else None
         if trashed is None and os.path.lexists(path):
@@ -425,6 +434,8 @@ class ModelManager(QDialog):
         self._fill()
         self.downloads.installed_changed()
         if model.kind == "checkpoint":
+            if default:
+                self.host.select_model("")
             self.host.queue.refresh_models()
         return True
 
@@ -440,7 +451,7 @@ class ModelManager(QDialog):
 
     # ========================================================= per-model defaults
     def _show_defaults(self, model: InstalledModel | None) -> None:
-        vaes = [name for name, _ in named_files(search_dirs("vae", self.host.settings.engine))]
+        vaes = self._vae_names  # the VAE folders' names, as the panel's VAE list has them
         combo = self.vae_combo
         combo.clear()
         combo.addItem("unchanged", VAE_UNCHANGED)

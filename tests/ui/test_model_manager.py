@@ -165,7 +165,7 @@ def test_remove_moves_to_the_trash_after_asking(window: Any, qtbot: Any,
         return shutil.move(path, trash / Path(path).name)
 
     asked: list[str] = []
-    answers = iter([False, True])
+    answers = iter([False, True, True])
     monkeypatch.setattr("sdstudio.ui.model_manager.move_to_trash", fake_trash)
     manager = open_manager(window, qtbot)
     monkeypatch.setattr(manager, "_ask", lambda title, text, yes: asked.append(text)
@@ -178,6 +178,11 @@ def test_remove_moves_to_the_trash_after_asking(window: Any, qtbot: Any,
     assert trashed == [str(library["lora1"])] and not library["lora1"].exists()
     assert "detail-sd1" not in rows(manager)
     assert "trash" in manager.status.message
+
+    window.select_model(str(library["sd1"]))  # the model in use: asked, then the demo model
+    assert manager.select_path(str(library["sd1"])) and manager.remove_selected()
+    assert "It is the model in use" in asked[-1]
+    assert window.current_model == "" and window.settings.engine.default_model == ""
 
 
 def test_open_folder_shows_the_folder_of_the_file(window: Any, qtbot: Any,
