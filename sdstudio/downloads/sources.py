@@ -7,7 +7,10 @@
   (``huggingface_hub.get_hf_file_metadata``: an LFS file's ETag is its sha256). ``HF_ENDPOINT``
   is honoured (the tests run a fake hub on 127.0.0.1);
 - a Civitai download link (``https://civitai.com/api/download/models/ID``, or a model page with
-  ``?modelVersionId=ID``): the server names the file (Content-Disposition, sanitised);
+  ``?modelVersionId=ID``): Civitai's API (``/api/v1/model-versions/ID``) gives the file's
+  SHA256, the model's type and the file's name when it answers; the server's
+  Content-Disposition names the file (sanitised). ``SDSTUDIO_CIVITAI_URL`` replaces
+  civitai.com (the tests run a fake one on 127.0.0.1);
 - any other https URL to a file.
 
 Tokens (settings) go in an Authorization header, only to their own site.
@@ -22,9 +25,10 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from sdstudio.core import safejson
 from sdstudio.core.catalogue import Catalogue, CatalogueEntry, load_catalogue
 from sdstudio.core.settings import DownloadSettings
-from sdstudio.downloads.transfer import check_url, safe_filename
+from sdstudio.downloads.transfer import check_url, open_url, safe_filename
 from sdstudio.downloads.types import (
     OFFLINE_MESSAGE,
     DownloadError,
@@ -36,6 +40,12 @@ from sdstudio.downloads.types import (
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
 CIVITAI_HOSTS = frozenset({"civitai.com", "www.civitai.com"})
+CIVITAI_DEFAULT = "https://civitai.com"
+MAX_CIVITAI_JSON = 4 * 1024 * 1024
+# Civitai's model types -> SD Studio's kinds
+CIVITAI_KINDS = {"checkpoint": "checkpoint", "lora": "lora", "locon": "lora", "dora": "lora",
+                 "lycoris": "lora", "textualinversion": "embedding", "vae": "vae",
+                 "controlnet": "controlnet", "upscaler": "upscaler"}
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # file names diffusers and PEFT give every model: the repository's name says more
@@ -96,7 +106,7 @@ def from_entry(entry: CatalogueEntry, settings: DownloadSettings | None = None) 
     else:
         url, headers = entry.url, ()
         host = (urlsplit(url).hostname or "").lower()
-        if host in CIVITAI_HOSTS and settings is not None and settings.civitai_token:
+        if _is_civitai(host) and settings is not None and settings.civitai_token:
             headers = _auth(settings.civitai_token)
     return DownloadSource(url=url, filename=entry.filename, kind=entry.kind, sha256=entry.sha256,
                           size=entry.size, licence=entry.licence, headers=headers,
@@ -200,6 +210,52 @@ def _hf_link(parts: Any) -> tuple[str, str, str] | None:
                         "https://huggingface.co/ORG/REPO/blob/main/FILE")
 
 
+def civitai_base() -> str:
+    """Civitai's address; ``SDSTUDIO_CIVITAI_URL`` replaces it (the tests' fake Civitai)."""
+    return (os.environ.get("SDSTUDIO_CIVITAI_URL") or CIVITAI_DEFAULT).rstrip("/")
+
+
+def _is_civitai(host: str) -> bool:
+    return host in CIVITAI_HOSTS or host == (urlsplit(civitai_base()).hostname or "").lower()
+
+
+def civitai_version(version: str, token: str = "") -> dict[str, Any] | None:
+    """A model version's description from Civitai's API (``/api/v1/model-versions/ID``:
+    its files with their SHA256, the model's type and name), parsed within limits; None when
+    it cannot be had (the download then goes on without it)."""
+    headers = {"User-Agent": "sdstudio-downloader", "Accept": "application/json",
+               **dict(_auth(token))}
+    try:
+        response, conn = open_url(f"{civitai_base()}/api/v1/model-versions/{version}", headers)
+        try:
+            raw = response.read(MAX_CIVITAI_JSON + 1) if response.status == 200 else b""
+        finally:
+            conn.close()
+        data = safejson.loads(raw, max_bytes=MAX_CIVITAI_JSON) if raw else None
+    except Exception:  # a description is a bonus: any failure only means none
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _civitai_file(data: Mapping[str, Any], wanted: Mapping[str, str]) -> Mapping[str, Any]:
+    """The file of a model version the link asks for (``type``, ``format``, ``size``, ``fp``
+    in its query), else the primary one."""
+    files = [f for f in data.get("files") or () if isinstance(f, dict)]
+
+    def fits(f: Mapping[str, Any]) -> bool:
+        meta = _mapping(f.get("metadata"))
+        have = {"type": f.get("type"), **{k: meta.get(k) for k in ("format", "size", "fp")}}
+        return all(str(have.get(k) or "").lower() == v.lower() for k, v in wanted.items())
+
+    return (next((f for f in files if wanted and fits(f)), None)
+            or next((f for f in files if f.get("primary") is True), None)
+            or (files[0] if files else {}))
+
+
 def _civitai(parts: Any, kind: str | None, settings: DownloadSettings | None) -> DownloadSource:
     version = None
     match = re.fullmatch(r"/api/download/models/(\d{1,12})/?", parts.path)
@@ -214,14 +270,29 @@ def _civitai(parts: Any, kind: str | None, settings: DownloadSettings | None) ->
         raise DownloadError("a Civitai link to download looks like "
                             "https://civitai.com/api/download/models/ID (the model page's "
                             "download button)")
-    query = "&".join(f"{k}={v[0]}" for k, v in parse_qs(parts.query).items()
-                     if k in ("type", "format", "size", "fp")
-                     and re.fullmatch(r"[\w.-]{1,32}", v[0]))
-    url = f"https://civitai.com/api/download/models/{version}" + (f"?{query}" if query else "")
+    wanted = {k: v[0] for k, v in parse_qs(parts.query).items()
+              if k in ("type", "format", "size", "fp") and re.fullmatch(r"[\w.-]{1,32}", v[0])}
+    query = "&".join(f"{k}={v}" for k, v in wanted.items())
+    url = f"{civitai_base()}/api/download/models/{version}" + (f"?{query}" if query else "")
     token = settings.civitai_token if settings is not None else ""
-    return DownloadSource(url=url, filename=f"civitai-{version}.safetensors",
-                          kind=kind or "checkpoint", headers=_auth(token),
-                          label=f"Civitai model version {version}", name_from_server=True)
+    if is_offline():
+        raise DownloadError(OFFLINE_MESSAGE)
+    fallback = f"civitai-{version}.safetensors"
+    filename, sha256, label = fallback, None, f"Civitai model version {version}"
+    data = civitai_version(version, token)
+    if data is not None:
+        found = _civitai_file(data, wanted)
+        filename = safe_filename(str(found.get("name") or ""), fallback)
+        hashes = _mapping(found.get("hashes"))
+        digest = str(hashes.get("SHA256") or "").lower()
+        sha256 = digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+        model = _mapping(data.get("model"))
+        kind = kind or CIVITAI_KINDS.get(str(model.get("type") or "").lower())
+        title = " ".join(str(x) for x in (model.get("name"), data.get("name")) if x)
+        label = "".join(c for c in title if c.isprintable())[:120] or label
+    return DownloadSource(url=url, filename=filename, kind=kind or "checkpoint",
+                          sha256=sha256, headers=_auth(token), label=label,
+                          name_from_server=True)
 
 
 def resolve(text: str, *, kind: str | None = None, settings: DownloadSettings | None = None,
@@ -246,7 +317,7 @@ def resolve(text: str, *, kind: str | None = None, settings: DownloadSettings | 
             repo, revision, file = hub
             return from_hub(repo, file, revision=revision, kind=kind, settings=settings,
                             catalogue=cat)
-        if (parts.hostname or "").lower() in CIVITAI_HOSTS:
+        if _is_civitai((parts.hostname or "").lower()):
             return _civitai(parts, kind, settings)
         check_url(text)
         filename = safe_filename(unquote(PurePosixPath(parts.path).name), "")

@@ -70,19 +70,63 @@ def test_offline_resolution_of_a_hub_file_is_refused_at_once(server: Server,
     assert server.requests == []
 
 
-def test_civitai_links_without_network() -> None:
-    source = resolve("https://civitai.com/api/download/models/12345?type=Model&format="
-                     "SafeTensor&token=pasted", settings=DownloadSettings(civitai_token="c1"),
-                     catalogue=EMPTY, kind="lora")
-    assert source.url == ("https://civitai.com/api/download/models/12345?type=Model&"
-                          "format=SafeTensor")  # a pasted token is not kept in the URL
+@pytest.fixture
+def fake_civitai(server: Server, online: None, monkeypatch: pytest.MonkeyPatch) -> Server:
+    monkeypatch.setenv("SDSTUDIO_CIVITAI_URL", server.base)
+    return server
+
+
+def _version_json(sha: str) -> bytes:
+    import json
+
+    return json.dumps({
+        "id": 12345, "name": "v2.0", "model": {"name": "Ink\x1b[31m Style", "type": "LORA"},
+        "files": [
+            {"name": "ink-style.pt", "type": "Model", "primary": False,
+             "metadata": {"format": "PickleTensor"}, "hashes": {"SHA256": "AA" * 32}},
+            {"name": "ink-style_v20.safetensors", "type": "Model", "primary": True,
+             "metadata": {"format": "SafeTensor", "fp": "fp16"},
+             "hashes": {"SHA256": sha.upper()}}]}).encode()
+
+
+def test_civitai_link_with_the_api_description(fake_civitai: Server, tmp_path: Path) -> None:
+    fake_civitai.add("/api/v1/model-versions/12345", _version_json(SHA))
+    fake_civitai.add("/api/download/models/12345", DATA,
+                     disposition='attachment; filename="ink-style_v20.safetensors"')
+    link = ("https://civitai.com/api/download/models/12345?type=Model&format=SafeTensor"
+            "&token=pasted")
+    source = resolve(link, settings=DownloadSettings(civitai_token="c1"), catalogue=EMPTY)
+    assert source.url == f"{fake_civitai.base}/api/download/models/12345?type=Model&format=" \
+                         "SafeTensor"  # a pasted token is not kept in the URL
     assert dict(source.headers) == {"Authorization": "Bearer c1"}
-    assert source.name_from_server and source.kind == "lora"
-    page = resolve("https://civitai.com/models/4384/dreamshaper?modelVersionId=128713",
-                   catalogue=EMPTY)
-    assert page.url == "https://civitai.com/api/download/models/128713"
+    assert (source.kind, source.sha256, source.filename) == (
+        "lora", SHA, "ink-style_v20.safetensors")  # from the API: type, SHA256, name
+    assert source.label == "Ink[31m Style v2.0"  # no control characters
+    api = [h for _, p, h in fake_civitai.requests if p.startswith("/api/v1/")]
+    assert api and api[0].get("Authorization") == "Bearer c1"
+    path = download(source, dest_dir=tmp_path)
+    assert path.name == "ink-style_v20.safetensors" and path.read_bytes() == DATA
+    fake_civitai.add("/api/v1/model-versions/777", _version_json("0" * 64))  # wrong hash
+    fake_civitai.add("/api/download/models/777", DATA)
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        download(resolve(f"{fake_civitai.base}/api/download/models/777", catalogue=EMPTY),
+                 dest_dir=tmp_path)
+
+
+def test_civitai_without_a_description_still_downloads(fake_civitai: Server) -> None:
+    source = resolve("https://civitai.com/models/4384/dreamshaper?modelVersionId=128713",
+                     catalogue=EMPTY, kind="checkpoint")  # the API answers 404 here
+    assert source.url == f"{fake_civitai.base}/api/download/models/128713"
+    assert (source.filename, source.sha256, source.name_from_server) == (
+        "civitai-128713.safetensors", None, True)
     with pytest.raises(DownloadError, match="download button"):
         resolve("https://civitai.com/models/4384", catalogue=EMPTY)
+
+
+def test_civitai_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDSTUDIO_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="offline"):
+        resolve("https://civitai.com/api/download/models/1", catalogue=EMPTY)
 
 
 def test_server_names_the_file_sanitised(server: Server, online: None, tmp_path: Path) -> None:
