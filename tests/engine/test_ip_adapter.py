@@ -435,3 +435,19 @@ def test_weights_that_do_not_load_are_one_line(sd1: Any, make_request: Callable[
     assert unet.encoder_hid_proj is None
     assert not any(ip_adapter._is_ip_processor(p) for p in unet.attn_processors.values())
     assert np.array_equal(_gen(sd1, make_request), plain)  # nothing else changed
+
+
+def test_bench_script_smoke(tmp_path: Path) -> None:
+    """bench/ip_adapter.py end to end on the tiny model (the real-size run is the lead's)."""
+    import json
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "ip_adapter.py"
+    out = subprocess.run([sys.executable, str(bench), "--smoke", "--work-dir", str(tmp_path),
+                          "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["sdstudio"]["ip_s"] > 0 and data["diffusers"]["load_s"] > 0
+    assert "load adapter + encoder" in out.stdout
