@@ -20,7 +20,7 @@ Both run fp32 on the CPU unless ``--device cuda`` (fp16). ``--smoke`` uses the t
 adapter and encoder at 64 px (the test suite runs that). The first run builds the random
 models (about 5 minutes and 6 GB of disk on a 2-core CPU); later runs reuse them.
 
-    python bench/ip_adapter.py [--size 512] [--steps 4] [--runs 2] [--device cpu|cuda]
+    python bench/ip_adapter.py [--size 512] [--steps 4] [--runs 1] [--device cpu|cuda]
                                [--work-dir DIR] [--smoke] [--json FILE]
 """
 
@@ -163,7 +163,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--work-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "sdstudio-bench-ip-adapter")
