@@ -5,8 +5,9 @@ Every decision is a pure function of what it is given (CPU flags, device kind, c
 capability, memory mode, settings) and returns the choice with its reasons, so it is tested
 as a table without the hardware; the ``apply_*`` functions do what a plan says to the loaded
 modules. Measured on the CPU (docs/benchmarks.md, ``bench/precision.py``): bf16 weights are
-faster than fp32 where the CPU has native bf16 (AVX512-BF16, AMX); ``channels_last`` made a
-bf16 UNet step about 2x slower and is therefore used on CUDA only.
+1.85x faster per UNet step than fp32 on a CPU with AVX512-BF16 (bf16 autocast over fp32
+weights 1.68x); ``channels_last`` was 2-10 % faster in one quiet run and much slower in a
+loaded one, so it is not used on the CPU (yet); CUDA only.
 """
 
 from __future__ import annotations
@@ -141,10 +142,11 @@ def decide_accel(device_kind: str, *, capability: tuple[int, int] | None, arch: 
       except in low-memory mode (the fused copy costs VRAM).
     - ``torch.compile`` of the UNet on CUDA when the person asks for it (Speed: compile)
       and this torch can compile there (``compile_available``: Triton): off by default, the
-      first image of each size takes longer. Not on the CPU (measured: see the module doc).
+      first image of each size takes longer. Not on the CPU (not measured there: the
+      inductor compilation of a real-size UNet did not fit this session's time).
     - FP8 weight storage (``float8_e4m3fn``, computed in fp16) in low-memory mode for SDXL
       on a GPU of compute capability 8.9 or newer: the UNet's weights in half the VRAM.
-    - Elsewhere (the CPU, MPS): none of them (channels_last was measured slower on the CPU).
+    - Elsewhere (the CPU, MPS): none of them (channels_last on the CPU: see the module doc).
     """
     reasons: list[str] = []
     notes: list[str] = []
