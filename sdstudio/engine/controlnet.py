@@ -11,6 +11,12 @@ residuals added to every UNet evaluation as A1111's ControlNet extension adds th
   model's shape comes from the loaded UNet's config and the file's own tensors (no config is
   downloaded); its architecture (cross-attention width 768 / 1024 / 2048, SDXL's
   ``add_embedding``) is checked against the loaded model first: a mismatch is one line.
+* :func:`load_adapter` reads a T2I-Adapter in diffusers' layout (a folder with its
+  ``config.json``, or a single file of a full adapter, whose shape is read from its tensors);
+  TencentARC's original ``t2iadapter_*.pth`` layout is refused with one line. Its features
+  (computed once per pass size: they do not depend on the step) go to the UNet as
+  ``down_intrablock_additional_residuals``, with the extension's soft weights (0.25, 0.62,
+  0.825, 1.0) for the two non-balanced modes.
 * :class:`ControlNetSet` keeps the loaded ControlNets between requests (the same files: no
   reload) and drops the ones no unit uses any more; it goes with the loaded checkpoint.
 * :class:`ControlConditioning` is one request's part, a pass extra (``Engine._call``): around
@@ -56,6 +62,7 @@ from sdstudio.engine.ip_adapter import active_at
 _FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _RESIZE = {"Just Resize": "resize", "Crop and Resize": "crop", "Resize and Fill": "fill"}
 SOFT_BASE = 0.825  # the extension's soft injection: 0.825 ** (12 - k)
+ADAPTER_SOFT = (0.25, 0.62, 0.825, 1.0)  # its T2I-Adapter soft injection, per level
 
 
 def family(width: int | None) -> str:
@@ -201,6 +208,72 @@ def load_controlnet(path: Path, unet: Any, *, model_name: str, model_arch: str,
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def _adapter_keys() -> set[str]:
+    from diffusers import T2IAdapter
+
+    return set(inspect.signature(T2IAdapter.__init__).parameters) - {"self"}
+
+
+def adapter_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """A diffusers-layout full T2I-Adapter's config from its tensors (channels per level,
+    residual blocks per level, the input channels and factor of the pixel unshuffle: 16 is
+    SDXL's full adapter)."""
+    levels = sorted({int(k.split(".")[2]) for k in state if k.startswith("adapter.body.")})
+    if not levels or "adapter.conv_in.weight" not in state or any(
+            f"adapter.body.{i}.resnets.0.block2.weight" not in state for i in levels):
+        raise ModelError("not a T2I-Adapter in diffusers' layout (adapter.body.N.resnets...)")
+    channels = [int(state[f"adapter.body.{i}.resnets.0.block2.weight"].shape[0])
+                for i in levels]
+    blocks = len({k.split(".")[4] for k in state if k.startswith("adapter.body.0.resnets.")})
+    unshuffled = int(state["adapter.conv_in.weight"].shape[1])
+    in_channels = 1 if unshuffled in (64, 256) else 3  # sketch adapters take one channel
+    factor = round((unshuffled / in_channels) ** 0.5)
+    return {"in_channels": in_channels, "channels": channels, "num_res_blocks": blocks,
+            "downscale_factor": factor,  # SDXL's adapters unshuffle by 16
+            "adapter_type": "full_adapter_xl" if factor == 16 else "full_adapter"}
+
+
+def load_adapter(path: Path, unet: Any, *, model_name: str, model_arch: str,
+                 device: torch.device, dtype: torch.dtype) -> Any:
+    """A T2IAdapter from a diffusers folder or a diffusers-layout single file (read
+    safely), checked against ``unet``: its feature widths must be the UNet's."""
+    from diffusers import T2IAdapter
+
+    path = Path(path)
+    weights = control.model_file(path)
+    state = checkpoint.load_state_dict(weights)
+    if not any(k.startswith("adapter.") for k in state):
+        raise ModelError(f"{path.name}: T2I-Adapters in TencentARC's original layout are "
+                         "not supported; use the diffusers version of the adapter")
+    if path.is_dir():
+        data = checkpoint.read_config_json(path / "config.json")
+        config = {k: (list(v) if isinstance(v, list) else v) for k, v in data.items()
+                  if k in _adapter_keys() and isinstance(v, (int, str, list))}
+    else:
+        try:
+            config = adapter_config(state)
+        except ModelError as exc:
+            raise ModelError(f"{path.name}: {exc}") from None
+    widths = [int(c) for c in config.get("channels", ())]
+    xl = config.get("adapter_type") == "full_adapter_xl"
+    unet_xl = unet.config.get("addition_embed_type") == "text_time"
+    if xl != unet_xl or (not xl and widths != [int(c) for c in unet.config.block_out_channels]):
+        what = "SDXL" if xl else f"a UNet with channels {widths}"
+        raise RequestError("control_units", f"{path.stem} is a T2I-Adapter for {what}; the "
+                           f"loaded model {model_name} is {model_arch}: choose an adapter "
+                           "made for it")
+    try:
+        model = T2IAdapter(**config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path.name} does not fit its T2I-Adapter shape "
+                         f"({str(exc).splitlines()[0][:200]})") from None
+    if missing or unexpected:
+        raise ModelError(f"{path.name} does not fit its T2I-Adapter shape "
+                         f"({len(missing)} weights missing, {len(unexpected)} unexpected)")
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
 def _stamp(path: Path) -> tuple[str, int, int]:
     weights = control.model_file(path)
     st = os.stat(weights)
@@ -220,18 +293,22 @@ class ControlNetSet:
                    for p in m.parameters())
 
     def get(self, paths: Sequence[Path], *, model_name: str, model_arch: str,
-            device: torch.device, dtype: torch.dtype) -> list[Any]:
-        """The models of ``paths`` (loaded once); models no path names are freed."""
+            device: torch.device, dtype: torch.dtype,
+            kinds: Sequence[str] = ()) -> list[Any]:
+        """The models of ``paths`` (loaded once; ``kinds``: "controlnet" or "t2i-adapter"
+        per path); models no path names are freed."""
         stamps = [_stamp(p) for p in paths]
         for stamp in list(self.models):
             if stamp not in stamps:
                 del self.models[stamp]
         out = []
-        for path, stamp in zip(paths, stamps, strict=True):
+        kinds = list(kinds) or ["controlnet"] * len(paths)
+        for path, stamp, kind in zip(paths, stamps, kinds, strict=True):
             model = self.models.get(stamp)
             if model is None:
-                model = load_controlnet(path, self.unet, model_name=model_name,
-                                        model_arch=model_arch, device=device, dtype=dtype)
+                load = load_adapter if kind == "t2i-adapter" else load_controlnet
+                model = load(path, self.unet, model_name=model_name,
+                             model_arch=model_arch, device=device, dtype=dtype)
                 self.models[stamp] = model
             out.append(model)
         return out
@@ -309,6 +386,12 @@ class ActiveUnit:
     model: Any
     detected: Image.Image  # the preprocessor's output, refitted per pass size
     hints: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    kind: str = "controlnet"  # or "t2i-adapter"
+    features: dict[tuple[int, int], list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def adapter(self) -> bool:
+        return self.kind == "t2i-adapter"
 
     @property
     def soft(self) -> bool:
@@ -329,7 +412,22 @@ class ActiveUnit:
 
     def scales(self, count: int) -> list[float]:
         weight = float(self.unit.weight)
+        if self.adapter and self.soft:  # the extension's T2I-Adapter soft weights
+            return [weight * x for x in ADAPTER_SOFT][:count] + [weight] * max(0, count - 4)
         return soft_scales(count, weight) if self.soft else [weight] * count
+
+    def adapter_features(self, width: int, height: int, device: torch.device,
+                         dtype: torch.dtype) -> list[torch.Tensor]:
+        """The adapter's features of the hint at this pass size (computed once: they do
+        not depend on the step)."""
+        found = self.features.get((width, height))
+        if found is None:
+            hint = self.hint(width, height, 1, device, dtype)
+            if int(self.model.config.in_channels) == 1:  # sketch adapters: one channel
+                hint = hint.mean(dim=1, keepdim=True)
+            found = [f.detach() for f in self.model(hint)]
+            self.features[(width, height)] = found
+        return found
 
 
 @dataclass
@@ -344,16 +442,44 @@ class ControlConditioning:
     def pipe_kwargs(self) -> dict[str, Any]:
         return {}
 
+    def _mark(self, rows: int, like: torch.Tensor) -> torch.Tensor | None:
+        """1 on the conditional rows, 0 on the unconditional half (cfg injection)."""
+        if not self.guidance or rows % 2:
+            return None
+        mark = torch.ones(rows, 1, 1, 1, device=like.device, dtype=like.dtype)
+        mark[: rows // 2] = 0
+        return mark
+
+    def adapter_residuals(self, sample: torch.Tensor, index: int, total: int
+                          ) -> list[torch.Tensor] | None:
+        """The T2I-Adapter units' features for this evaluation (summed), or None."""
+        rows, height, width = sample.shape[0], sample.shape[2] * 8, sample.shape[3] * 8
+        out: list[torch.Tensor] | None = None
+        for active in self.units:
+            unit = active.unit
+            if not active.adapter or unit.weight == 0 or not active_at(
+                    unit.guidance_start, unit.guidance_end, index, total):
+                continue
+            features = active.adapter_features(width, height, sample.device, sample.dtype)
+            scaled = [f.expand(rows, -1, -1, -1) * s
+                      for f, s in zip(features, active.scales(len(features)), strict=True)]
+            mark = self._mark(rows, sample) if active.cfg_injection else None
+            if mark is not None:
+                scaled = [f * mark for f in scaled]
+            out = scaled if out is None else [a + b for a, b in zip(out, scaled, strict=True)]
+        return out
+
     def residuals(self, sample: torch.Tensor, timestep: Any, kwargs: Mapping[str, Any],
                   index: int, total: int) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """The ControlNet units' residuals for this evaluation (summed), or None."""
         rows, height, width = sample.shape[0], sample.shape[2] * 8, sample.shape[3] * 8
         states = kwargs["encoder_hidden_states"]
         down: list[torch.Tensor] | None = None
         mid: torch.Tensor | None = None
         for active in self.units:
             unit = active.unit
-            if unit.weight == 0 or not active_at(unit.guidance_start, unit.guidance_end,
-                                                 index, total):
+            if active.adapter or unit.weight == 0 or not active_at(
+                    unit.guidance_start, unit.guidance_end, index, total):
                 continue
             model = active.model
             x = sample
@@ -366,9 +492,8 @@ class ControlConditioning:
                          return_dict=False)
             outs = [*d, m]
             scaled = [r * s for r, s in zip(outs, active.scales(len(outs)), strict=True)]
-            if active.cfg_injection and self.guidance and rows % 2 == 0:
-                mark = torch.ones(rows, 1, 1, 1, device=sample.device, dtype=sample.dtype)
-                mark[: rows // 2] = 0  # the unconditional half gets no control
+            mark = self._mark(rows, sample) if active.cfg_injection else None
+            if mark is not None:  # the unconditional half gets no control
                 scaled = [r * mark for r in scaled]
             if down is None or mid is None:
                 down, mid = scaled[:-1], scaled[-1]
@@ -402,6 +527,9 @@ class ControlConditioning:
             if out is not None:
                 kwargs = {**kwargs, "down_block_additional_residuals": tuple(out[0]),
                           "mid_block_additional_residual": out[1]}
+            features = self.adapter_residuals(sample, index, total)
+            if features is not None:  # a fresh list: the UNet pops from it
+                kwargs = {**kwargs, "down_intrablock_additional_residuals": list(features)}
             return args, kwargs
 
         handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
@@ -434,10 +562,6 @@ def control_units(request: GenerationRequest, settings: EngineSettings
                                f"{unit.model!r} in the ControlNet folders ({dirs})")
         if model.kind == "ip-adapter":
             continue
-        if model.kind == "t2i-adapter":
-            raise RequestError("control_units", f"control unit {index + 1}: {model.name} is "
-                               "a T2I-Adapter; SD Studio runs ControlNets (T2I-Adapters are "
-                               "not supported yet)")
         out.append((index, unit, model))
     return out
 
@@ -455,14 +579,16 @@ def prepare(current: ControlNetSet | None, unet: Any, request: GenerationRequest
     if current is None or current.unet is not unet:
         current = ControlNetSet(unet)
     home = torch.device("cpu") if offloaded else device
+    kinds = ["t2i-adapter" if m.kind == "t2i-adapter" else "controlnet" for _, _, m in units]
     models = current.get([m.path for _, _, m in units], model_name=model_name,
-                         model_arch=model_arch, device=home, dtype=dtype)
+                         model_arch=model_arch, device=home, dtype=dtype, kinds=kinds)
     mask = job.mask if job is not None else None
     actives = []
     titles: dict[str, str] = {}
-    for (index, unit, listed), model in zip(units, models, strict=True):
+    for (index, unit, listed), model, kind in zip(units, models, kinds, strict=True):
         source = unit_source(unit, index, request, job)
-        actives.append(ActiveUnit(index, unit, model, detect(unit, source, size, mask)))
+        actives.append(ActiveUnit(index, unit, model, detect(unit, source, size, mask),
+                                  kind=kind))
         titles[unit.model] = listed.title
     conditioning = ControlConditioning(actives, guidance=request.cfg_scale > 1,
                                        offloaded=offloaded)

@@ -80,3 +80,25 @@ def build_controlnets(model_dir: Path, dest: Path, seed: int = 0) -> dict[str, P
         torch.save({k.removeprefix("control_model."): v for k, v in original.items()},
                    out["original-pth"])
     return out
+
+
+def build_adapters(model_dir: Path, dest: Path, seed: int = 0) -> dict[str, Path]:
+    """A tiny random full T2I-Adapter for the tiny model at ``model_dir`` (its UNet's
+    channels; SDXL's adapter type for an SDXL model, the tiny UNets' first block being a
+    plain one as in SDXL), as a diffusers folder ("adapter-folder") and a diffusers-layout
+    single file ("adapter-file"), the same weights."""
+    from diffusers import T2IAdapter, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    xl = unet.config.addition_embed_type == "text_time"
+    torch.manual_seed(seed)
+    adapter = T2IAdapter(in_channels=3, channels=list(unet.config.block_out_channels),
+                         num_res_blocks=2, downscale_factor=16 if xl else 8,
+                         adapter_type="full_adapter_xl" if xl else "full_adapter")
+    folder = dest / "t2iadapter_tiny_folder"
+    adapter.save_pretrained(folder, safe_serialization=True)
+    single = dest / "t2iadapter_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, single)
+    return {"adapter-folder": folder, "adapter-file": single}

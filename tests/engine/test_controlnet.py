@@ -20,7 +20,7 @@ from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.metadata import parse_infotext, to_infotext
 from sdstudio.core.settings import EngineSettings
 from sdstudio.engine import controlnet
-from tests.engine._controlnet_fixtures import build_controlnets
+from tests.engine._controlnet_fixtures import build_adapters, build_controlnets
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,9 @@ def cn(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
        ) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("controlnets")
     files = build_controlnets(tiny_models["sd1"], root / "cn")
+    files.update({f"xl-{k}": v for k, v in build_adapters(
+        tiny_models["sdxl"], root / "adapters-xl").items()})
+    files.update(build_adapters(tiny_models["sd1"], root / "adapters"))
     rng = np.random.RandomState(3)
     Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(root / "hint.png")
     Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(root / "hint2.png")
@@ -273,3 +276,71 @@ def test_canny_module_runs_through_the_preprocessor(engines: Callable[[str], Any
     none = _image(eng, make_request(control_units=(_unit(cn),)))
     canny = _image(eng, make_request(control_units=(_unit(cn, module="canny"),)))
     assert not np.array_equal(none, canny)
+
+
+def test_t2i_adapters_in_diffusers_layout(engines: Callable[[str], Any],
+                                          make_request: Callable[..., Any],
+                                          cn: dict[str, Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the tiny UNets begin with a plain block, as SDXL's: SDXL's adapter type fits them
+    eng = engines("sdxl")
+
+    def make(**kw: Any) -> Any:
+        return make_request("sdxl", **kw)
+
+    plain = _image(eng, make())
+    folder = _image(eng, make(control_units=(_unit(cn, "xl-adapter-folder"),)))
+    single = _image(eng, make(control_units=(_unit(cn, "xl-adapter-file"),)))
+    assert not np.array_equal(folder, plain) and np.array_equal(folder, single)
+    zero = _image(eng, make(control_units=(_unit(cn, "xl-adapter-file", weight=0.0),)))
+    assert np.array_equal(zero, plain)
+    soft = _image(eng, make(control_units=(_unit(
+        cn, "xl-adapter-file", control_mode="My prompt is more important"),)))
+    assert not np.array_equal(soft, single)
+    seen: list[int] = []
+    original = controlnet.ControlConditioning.adapter_residuals
+
+    def spy(self: Any, sample: Any, index: int, total: int) -> Any:
+        out = original(self, sample, index, total)
+        if out is not None:
+            seen.append(index)
+        return out
+
+    monkeypatch.setattr(controlnet.ControlConditioning, "adapter_residuals", spy)
+    eng.generate(make(steps=4, sampler="Euler", control_units=(
+        _unit(cn, "xl-adapter-file", guidance_start=0.5),)))
+    assert seen == [2, 3]
+
+
+def test_an_sd1_adapter_file_reads_its_shape(engines: Callable[[str], Any],
+                                             cn: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    config = controlnet.adapter_config(load_file(str(cn["adapter-file"])))
+    assert config == {"in_channels": 3, "channels": [32, 64], "num_res_blocks": 2,
+                      "downscale_factor": 8, "adapter_type": "full_adapter"}
+    unet = engines("sd1")._model.pipes.base.unet
+    adapter = controlnet.load_adapter(cn["adapter-file"], unet, model_name="tiny",
+                                      model_arch="sd1", device=torch.device("cpu"),
+                                      dtype=torch.float32)
+    features = adapter(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in features] == [(1, 32, 8, 8), (1, 64, 4, 4)]
+
+
+def test_a_t2i_adapter_for_another_model_or_layout_is_refused(
+        engines: Callable[[str], Any], make_request: Callable[..., Any],
+        cn: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match="is a T2I-Adapter for"):
+        engines("sdxl").generate(make_request("sdxl", control_units=(
+            _unit(cn, "adapter-file"),)))
+    with pytest.raises(RequestError, match="is a T2I-Adapter for SDXL"):
+        engines("sd1").generate(make_request(control_units=(
+            _unit(cn, "xl-adapter-file"),)))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(cn["adapter-file"]))
+    original = tmp_path / "t2iadapter_canny_sd14v1.safetensors"  # TencentARC's names
+    save_file({k.removeprefix("adapter."): v for k, v in state.items()}, original)
+    with pytest.raises(ModelError, match="original layout are not supported"):
+        engines("sd1").generate(make_request(control_units=(
+            _unit(cn).replace(model=str(original)),)))
