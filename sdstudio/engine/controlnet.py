@@ -254,7 +254,8 @@ def load_adapter(path: Path, unet: Any, *, model_name: str, model_arch: str,
             config = adapter_config(state)
         except ModelError as exc:
             raise ModelError(f"{path.name}: {exc}") from None
-    widths = [int(c) for c in config.get("channels", ())]
+    channels = config.get("channels", [])
+    widths = [int(c) for c in channels] if isinstance(channels, list) else []
     xl = config.get("adapter_type") == "full_adapter_xl"
     unet_xl = unet.config.get("addition_embed_type") == "text_time"
     if xl != unet_xl or (not xl and widths != [int(c) for c in unet.config.block_out_channels]):
