@@ -14,6 +14,7 @@ from sdstudio.core.errors import RequestError
 from sdstudio.core.fields import ALL_MODES, TXT2IMG_ONLY, FieldSpec
 from sdstudio.core.outpaint import outpaint_option
 from sdstudio.core.request import FIELDS, GenerationRequest, LoraSpec
+from sdstudio.core.settings import MAX_CACHED_CHECKPOINTS
 from sdstudio.core.threads import MAX_CPU_THREADS
 
 if TYPE_CHECKING:
@@ -113,6 +114,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", dest="cpu_threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: the CPUs this process may use, "
                    "fewer while other programs keep some of them busy)")
+    g.add_argument("--checkpoint-cache", dest="checkpoint_cache", type=int, default=None,
+                   metavar="N", help="models kept in RAM besides the one in use, for prompt "
+                   "lists that switch models: 0 = none, -1 = automatic (the default: one when "
+                   "memory allows)")
 
 
 def parse_lora(text: str) -> LoraSpec:
@@ -197,4 +202,10 @@ def engine_settings_from_args(args: argparse.Namespace, settings: Settings) -> E
             raise RequestError("cpu_threads", f"--threads {args.cpu_threads}: give 1 to "
                                f"{MAX_CPU_THREADS} threads")
         changes["cpu_threads"] = args.cpu_threads
+    if getattr(args, "checkpoint_cache", None) is not None:
+        if not -1 <= args.checkpoint_cache <= MAX_CACHED_CHECKPOINTS:
+            raise RequestError("checkpoint_cache", f"--checkpoint-cache "
+                               f"{args.checkpoint_cache}: give -1 (automatic) to "
+                               f"{MAX_CACHED_CHECKPOINTS}")
+        changes["checkpoint_cache"] = args.checkpoint_cache
     return eng.replace(**changes)

@@ -26,8 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.settings import MAX_CACHED_CHECKPOINTS
+
 AUTO = -1
-MAX_CACHED = 8  # the most a setting may ask for
+MAX_CACHED = MAX_CACHED_CHECKPOINTS  # the most a setting may ask for
 MEMORY_MARGIN = 2 * 2**30  # left to the rest of the computer after keeping a model
 
 

@@ -268,7 +268,7 @@ class Engine:
         setting and the available memory allow; free it otherwise."""
         model = self._model
         kept = self._keepable(model) if model is not None else None
-        self._unload_current()
+        self._unload_current(collect=kept is None)
         if kept is not None:
             for addon in ("ip_adapters", "controlnets"):  # freed by the unload above
                 if getattr(kept, addon, None) is not None:
@@ -316,8 +316,9 @@ class Engine:
             devices.free_device_memory()
         self._unload_current()
 
-    def _unload_current(self) -> None:
-        """Free the loaded model (weights and the device memory they held)."""
+    def _unload_current(self, collect: bool = True) -> None:
+        """Free the loaded model (weights and the device memory they held). ``collect``
+        False: no garbage collection (~0.3 s), for a model kept in RAM."""
         if self._model is None:
             return
         model = self._model
@@ -333,7 +334,8 @@ class Engine:
             model.ip_adapters = None
         model.pipes = None  # type: ignore[assignment]
         del model
-        devices.free_device_memory()
+        if collect:
+            devices.free_device_memory()
 
     def upscale_file(self, source: str | Path, *, upscaler: str, scale: float,
                      out_dir: str | Path, tile: int | None = None,

@@ -253,3 +253,16 @@ def test_pure_functions_ignore_a_missing_path(tmp_path: Path) -> None:
     f.write_bytes(b"0" * 100)
     assert model_cache.loaded_estimate(f, 4) == 200 and model_cache.loaded_estimate(f, 2) == 100
 
+
+
+def test_bench_switch_arm_runs(copies: dict[str, Path]) -> None:
+    """bench/load.py's switch arm on tiny models: a cold load, another, the first from RAM."""
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[2] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import load  # type: ignore[import-not-found]
+
+    out = load._child("switch", [str(copies["a"]), str(copies["b"])], 64)
+    assert out["kept"] == 1 and out["cached_s"] < out["cold_s"]
