@@ -56,11 +56,14 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024  # a ControlNet's header is ~100 KB
 _MODE_WORDS = {
     "balanced": 0, "0": 0, "prompt": 1, "my prompt is more important": 1, "1": 1,
     "controlnet": 2, "control": 2, "controlnet is more important": 2, "2": 2,
+    # the 1.1.2xx extension wrote its enums' reprs into the infotext
+    "controlmode.balanced": 0, "controlmode.prompt": 1, "controlmode.control": 2,
 }
 _RESIZE_WORDS = {
     "just resize": 0, "resize": 0, "just-resize": 0, "0": 0,
     "crop and resize": 1, "crop": 1, "scale to fit (inner fit)": 1, "inner fit": 1, "1": 1,
     "resize and fill": 2, "fill": 2, "envelope (outer fit)": 2, "outer fit": 2, "2": 2,
+    "resizemode.resize": 0, "resizemode.inner_fit": 1, "resizemode.outer_fit": 2,
 }
 
 

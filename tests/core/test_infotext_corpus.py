@@ -24,6 +24,7 @@ splits at its commas; an empty value ("Raw negative prompt: ,") is dropped.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,9 @@ CORPUS: dict[str, dict[str, Any]] = {
             seed=1213408215,
             size=(512, 768),
             hires=True, hires_upscaler="4x-UltraSharp", hires_scale=1.602, hires_steps=60, hires_denoising=0.34,
+            # the extension 1.1.2xx's format, its enums' reprs as the modes
+            controls=(("inpaint_global_harmonious", "control_v11p_sd15_inpaint [ebff9138]",
+                       "Balanced", "Crop and Resize", True, 512, 64.0, 64.0),),
         ),
         model=("NoEscape", "9bbf2b95f3"),
         extras=[
@@ -941,6 +945,8 @@ def test_corpus_text_reads_as_a1111_reads_it(name: str) -> None:
     assert (r.prompt, r.negative_prompt) == (prompt, negative)
     assert parsed.params == {k: v.strip() for k, v in want["a1111"].items()}
     got = dict(
+        controls=tuple((u.module, u.model, u.control_mode, u.resize_mode, u.pixel_perfect,
+                        u.processor_res, u.threshold_a, u.threshold_b) for u in r.control_units),
         steps=r.steps,
         sampler=r.sampler,
         schedule_type=r.schedule_type,
@@ -962,8 +968,16 @@ def test_corpus_text_reads_as_a1111_reads_it(name: str) -> None:
         hires_schedule_type=r.hires_schedule_type,
         hires_prompt=r.hires_prompt,
     )
-    assert got == {**MISSING_KEY_VALUES, **want["request"]}
+    controls = got.pop("controls")
+    expected = dict(want["request"])
+    if "controls" in expected:  # the ControlNet units, where the sample's entry says them
+        assert controls == expected.pop("controls")
+    assert got == {**MISSING_KEY_VALUES, **expected}
     assert (parsed.model_name, parsed.model_hash) == want["model"]
-    kept = {k: want["a1111"][k].strip() for k in want["extras"]}
+    # the ControlNet extension's "ControlNet N" entries are read as control units
+    unit_keys = [k for k in want["extras"] if re.fullmatch(r"ControlNet \d+", k)]
+    assert len(controls) == len(unit_keys)
+    extras = [k for k in want["extras"] if k not in unit_keys]
+    kept = {k: want["a1111"][k].strip() for k in extras}
     assert parsed.extras == {**kept, **want.get("converted", {})}
-    assert list(parsed.extras) == [*want["extras"], *want.get("converted", {})]
+    assert list(parsed.extras) == [*extras, *want.get("converted", {})]
