@@ -190,6 +190,10 @@ class Engine:
         for note in choice.notes:
             on_event(Notice(note))
         key = self._cache_key(model, source, choice)
+        if self._model is not None and self._model.cache_key == key:
+            # a reload asked for (device/precision settings changed) that ends on the same
+            # device and dtype: keep the loaded weights rather than read a second copy
+            self._switch_away(0)
         kept = self._cache.take(key)  # before the switch: the one wanted is not evicted
         self._switch_away(0 if kept is not None else model_cache.loaded_estimate(
             source.path, torch.empty((), dtype=choice.dtype).element_size()))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,10 @@ class FakeEngine:
         self.loaded: ModelReady | None = None
         self.calls: list[tuple[str, Any]] = []
         self._model: _Model | None = None
+        # models kept in RAM as the engine keeps them (engine/model_cache.py), by
+        # (reference, device, dtype); the loaded one's own such key
+        self._kept: OrderedDict[tuple[str, str, str], _Model] = OrderedDict()
+        self._loaded_key: tuple[str, str, str] | None = None
 
     # ------------------------------------------------------------------ configuration
     def configure(self, settings: EngineSettings) -> None:
@@ -211,13 +216,21 @@ class FakeEngine:
         device, dtype, notes = self._device()
         for note in notes:
             on_event(Notice(note))
-        self.unload()
-        on_event(LoadProgress(f"Loading {found.name}", 0.1))
-        _sleep(script.load_delay * 0.8)
-        cancel.raise_if_cancelled()
-        on_event(LoadProgress(f"Moving the model to {device}", 0.8))
-        _sleep(script.load_delay * 0.2)
-        cancel.raise_if_cancelled()
+        key = (found.key, device, dtype)
+        kept = self._kept.pop(key, None)
+        self._switch_away()
+        if kept is None and key in self._kept:  # the one just loaded, asked for again
+            kept = self._kept.pop(key)
+        self._loaded_key = key
+        if kept is not None:
+            on_event(LoadProgress(f"Taking {found.name} from RAM", 0.5))
+        else:
+            on_event(LoadProgress(f"Loading {found.name}", 0.1))
+            _sleep(script.load_delay * 0.8)
+            cancel.raise_if_cancelled()
+            on_event(LoadProgress(f"Moving the model to {device}", 0.8))
+            _sleep(script.load_delay * 0.2)
+            cancel.raise_if_cancelled()
         ready = ModelReady(
             name=found.name, arch=found.arch, device=device, dtype=dtype,
             memory=dict(script.memory), untrained=found.untrained, load_s=script.load_delay,
@@ -231,6 +244,21 @@ class FakeEngine:
     def unload(self) -> None:
         self.loaded = None
         self._model = None
+        self._loaded_key = None
+        self._kept.clear()
+
+    def _switch_away(self) -> None:
+        """As Engine._switch_away: the loaded model is kept when the cache setting allows."""
+        from sdstudio.engine import model_cache  # torch-free
+
+        if self._model is not None and self._loaded_key is not None:
+            limit = model_cache.capacity(self.settings.checkpoint_cache,
+                                         model_cache.available_memory(), 1)
+            if limit:
+                self._kept[self._loaded_key] = self._model
+                while len(self._kept) > limit:
+                    self._kept.popitem(last=False)
+        self.loaded, self._model, self._loaded_key = None, None, None
 
     # ----------------------------------------------------------------------- generate
     def generate(self, request: GenerationRequest, on_event: EventCallback = ignore_event,

@@ -78,7 +78,7 @@ def qimage_to_pil(img: QImage) -> Image.Image:
     stride = src.bytesPerLine()
     buf = np.frombuffer(src.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
     arr = buf[:, : w * channels].reshape(h, w, channels) if channels > 1 else buf[:, :w]
-    return Image.fromarray(np.ascontiguousarray(arr), mode)
+    return Image.fromarray(arr.copy(), mode)  # a copy: the view dies with src
 
 
 def qimage_to_array(img: QImage) -> np.ndarray:

@@ -233,7 +233,7 @@ class SettingsDialog(QDialog):
         label = QLabel("Chec&kpoints to cache in RAM", dev)
         label.setBuddy(self.cache_spin)
         dform.addRow(label, self.cache_spin)
-        self.compile_check = QCheckBox("Speed: co&mpile the model (torch.compile)", dev)
+        self.compile_check = QCheckBox("&Speed: compile the model (torch.compile)", dev)
         self.compile_check.setChecked(bool(eng.compile_unet))
         self.compile_check.setToolTip(
             "Compiles the UNet for the GPU: the first image of each size takes longer (a "

@@ -47,7 +47,9 @@ def _v1_folder(tmp_path: Path) -> tuple[Path, PromptList, list[dict[str, object]
 def _extended(prompts: PromptList, **new: object) -> PromptList:
     items = tuple(
         PromptItem(it.line_no, WithNewField(**it.request.to_dict() | new,
-                                            ).replace(loras=it.request.loras), it.explicit)
+                                            ).replace(loras=it.request.loras,
+                                                      control_units=it.request.control_units),
+                   it.explicit)
         for it in prompts.items)
     return PromptList(items, prompts.errors, prompts.source_sha256, prompts.format,
                       prompts.source_name)

@@ -429,9 +429,17 @@ def test_preview_of_an_inpaint_unit_uses_the_inpaint_tab(qtbot: Any, window: Any
     editor.use_source_box.setChecked(True)
     editor.set_module("inpaint_only")
     qtbot.mouseClick(editor.preview_button, L)
-    qtbot.waitUntil(lambda: not editor.preview.pixmap().isNull(), timeout=5000)
-    shown = np.asarray(qimage_to_pil(editor.preview.pixmap().toImage().convertToFormat(
-        QImage.Format.Format_RGB888)))
-    assert shown.shape == (32, 64, 3)
-    assert not shown[:, :30].any()  # masked: black, as the inpaint ControlNet sees -1
-    assert (shown[:, 34:] == (200, 180, 40)).all()
+
+    def shown() -> np.ndarray:
+        return np.asarray(qimage_to_pil(editor.preview.pixmap().toImage().convertToFormat(
+            QImage.Format.Format_RGB888)))
+
+    def masked_black() -> bool:  # an earlier preview stays shown until the newest is there
+        if editor.preview.pixmap().isNull():
+            return False
+        image = shown()
+        return (image.shape == (32, 64, 3)
+                and not image[:, :30].any()  # masked: black, as the inpaint ControlNet sees -1
+                and bool((image[:, 34:] == (200, 180, 40)).all()))
+
+    qtbot.waitUntil(masked_black, timeout=5000)

@@ -70,13 +70,13 @@ def test_cancel_removes_the_preview_and_status_says_generating(qtbot: Any,
     script.on_step = lambda step: seen.append(w.load_label.text())
     p.widget("steps").setValue(40)
     w.generate()
-    qtbot.waitUntil(lambda: w.txt_viewer.image() is not None
-                    and w.txt_viewer.image().width() == 8, timeout=10_000)  # the preview
+    qtbot.waitUntil(w.txt_viewer.showing_preview, timeout=10_000)  # the preview
     assert w.load_label.text() == GENERATING
     w.queue.cancel_running()
     qtbot.waitUntil(lambda: all(j.state.finished for j in w.queue.jobs()), timeout=10_000)
     shown = w.txt_viewer.image()
     assert shown is not None and shown.width() == 64  # the last real image, not the preview
+    assert not w.txt_viewer.showing_preview()
     assert w.load_label.text() == "Ready"
 
 
