@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,16 +195,26 @@ def load_controlnet(path: Path, unet: Any, *, model_name: str, model_arch: str,
                          "and other control models are not supported")
     check_fits(state, unet, path.stem, model_name, model_arch)
     config = _folder_config(path) if path.is_dir() else controlnet_config(state, unet.config)
-    try:
+    def build() -> Any:
         with init_empty_weights():
-            model = ControlNetModel(**config)
-        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+            return ControlNetModel(**config)
+
+    return _built(build, state, f"{path.name} does not fit the loaded model's ControlNet "
+                  "shape", assign=True, device=device, dtype=dtype)
+
+
+def _built(build: Callable[[], Any], state: Mapping[str, torch.Tensor], misfit: str, *,
+           assign: bool, device: torch.device, dtype: torch.dtype) -> Any:
+    """``build()``'s module with ``state`` loaded, ready on ``device`` in ``dtype``; a
+    ModelError starting with ``misfit`` when the weights do not fit it exactly."""
+    try:
+        model = build()
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path.name} does not fit the loaded model's ControlNet shape "
-                         f"({str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(f"{misfit} ({str(exc).splitlines()[0][:200]})") from None
     if missing or unexpected:
-        raise ModelError(f"{path.name} does not fit the loaded model's ControlNet shape "
-                         f"({len(missing)} weights missing, {len(unexpected)} unexpected)")
+        raise ModelError(f"{misfit} ({len(missing)} weights missing, {len(unexpected)} "
+                         "unexpected)")
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
@@ -263,16 +273,9 @@ def load_adapter(path: Path, unet: Any, *, model_name: str, model_arch: str,
         raise RequestError("control_units", f"{path.stem} is a T2I-Adapter for {what}; the "
                            f"loaded model {model_name} is {model_arch}: choose an adapter "
                            "made for it")
-    try:
-        model = T2IAdapter(**config)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path.name} does not fit its T2I-Adapter shape "
-                         f"({str(exc).splitlines()[0][:200]})") from None
-    if missing or unexpected:
-        raise ModelError(f"{path.name} does not fit its T2I-Adapter shape "
-                         f"({len(missing)} weights missing, {len(unexpected)} unexpected)")
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return _built(lambda: T2IAdapter(**config), state,
+                  f"{path.name} does not fit its T2I-Adapter shape", assign=False,
+                  device=device, dtype=dtype)
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
