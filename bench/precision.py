@@ -12,10 +12,11 @@ time and the dtype the engine chose; then the ratio fp32 / auto (> 1: auto is fa
     python bench/precision.py --unet             # one UNet step (CFG batch 2) per variant
 
 ``--unet`` times one UNet call at the size (batch 2, as with CFG) in one process for each
-variant: fp32, fp32 + channels_last, bf16 weights, bf16 + channels_last, fp32 weights under
-bf16 autocast, and (``--compile``) bf16 under ``torch.compile``; medians of ``--repeats``
-after a warm-up, with the ratio to fp32. The model is built once under ``--work-dir`` (default:
-a temporary folder, removed afterwards unless ``--keep``).
+variant: fp32, fp32 + channels_last, bf16 weights, bf16 + channels_last, bf16 + channels_last +
+the blocked bf16 attention of engine/cpu_attention.py (what ``auto`` runs on a bf16 CPU), fp32
+weights under bf16 autocast, and (``--compile``) bf16 under ``torch.compile``; medians of
+``--repeats`` after a warm-up, with the ratio to fp32. The model is built once under
+``--work-dir`` (default: a temporary folder, removed afterwards unless ``--keep``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from _common import build_sd15_random, median  # noqa: E402
 
 ARMS = ("fp32", "auto")
 UNET_VARIANTS = ("fp32", "fp32-channels_last", "bf16", "bf16-channels_last",
-                 "fp32-autocast_bf16")
+                 "bf16-channels_last-blocked", "fp32-autocast_bf16")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--arms", default=",".join(ARMS),
                         help="precisions to compare end to end (first = the baseline)")
     parser.add_argument("--unet", action="store_true", help="time the UNet step variants")
+    parser.add_argument("--variants", help="with --unet: a comma-separated subset of "
+                        + ", ".join(UNET_VARIANTS) + " (fp32 is always first)")
     parser.add_argument("--compile", action="store_true",
                         help="with --unet: also bf16 under torch.compile (slow to compile)")
     parser.add_argument("--model", help="a diffusers folder instead of SD 1.5 random weights")
@@ -142,7 +145,14 @@ def _unet(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from diffusers import UNet2DConditionModel
 
     torch.set_grad_enabled(False)
-    variants = list(UNET_VARIANTS) + (["bf16-compile"] if args.compile else [])
+    from sdstudio.engine import cpu_attention
+
+    chosen = [v for v in (args.variants or "").split(",") if v]
+    unknown = sorted(set(chosen) - set(UNET_VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variant(s): {', '.join(unknown)}")
+    variants = ["fp32", *[v for v in chosen if v != "fp32"]] if chosen else list(UNET_VARIANTS)
+    variants += ["bf16-compile"] if args.compile else []
     latent = args.size // 8
     results: dict[str, float] = {}
     for variant in variants:
@@ -153,7 +163,7 @@ def _unet(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         x = torch.randn(2, 4, latent, latent, generator=gen).to(dtype)
         ctx = torch.randn(2, 77, 768, generator=gen).to(dtype)
         t = torch.tensor([500])
-        if variant.endswith("channels_last"):
+        if "channels_last" in variant:
             unet.to(memory_format=torch.channels_last)
             x = x.to(memory_format=torch.channels_last)
         call: Any = unet
@@ -161,10 +171,13 @@ def _unet(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         if variant.endswith("compile"):
             call = torch.compile(unet, dynamic=False)
         autocast = variant.endswith("autocast_bf16")
+        blocked = variant.endswith("blocked")
 
         def step(call: Any = call, x: torch.Tensor = x, ctx: torch.Tensor = ctx,
-                 t: torch.Tensor = t, autocast: bool = autocast) -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                 t: torch.Tensor = t, autocast: bool = autocast, blocked: bool = blocked
+                 ) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), \
+                    cpu_attention.installed(blocked):
                 call(x, t, ctx)
 
         started = time.perf_counter()

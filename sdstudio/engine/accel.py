@@ -1,13 +1,16 @@
-"""Speed paths the hardware offers: bf16 on CPUs with native bf16, and on CUDA channels_last,
-fused QKV projections, ``torch.compile`` of the UNet and FP8 weight storage.
+"""Speed paths the hardware offers: bf16 on CPUs with native bf16, ``channels_last``, blocked
+bf16 attention on the CPU, and on CUDA fused QKV projections, ``torch.compile`` of the UNet and
+FP8 weight storage.
 
 Every decision is a pure function of what it is given (CPU flags, device kind, compute
 capability, memory mode, settings) and returns the choice with its reasons, so it is tested
 as a table without the hardware; the ``apply_*`` functions do what a plan says to the loaded
 modules. Measured on the CPU (docs/benchmarks.md, ``bench/precision.py``): bf16 weights are
-1.85x faster per UNet step than fp32 on a CPU with AVX512-BF16 (bf16 autocast over fp32
-weights 1.68x); ``channels_last`` was 2-10 % faster in one quiet run and much slower in a
-loaded one, so it is not used on the CPU (yet); CUDA only.
+1.6-1.85x faster per UNet step than fp32 on a CPU with AVX512-BF16 (bf16 autocast over fp32
+weights 1.64-1.68x); ``channels_last`` makes the UNet 2-15 % and the VAE decode 20-30 % faster
+in both precisions (real-size SD 1.5 and the demo model, alternating in one process; as fast as
+the plain layout beside a busy process, not slower), so it is used on the CPU too; blocked
+bf16 attention (engine/cpu_attention.py) takes another ~25 % off a bf16 step at 512x512.
 """
 
 from __future__ import annotations
@@ -124,17 +127,19 @@ class AccelPlan:
     fuse_qkv: bool = False
     compile: bool = False
     fp8_storage: bool = False
+    cpu_attention: bool = False  # blocked bf16 attention (engine/cpu_attention.py)
     reasons: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())  # asked for but not done: told to the person
 
     @property
     def active(self) -> tuple[str, ...]:
-        names = ("channels_last", "fuse_qkv", "compile", "fp8_storage")
+        names = ("channels_last", "fuse_qkv", "compile", "fp8_storage", "cpu_attention")
         return tuple(n for n in names if getattr(self, n))
 
 
 def decide_accel(device_kind: str, *, capability: tuple[int, int] | None, arch: str,
-                 memory_mode: str, compile_setting: bool, compile_available: bool) -> AccelPlan:
+                 memory_mode: str, compile_setting: bool, compile_available: bool,
+                 dtype: str = "") -> AccelPlan:
     """The speed paths for a model on ``device_kind``. Pure.
 
     - CUDA: ``channels_last`` (convolutions on tensor cores) and fused QKV projections (one
@@ -146,13 +151,19 @@ def decide_accel(device_kind: str, *, capability: tuple[int, int] | None, arch: 
       inductor compilation of a real-size UNet did not fit this session's time).
     - FP8 weight storage (``float8_e4m3fn``, computed in fp16) in low-memory mode for SDXL
       on a GPU of compute capability 8.9 or newer: the UNet's weights in half the VRAM.
-    - Elsewhere (the CPU, MPS): none of them (channels_last on the CPU: see the module doc).
+    - The CPU: ``channels_last`` (oneDNN's convolutions are faster in it, see the module
+      doc), and with ``dtype`` "bf16" the blocked bf16 attention of engine/cpu_attention.py.
+    - MPS: none of them.
     """
     reasons: list[str] = []
     notes: list[str] = []
     low = (memory_mode or "auto").lower() == "low"
     cuda = device_kind == "cuda"
-    channels_last = cuda
+    cpu = device_kind == "cpu"
+    channels_last = cuda or cpu
+    cpu_attention = cpu and dtype == "bf16"
+    if cpu_attention:
+        reasons.append("bf16 on the CPU: attention in blocks of bf16 scores")
     fuse = cuda and not low
     if cuda and low:
         reasons.append("low-memory mode: QKV projections not fused")
@@ -176,7 +187,8 @@ def decide_accel(device_kind: str, *, capability: tuple[int, int] | None, arch: 
         else:
             reasons.append("FP8 weight storage needs compute capability 8.9 or newer")
     return AccelPlan(channels_last=channels_last, fuse_qkv=fuse, compile=compile_,
-                     fp8_storage=fp8, reasons=(*reasons, *notes), notes=tuple(notes))
+                     fp8_storage=fp8, cpu_attention=cpu_attention,
+                     reasons=(*reasons, *notes), notes=tuple(notes))
 
 
 def compile_available(device_kind: str) -> bool:

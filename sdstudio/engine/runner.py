@@ -44,7 +44,17 @@ from sdstudio.core.events import (
 from sdstudio.core.request import MAX_SEED, GenerationInfo, GenerationRequest, LoraSpec, Mode
 from sdstudio.core.sampler_names import steps_problem
 from sdstudio.core.settings import EngineSettings
-from sdstudio.engine import accel, controlnet, hashing, ip_adapter, lora, model_cache, models, taesd
+from sdstudio.engine import (
+    accel,
+    controlnet,
+    cpu_attention,
+    hashing,
+    ip_adapter,
+    lora,
+    model_cache,
+    models,
+    taesd,
+)
 from sdstudio.engine import device as devices
 from sdstudio.engine import images as img
 from sdstudio.engine import threads as cpu_threads
@@ -378,7 +388,7 @@ class Engine:
             choice.kind, capability=accel.cuda_capability(choice.device), arch=loaded.arch,
             memory_mode=self.settings.memory_mode, compile_setting=self.settings.compile_unet,
             compile_available=self.settings.compile_unet and accel.compile_available(
-                choice.kind))
+                choice.kind), dtype=choice.dtype_name)
         accel.apply_accel(pipe.unet, pipe.vae, plan, compute_dtype=choice.dtype)
         loaded.accel = plan
         loaded.notes.extend(plan.notes)  # asked for, not done (Speed: compile off CUDA)
@@ -544,7 +554,9 @@ class Engine:
         assert loaded is not None
         self._threads.start()
         try:
-            return self._generate(loaded, request, prompt, specs, prepared, on_event, cancel)
+            with cpu_attention.installed(loaded.accel.cpu_attention):
+                return self._generate(loaded, request, prompt, specs, prepared, on_event,
+                                      cancel)
         except SDStudioError:
             raise
         except Exception as exc:

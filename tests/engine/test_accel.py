@@ -33,13 +33,13 @@ def _plan(kind: str = "cuda", capability: tuple[int, int] | None = (8, 6), arch:
 def test_decisions_per_device_and_setting() -> None:
     cuda = _plan()
     assert cuda.active == ("channels_last", "fuse_qkv")
-    assert _plan("cpu").active == () and _plan("mps", None).active == ()
+    assert _plan("cpu").active == ("channels_last",) and _plan("mps", None).active == ()
     assert _plan(compile_=True).active == ("channels_last", "fuse_qkv", "compile")
     missing = _plan(compile_=True, available=False)
     assert "compile" not in missing.active and any("not available" in r
                                                    for r in missing.notes)
     cpu = _plan("cpu", None, compile_=True)
-    assert cpu.active == () and any("CUDA only" in r for r in cpu.notes)
+    assert cpu.active == ("channels_last",) and any("CUDA only" in r for r in cpu.notes)
     assert _plan(compile_=True).notes == () and cuda.notes == ()
     low = _plan(mode="low")
     assert low.active == ("channels_last",)  # the fused copy would cost VRAM
