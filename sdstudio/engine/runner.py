@@ -483,6 +483,8 @@ class Engine:
             sha = hashing.file_sha256(path) if path.is_file() else ""  # a folder has none
             if not loaded.offloaded:
                 vae.to(loaded.choice.device)
+            if loaded.accel.channels_last:  # as the model's own VAE (engine/accel.py)
+                vae.to(memory_format=torch.channels_last)
         loaded.pipes.set_component("vae", vae)
         loaded.vae_ref, loaded.vae_name, loaded.vae_sha256 = ref, name, sha
         if loaded.offloaded:
