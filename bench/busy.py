@@ -137,7 +137,8 @@ def child_window(args: argparse.Namespace) -> None:
     app = QApplication([])
     apply_theme(app)  # type: ignore[arg-type]
     settings = Settings(output_dir=args.out, ui={"welcome": "dismissed"},
-                        engine=EngineSettings(default_model=args.model, preview_every=1))
+                        engine=EngineSettings(default_model=args.model, preview_every=int(
+                            os.environ.get("SDSTUDIO_BENCH_PREVIEW_EVERY", "1"))))
     queue = JobQueue(settings=settings.engine)
     window = MainWindow(settings, queue)
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
@@ -160,7 +161,14 @@ def child_window(args: argparse.Namespace) -> None:
 
         profiler = cProfile.Profile()
 
+    threads_seen: list[tuple[float, int, float]] = []  # the thread governor while it runs
+
     def poll() -> None:
+        module = sys.modules.get("sdstudio.engine.threads")
+        if module is not None:
+            g = module._GOVERNOR
+            if g is not None:
+                threads_seen.append((round(time.time(), 2), g.threads, round(g.other_load, 2)))
         if "id" not in job:
             if queue.loaded is not None:
                 job["id"] = queue.submit_request(request)
@@ -181,7 +189,8 @@ def child_window(args: argparse.Namespace) -> None:
             print(json.dumps({"size": [window.width(), window.height()],
                               "view": [view.width(), view.height()],
                               "state": state.state.value, "marks": marks,
-                              "previews": getattr(window, "preview_counts", {})}), flush=True)
+                              "previews": getattr(window, "preview_counts", {}),
+                              "threads": threads_seen}), flush=True)
             window.close()
             app.exit(0 if state.state.value == "done" else 4)
 

@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="start Xvfb 1920x1080 + openbox for the window (stopped after)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the GUI thread during the last window run")
+    parser.add_argument("--preview-every", type=int, default=1,
+                        help="the window's live preview every N steps (0: none, to see the "
+                        "window's cost without previews)")
     parser.add_argument("--tries", type=int, default=2)
     parser.add_argument("--quiet-limit", type=float, default=0.3,
                         help="CPUs of foreign load above which an arm is run again")
@@ -148,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     args.model = model
     server = XServer()
     saved_env = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM",
-                                                "SDSTUDIO_BENCH_PROFILE")}
+                                                "SDSTUDIO_BENCH_PROFILE",
+                                                "SDSTUDIO_BENCH_PREVIEW_EVERY")}
+    os.environ["SDSTUDIO_BENCH_PREVIEW_EVERY"] = str(max(0, args.preview_every))
     try:
         if args.xvfb:
             os.environ["DISPLAY"] = server.start()
@@ -197,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{os.cpu_count()} CPUs; demo model {args.size}x{args.size}, {args.steps} steps, "
           f"Euler a, {args.images} images per run, median of {args.pairs} run(s) per arm; "
           f"window {where}, maximised {child.get('size')}, view {child.get('view')}, "
-          f"preview every step")
+          + ("preview every step" if args.preview_every == 1 else
+             f"preview every {args.preview_every} steps" if args.preview_every > 1 else
+             "no previews"))
     print(f"{'arm':8s}{'s/image':>10s}{'ratio':>8s}")
     print(f"{'cli':8s}{cli:10.3f}{1:8.2f}")
     print(f"{'window':8s}{win:10.3f}{win / cli:8.2f}")

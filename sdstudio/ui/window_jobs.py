@@ -98,9 +98,22 @@ class JobSlots(WindowPart):
             self._show_task_progress(job)
             return
         value, maximum, text = progress_text(event)
-        self.progress_bar.setRange(0, maximum)
-        self.progress_bar.setValue(value)
-        self.progress_bar.setFormat(text)
+        self._set_progress(maximum, value, text)
+
+    def _set_progress(self, maximum: int, value: int, text: str) -> None:
+        """The bar's range, value and text as one asynchronous repaint: QProgressBar.setValue
+        repaints at once by itself (about 1 ms each step for a maximised window's bar, on the
+        GUI thread the worker waits for), and setFormat asks for a second paint."""
+        bar = self.progress_bar
+        if (bar.maximum(), bar.value(), bar.format()) == (maximum, value, text):
+            return
+        bar.setUpdatesEnabled(False)
+        try:
+            bar.setRange(0, maximum)
+            bar.setValue(value)
+            bar.setFormat(text)
+        finally:
+            bar.setUpdatesEnabled(True)  # schedules the one paint
 
     def _on_task_progress(self, job_id: int, done: int, total: int, text: str) -> None:
         job = self.queue.job(job_id)
@@ -112,15 +125,14 @@ class JobSlots(WindowPart):
         fraction = job.fraction
         if fraction is None:
             return
-        self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setValue(int(fraction * 1000))
+        value = int(fraction * 1000)
         if job.source == "upscale":  # its items are tiles
-            self.progress_bar.setFormat(f"{job.title}: {job.detail}")
+            self._set_progress(1000, value, f"{job.title}: {job.detail}")
             return
         step = f" · step {job.step}/{job.total}" if job.total else ""
         label = job.title.removeprefix("Batch: ")
         counts = job.detail or f"{job.items_done}/{job.items_total} images"  # + s/image, left
-        self.progress_bar.setFormat(f"Batch {label}: {counts}{step}")
+        self._set_progress(1000, value, f"Batch {label}: {counts}{step}")
 
     def _on_job_preview(self, job_id: int, image: QImage) -> None:
         """The latest preview (JobQueue.last_preview), rendered by the worker for the
@@ -137,10 +149,10 @@ class JobSlots(WindowPart):
 
     @property
     def preview_counts(self) -> dict[str, int]:
-        """Previews the worker made and how many the GUI never showed (newer ones came
-        first); for bench/window.py."""
+        """Previews the worker made, how many the GUI never showed (newer ones came first)
+        and how many were skipped unrendered (too soon after the last); for bench/window.py."""
         slot = self.queue.previews
-        return {"made": slot.made, "dropped": slot.dropped}
+        return {"made": slot.made, "dropped": slot.dropped, "skipped": slot.skipped}
 
     def _on_image_ready(self, job_id: int, image: JobImage) -> None:
         if image.qimage is not None and image.index == 0:

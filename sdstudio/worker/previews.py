@@ -1,16 +1,19 @@
 """The live preview's hand-over from the worker thread to the GUI: one slot, not a queue.
 
-The worker puts every preview the engine makes into :class:`PreviewSlot`, already converted
-and scaled (smoothly, once) to the size the window shows it at; the GUI takes the latest when
-it gets to it. A preview the GUI has not taken yet is replaced by the newer one (counted as
-dropped), so a slow GUI never builds a backlog, and the GUI thread's work per preview is
-one blit whatever the window's size: every Python line it runs delays the worker (one
-interpreter lock).
+The worker offers every preview the engine makes to :class:`PreviewSlot`. One that comes
+less than the slot's ``interval`` after the GUI took the last one is skipped before it is
+rendered (the GUI would not show it yet; the first one after the interval is); the others are
+converted and scaled (smoothly, once) to the size the window shows them at, and the GUI takes
+the latest when it gets to it. A preview the GUI has not taken yet is replaced by the newer
+one (counted as dropped), so a slow GUI never builds a backlog, and the GUI thread's work per
+preview is one blit whatever the window's size: every Python line it runs delays the worker
+(one interpreter lock).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,15 +68,19 @@ def render_preview(image: Any, box: QSize, ratio: float = 1.0) -> QImage:
 
 class PreviewSlot:
     """The latest preview waiting for the GUI. ``put`` (worker thread) returns True when the
-    slot was empty, i.e. when the GUI must be told; ``take`` (GUI thread) empties it."""
+    slot was empty, i.e. when the GUI must be told; ``take`` (GUI thread) empties it.
+    ``interval``: seconds after a take during which previews are skipped unrendered."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.0) -> None:
         self._lock = threading.Lock()
         self._item: ShownPreview | None = None
         self._box = QSize()
         self._ratio = 1.0
-        self.made = 0  # previews put
+        self.interval = interval
+        self._taken_at = float("-inf")
+        self.made = 0  # previews rendered and put
         self.dropped = 0  # replaced before the GUI took them
+        self.skipped = 0  # offered too soon after a take: never rendered
 
     def set_box(self, box: QSize, ratio: float = 1.0) -> None:
         """Where the GUI shows previews: the box (device pixels) to fit them in, and the
@@ -83,6 +90,9 @@ class PreviewSlot:
 
     def put(self, job_id: int, step: int, image: Any) -> bool:
         with self._lock:
+            if self._item is None and time.monotonic() < self._taken_at + self.interval:
+                self.skipped += 1
+                return False
             box, ratio = QSize(self._box), self._ratio
         rendered = render_preview(image, box, ratio)  # outside the lock: the GUI never waits
         shown = ShownPreview(job_id, step, rendered, QSize(image.width, image.height))
@@ -97,6 +107,8 @@ class PreviewSlot:
     def take(self) -> ShownPreview | None:
         with self._lock:
             item, self._item = self._item, None
+            if item is not None:
+                self._taken_at = time.monotonic()
         return item
 
     def clear(self, job_id: int | None = None) -> None:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.001
 MIN_PREVIEW_INTERVAL_S = 0.1  # live previews shown at most 10 times a second
+# a running job's row (its step) repainted at most 4 times a second: the GUI thread's work
+# per step delays the worker (one interpreter lock); other changes show at once
+ROW_PROGRESS_INTERVAL_S = 0.25
 _THREADS: list[QThread] = []  # every worker thread this module started (tests check them)
 
 
@@ -127,12 +130,17 @@ class JobQueue(QAbstractListModel):
         self.engine_ok: bool | None = None  # None until the engine has started or failed
         # live previews: the worker's latest-only slot, taken at most every
         # MIN_PREVIEW_INTERVAL_S; last_preview is the one jobPreview carries now
-        self.previews = PreviewSlot()
+        self.previews = PreviewSlot(MIN_PREVIEW_INTERVAL_S)
         self.last_preview: ShownPreview | None = None
         self._preview_shown_at = 0.0
         self._preview_timer = QTimer(self)
         self._preview_timer.setSingleShot(True)
         self._preview_timer.timeout.connect(self._deliver_preview)
+        self._row_shown_at = 0.0
+        self._rows_waiting: set[int] = set()
+        self._row_timer = QTimer(self)
+        self._row_timer.setSingleShot(True)
+        self._row_timer.timeout.connect(self._flush_rows)
 
     # ===================================================================== lifecycle
     def start(self) -> None:
@@ -478,8 +486,28 @@ class JobQueue(QAbstractListModel):
         if job is not None:
             job.step, job.total = event.step, event.total
             job.run, job.runs, job.s_per_it = event.run, event.runs, event.s_per_it
-            self._changed(job)
+            self._progress_changed(job)
         self.jobProgress.emit(job_id, event)
+
+    def _progress_changed(self, job: Job) -> None:
+        """A job's step changed: its row repainted now, or with the next flush when a row
+        was repainted for progress less than ROW_PROGRESS_INTERVAL_S ago."""
+        wait = self._row_shown_at + ROW_PROGRESS_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._row_shown_at = time.monotonic()
+            self._changed(job)
+            return
+        self._rows_waiting.add(job.id)
+        if not self._row_timer.isActive():
+            self._row_timer.start(max(1, round(wait * 1000)))
+
+    def _flush_rows(self) -> None:
+        waiting, self._rows_waiting = self._rows_waiting, set()
+        self._row_shown_at = time.monotonic()
+        for job_id in waiting:
+            job = self.job(job_id)
+            if job is not None:
+                self._changed(job)
 
     def _on_preview_waiting(self) -> None:
         wait = self._preview_shown_at + MIN_PREVIEW_INTERVAL_S - time.monotonic()

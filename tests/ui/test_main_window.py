@@ -490,3 +490,36 @@ def test_progress_text() -> None:
     assert (value, maximum) == (25, 60)
     assert text == "Step 5/20 · run 2/3 · 0.50 s/it · 18 s left"
     assert progress_text(Progress(1, 10, s_per_it=2.0))[2] == "Step 1/10 · 2.00 s/it · 18 s left"
+
+
+def test_progress_is_one_deferred_paint_of_the_bar(qtbot: Any, make_window: Any) -> None:
+    """A step's progress sets the bar's range, value and text without the synchronous
+    repaint QProgressBar.setValue does by itself: one paint, later, with the other paints."""
+    from PySide6.QtCore import QEvent, QObject
+
+    w = make_window(fake=FakeScript())
+    w.show()
+    qtbot.waitExposed(w)
+    paints: list[int] = []
+
+    class Count(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:
+            if event.type() == QEvent.Type.Paint:
+                paints.append(1)
+            return False
+
+    counter = Count()
+    w.progress_bar.installEventFilter(counter)
+    QApplication.processEvents()
+    paints.clear()
+    w._set_progress(20, 5, "Step 5/20")
+    assert not paints  # nothing painted inside the step's handler
+    assert (w.progress_bar.maximum(), w.progress_bar.value(), w.progress_bar.format()) == (
+        20, 5, "Step 5/20")
+    assert w.progress_bar.updatesEnabled()
+    qtbot.waitUntil(lambda: bool(paints), timeout=2000)
+    assert len(paints) == 1
+    paints.clear()
+    w._set_progress(20, 5, "Step 5/20")  # nothing new: nothing to paint
+    QApplication.processEvents()
+    assert not paints

@@ -48,6 +48,28 @@ def test_view_paints_a_rendered_preview_unscaled(qtbot: Any) -> None:
     assert not view.showing_preview() and view.image_size() == QSize(64, 64)
 
 
+def test_the_next_preview_repaints_only_the_image(qtbot: Any) -> None:
+    """A run's next preview (same size, same place) paints the image's rectangle again and
+    nothing else: no new fit, no view-changed signal; its pixels are the new preview's."""
+    view = ImageViewer()
+    qtbot.addWidget(view)
+    view.resize(424, 324)
+    view.show()
+    qtbot.waitExposed(view)
+    box = view.preview_box()
+    view.set_preview(render_preview(latent_image(), box), QSize(8, 8))
+    target = view.image_rect_in_widget()
+    changed: list[int] = []
+    view.viewChanged.connect(lambda: changed.append(1))
+    blue = Image.new("RGB", (8, 8), (10, 40, 200))
+    view.set_preview(render_preview(blue, box), QSize(8, 8))
+    assert not changed and view.image_rect_in_widget() == target
+    assert view.grab().toImage().pixelColor(212, 162).getRgb()[:3] == (10, 40, 200)
+    # a preview of another size is placed anew
+    view.set_preview(render_preview(Image.new("RGB", (16, 8), (0, 0, 0)), box), QSize(16, 8))
+    assert changed and view.image_rect_in_widget() != target
+
+
 def test_window_shows_previews_at_the_views_size(qtbot: Any, make_window: Any) -> None:
     script = FakeScript(step_delay=0.05)
     window = make_window(fake=script)
@@ -63,7 +85,7 @@ def test_window_shows_previews_at_the_views_size(qtbot: Any, make_window: Any) -
     size, box = seen[-1]
     assert size == fit_size(QSize(8, 8), box)  # rendered to fit the view, not 8x8
     assert not viewer.showing_preview()  # the result replaced it
-    assert set(window.preview_counts) == {"made", "dropped"}
+    assert set(window.preview_counts) == {"made", "dropped", "skipped"}
 
 
 def test_live_preview_method_setting_round_trip(qtbot: Any) -> None:

@@ -40,6 +40,29 @@ def test_slot_keeps_only_the_latest() -> None:
     assert slot.put(1, 4, latent_image()) is True
 
 
+def test_previews_too_soon_after_a_take_are_skipped_unrendered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdstudio.worker import previews
+
+    now = [100.0]
+    monkeypatch.setattr(previews.time, "monotonic", lambda: now[0])
+    rendered: list[int] = []
+    real = previews.render_preview
+    monkeypatch.setattr(previews, "render_preview",
+                        lambda *a, **k: (rendered.append(1), real(*a, **k))[1])
+    slot = PreviewSlot(interval=0.1)
+    assert slot.put(1, 1, latent_image()) is True  # nothing taken yet
+    assert slot.take() is not None
+    now[0] += 0.05
+    assert slot.put(1, 2, latent_image()) is False and slot.take() is None  # skipped
+    now[0] += 0.06  # the interval is over: the next one is rendered and shown
+    assert slot.put(1, 3, latent_image()) is True
+    assert slot.put(1, 4, latent_image()) is False  # not taken yet: replaced, as before
+    item = slot.take()
+    assert item is not None and item.step == 4
+    assert (slot.made, slot.dropped, slot.skipped, len(rendered)) == (3, 1, 1, 3)
+
+
 def test_clear_drops_only_that_jobs_preview() -> None:
     slot = PreviewSlot()
     slot.put(1, 1, latent_image())
@@ -97,4 +120,29 @@ def test_previews_at_most_every_interval_and_none_after_the_result(
     assert min(gaps) >= queue_module.MIN_PREVIEW_INTERVAL_S * 0.9
     assert {w for _, w in shown} == {300}  # rendered for the box, by the worker
     assert order[-1] == "image" and "preview" not in order[order.index("image"):]
-    assert queue.previews.dropped > 0 and queue.previews.made == 40
+    slot = queue.previews
+    assert slot.made + slot.skipped == 40  # every step's preview offered
+    assert slot.skipped > 0 and slot.made < 40  # too soon after a take: never rendered
+
+
+def test_a_running_jobs_row_repaints_at_most_every_interval_and_ends_on_the_last_step(
+        qtbot: Any, slow_queue: tuple[JobQueue, FakeScript]) -> None:
+    """Progress repaints the job's row at most every ROW_PROGRESS_INTERVAL_S (the GUI
+    thread's work per step delays the worker); the row still shows the last step."""
+    queue, script = slow_queue
+    script.step_delay = 0.01
+    changed: list[tuple[float, int]] = []
+    progress: list[int] = []
+    queue.dataChanged.connect(lambda first, last: changed.append((time.monotonic(),
+                                                                  first.row())))
+    queue.jobProgress.connect(lambda jid, event: progress.append(event.step))
+    with qtbot.waitSignal(queue.jobFinished, timeout=10000):
+        job_id = queue.submit_request(GenerationRequest(prompt="a cat", width=64, height=64,
+                                                        steps=40, seed=1))
+    qtbot.wait(int(queue_module.ROW_PROGRESS_INTERVAL_S * 2000))
+    assert len(progress) == 40  # every step still reaches the progress bar
+    assert len(changed) < 20  # not one repaint per step
+    job = queue.job(job_id)
+    assert job is not None and job.step == 40
+    # a change waiting at the end is flushed: nothing is left pending
+    assert not queue._rows_waiting and not queue._row_timer.isActive()

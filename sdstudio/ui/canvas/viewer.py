@@ -120,6 +120,15 @@ class ImageViewer(QWidget):
     def _show(self, image: QImage | None, pixmap: QPixmap | None, logical: QSize | None
               ) -> None:
         old_size = self.image_size() if self._image is not None else None
+        if (image is not None and logical is not None and self._logical is not None
+                and logical == self._logical and self._image is not None
+                and image.size() == self._image.size()):
+            # the next live preview of a run: same place, same size, nothing else changes;
+            # only the image's rectangle is painted again (a few times a second while the
+            # worker waits for the GUI thread)
+            self._image = image
+            self.update(self.image_rect_in_widget().toAlignedRect().adjusted(-1, -1, 1, 1))
+            return
         self._image, self._pixmap, self._logical = image, pixmap, logical
         if image is None:
             self._logical = None
