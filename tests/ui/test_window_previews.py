@@ -19,12 +19,17 @@ def latent_image() -> Image.Image:
     return Image.new("RGB", (8, 8), (200, 40, 10))
 
 
-def test_view_paints_a_rendered_preview_unscaled(qtbot: Any) -> None:
+def shown_view(qtbot: Any) -> ImageViewer:
     view = ImageViewer()
     qtbot.addWidget(view)
     view.resize(424, 324)
     view.show()
     qtbot.waitExposed(view)
+    return view
+
+
+def test_view_paints_a_rendered_preview_unscaled(qtbot: Any) -> None:
+    view = shown_view(qtbot)
     box = view.preview_box()
     assert box == QSize(round((424 - 2 * FIT_MARGIN) * view.devicePixelRatioF()),
                         round((324 - 2 * FIT_MARGIN) * view.devicePixelRatioF()))
@@ -51,11 +56,7 @@ def test_view_paints_a_rendered_preview_unscaled(qtbot: Any) -> None:
 def test_the_next_preview_repaints_only_the_image(qtbot: Any) -> None:
     """A run's next preview (same size, same place) paints the image's rectangle again and
     nothing else: no new fit, no view-changed signal; its pixels are the new preview's."""
-    view = ImageViewer()
-    qtbot.addWidget(view)
-    view.resize(424, 324)
-    view.show()
-    qtbot.waitExposed(view)
+    view = shown_view(qtbot)
     box = view.preview_box()
     view.set_preview(render_preview(latent_image(), box), QSize(8, 8))
     target = view.image_rect_in_widget()
