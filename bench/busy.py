@@ -230,6 +230,8 @@ def run_arm(arm: str, busy: int, args: argparse.Namespace, work: Path,
                TRANSFORMERS_VERBOSITY="error")
     if args.untuned and arm != "bare":
         env["SDSTUDIO_THREAD_TUNING"] = "0"
+    if getattr(args, "precision", "") and arm != "bare":  # what SD Studio's "auto" means
+        env["SDSTUDIO_PRECISION"] = args.precision
     if arm == "window":
         env.setdefault("QT_QPA_PLATFORM", "xcb" if os.environ.get("DISPLAY") else "offscreen")
     result: dict[str, Any] = {}
@@ -285,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--situations", default=None,
                         help="idle, busy1, busy2 (default: all; --smoke: idle,busy1)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                        help="SD Studio's precision (SDSTUDIO_PRECISION) in its arms; fp32 "
+                        "(default) computes as bare diffusers does, auto takes bf16 on a CPU "
+                        "that has it")
     parser.add_argument("--arms", default="bare,cli,window",
                         help="bare, cli, window, batch (sdstudio batch with its writer thread)")
     parser.add_argument("--size", type=int, default=512)

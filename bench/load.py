@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.child[0], args.child[1:], args.size)))
         return 0
 
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
     reuse = args.work is not None and (args.work / "sd15-random" / "model_index.json").is_file()
     work = args.work if reuse else Path(tempfile.mkdtemp(prefix="sdstudio-bench-load-",
                                                          dir=args.work))

@@ -4,11 +4,13 @@ Same model, settings and seed, in one process. Three arms, run in a rotating ord
 (so none profits from warm caches or always follows the same one): bare diffusers; the engine
 as `sdstudio generate` and `sdstudio batch` run it (``preview_every=0``: no previews); the
 engine as the window runs it (``preview_every=1``: a Preview image every step, delivered to a
-callback). The bare call shares the engine's loaded modules, so all run the very same weights;
-it uses the same scheduler and a CPU generator with the same seed. The engine adds: request
-validation, prompt encoding in 75-token chunks, CPU-drawn initial noise, the step callback
-(cancel check, Progress, and Preview when enabled), its own VAE decode (NaN check for half
-precision), and the GenerationInfo.
+callback). The bare call shares the engine's loaded modules, so all run the very same weights
+(with the engine's speed paths: channels_last, and in bf16 on the CPU the blocked attention of
+engine/cpu_attention.py, installed around the bare call too: this measures the app's overhead,
+not its kernels); it uses the same scheduler and a CPU generator with the same seed. The engine
+adds: request validation, prompt encoding in 75-token chunks, CPU-drawn initial noise, the step
+callback (cancel check, Progress, and Preview when enabled), its own VAE decode (NaN check for
+half precision), and the GenerationInfo.
 
     python bench/overhead.py                    # tiny model, 64x64, 20 steps
     python bench/overhead.py --sd15-random      # real SD 1.5 architecture, random weights
@@ -97,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         previews.clear()
         return images[0].image
 
+    from sdstudio.engine import cpu_attention
+
+    blocked = engine._model.accel.cpu_attention
+
     def run_bare() -> object:
         gen = torch.Generator("cpu").manual_seed(1234)
-        return bare("a photo of a cat", negative_prompt="blurry", width=size, height=size,
-                    num_inference_steps=args.steps, guidance_scale=7.0,
-                    generator=[gen]).images[0]
+        with cpu_attention.installed(blocked):
+            return bare("a photo of a cat", negative_prompt="blurry", width=size, height=size,
+                        num_inference_steps=args.steps, guidance_scale=7.0,
+                        generator=[gen]).images[0]
 
     arms: dict[str, Any] = {
         "bare diffusers": run_bare,

@@ -160,8 +160,9 @@ def _unet(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         dtype = torch.bfloat16 if bf16_weights else torch.float32
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype).eval()
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(2, 4, latent, latent, generator=gen).to(dtype)
-        ctx = torch.randn(2, 77, 768, generator=gen).to(dtype)
+        cfg = unet.config  # SD 1.5: 4 channels, 768-wide text embeddings
+        x = torch.randn(2, cfg.in_channels, latent, latent, generator=gen).to(dtype)
+        ctx = torch.randn(2, 77, cfg.cross_attention_dim, generator=gen).to(dtype)
         t = torch.tensor([500])
         if "channels_last" in variant:
             unet.to(memory_format=torch.channels_last)

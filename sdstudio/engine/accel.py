@@ -6,11 +6,11 @@ Every decision is a pure function of what it is given (CPU flags, device kind, c
 capability, memory mode, settings) and returns the choice with its reasons, so it is tested
 as a table without the hardware; the ``apply_*`` functions do what a plan says to the loaded
 modules. Measured on the CPU (docs/benchmarks.md, ``bench/precision.py``): bf16 weights are
-1.6-1.85x faster per UNet step than fp32 on a CPU with AVX512-BF16 (bf16 autocast over fp32
+1.6-2.1x faster per UNet step than fp32 on a CPU with AVX512-BF16 (bf16 autocast over fp32
 weights 1.64-1.68x); ``channels_last`` makes the UNet 2-15 % and the VAE decode 20-30 % faster
 in both precisions (real-size SD 1.5 and the demo model, alternating in one process; as fast as
 the plain layout beside a busy process, not slower), so it is used on the CPU too; blocked
-bf16 attention (engine/cpu_attention.py) takes another ~25 % off a bf16 step at 512x512.
+bf16 attention (engine/cpu_attention.py) takes another 23-33 % off a bf16 step at 512x512.
 """
 
 from __future__ import annotations

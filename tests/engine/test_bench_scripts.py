@@ -119,3 +119,36 @@ def test_busy_bench_runs_in_smoke_mode(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "idle   cli" in out.stdout and "idle   window" in out.stdout
     assert "ratios to the idle CLI" in out.stdout
+
+
+def test_window_bench_runs_in_smoke_mode(tmp_path: Path) -> None:
+    """bench/window.py: the CLI and the real window (offscreen), the ratio and the previews."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "DISPLAY")}
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "window.py"), "--smoke", "--work-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "goal window <= 1.05x the CLI:" in out.stdout
+    assert "previews (last window run): dropped" in out.stdout and "skipped" in out.stdout
+
+
+def test_precision_bench_times_the_unet_variants(tmp_path: Path,
+                                                 tiny_models: dict[str, Path]) -> None:
+    """bench/precision.py --unet on the tiny model: fp32 first, then the variants asked for,
+    the blocked bf16 attention among them; an unknown variant is refused."""
+    cmd = [sys.executable, str(BENCH / "precision.py"), "--unet", "--model",
+           str(tiny_models["sd1"]), "--size", "64", "--repeats", "1"]
+    out = subprocess.run([*cmd, "--variants", "bf16-channels_last-blocked",
+                          "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    steps = json.loads((tmp_path / "r.json").read_text())["unet_step_s"]
+    assert list(steps) == ["fp32", "bf16-channels_last-blocked"]
+    assert all(v > 0 for v in steps.values())
+    bad = subprocess.run([*cmd, "--variants", "fp64"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and "unknown variant" in bad.stderr
