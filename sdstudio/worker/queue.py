@@ -193,6 +193,8 @@ class JobQueue(QAbstractListModel):
         """Cancel everything, stop the worker and wait for its thread. True when it ended in
         time; False leaves the thread referenced (never destroyed while running)."""
         self._stopping = True
+        self._row_timer.stop()  # no repaint is due after the end
+        self._rows_waiting.clear()
         for job in self._jobs:
             if job.state is JobState.QUEUED:
                 self._set_state(job, JobState.CANCELLED)
@@ -503,6 +505,8 @@ class JobQueue(QAbstractListModel):
 
     def _flush_rows(self) -> None:
         waiting, self._rows_waiting = self._rows_waiting, set()
+        if self._stopping:  # shut down: the views may be gone
+            return
         self._row_shown_at = time.monotonic()
         for job_id in waiting:
             job = self.job(job_id)

@@ -146,3 +146,17 @@ def test_a_running_jobs_row_repaints_at_most_every_interval_and_ends_on_the_last
     assert job is not None and job.step == 40
     # a change waiting at the end is flushed: nothing is left pending
     assert not queue._rows_waiting and not queue._row_timer.isActive()
+
+
+def test_no_row_repaint_is_left_pending_after_shutdown(qtbot: Any, tmp_path: Path) -> None:
+    """A row change still waiting when the queue shuts down is dropped with its timer (the
+    views it would repaint may be gone: a later event loop pass crashed in the suite)."""
+    script = FakeScript(step_delay=0.01)
+    q = JobQueue(engine_factory=fake_engine_factory(script))
+    q.set_output(str(tmp_path / "out"), "{index}-{seed}")
+    q.start()
+    with qtbot.waitSignal(q.jobFinished, timeout=10000):
+        q.submit_request(GenerationRequest(prompt="a cat", width=64, height=64, steps=30,
+                                           seed=1))
+    assert q.shutdown(3000)
+    assert not q._row_timer.isActive() and not q._rows_waiting
