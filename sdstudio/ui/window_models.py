@@ -13,10 +13,12 @@ from PySide6.QtWidgets import QComboBox, QLabel, QSizePolicy, QToolBar, QWidget
 
 from sdstudio.core.settings import Settings, model_key
 from sdstudio.ui import file_dialogs
-from sdstudio.ui.model_manager import VAE_AUTOMATIC, ModelManager
 from sdstudio.ui.theme import icon
 from sdstudio.ui.window_part import WindowPart
 from sdstudio.worker import JobQueue
+
+if TYPE_CHECKING:  # the manager (and its downloads window) is imported when first opened:
+    from sdstudio.ui.model_manager import ModelManager  # ~45 ms less before the window shows
 
 DEMO_LABEL = "Demo model — untrained demo (images are noise)"
 MODEL_FILE_FILTER = "Stable Diffusion models (*.safetensors *.ckpt *.pt *.bin);;All files (*)"
@@ -125,6 +127,8 @@ class ModelChooser(WindowPart):
         values: dict[str, object] = {"width": defaults.width, "height": defaults.height,
                                      "clip_skip": defaults.clip_skip}
         if defaults.vae:
+            from sdstudio.ui.model_manager import VAE_AUTOMATIC
+
             values["vae"] = "" if defaults.vae == VAE_AUTOMATIC else defaults.vae
         for name, value in values.items():
             if value not in (0, None) and panel.control(name).set_value(value) is None:
@@ -136,6 +140,8 @@ class ModelChooser(WindowPart):
         closed."""
         manager = getattr(self, "model_manager", None)
         if manager is None:
+            from sdstudio.ui.model_manager import ModelManager
+
             manager = ModelManager(self, self._qt_parent())
             self.model_manager = manager
         manager.show()
